@@ -1,0 +1,204 @@
+"""``nlprobust`` console entry point.
+
+    nlprobust attack seq2sick --victim onmt:runs/m/best.pt --trust-checkpoint --input src.txt \\
+        --mode keywords --keywords "Hund sitzt" --out results.jsonl
+    nlprobust train onmt --corpus multi30k --scale small --out runs/multi30k_lstm_small
+    nlprobust evaluate --victim onmt:runs/multi30k_lstm_small/best.pt --trust-checkpoint
+    nlprobust demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+log = logging.getLogger("nlprobust")
+
+
+def _add_victim_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--victim", required=True, help="hf:PATH_OR_HUB_ID or onmt:CHECKPOINT.pt")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow unpickling an OpenNMT-py checkpoint (only for files you trust)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--lowercase", action="store_true", help="lowercase inputs (models trained on lowercased text)")
+    p.add_argument("--task-prefix", default="", help='fixed source prefix, e.g. "translate English to German: " for T5')
+
+
+def _read_inputs(path: str, keywords: list[str]) -> list:
+    from nlprobust.attacks import AttackItem
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"error: input file not found: {p}")
+    items = []
+    lines = p.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if p.suffix == ".jsonl":
+            try:
+                rec = json.loads(line)
+                text, kws = rec["text"], tuple(rec.get("keywords", keywords))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise SystemExit(f"error: {p}:{i + 1}: expected a JSON object with a 'text' field ({exc})") from exc
+        else:
+            text, kws = line, tuple(keywords)
+        items.append(AttackItem(i, text, kws))
+    return items
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nlprobust.attacks import Seq2Sick, preset
+    from nlprobust.metrics import mark_changes
+    from nlprobust.results import JsonlLog, summarize, summary_table
+    from nlprobust.victims import VictimError, load_victim
+
+    keywords = args.keywords.split() if args.keywords else []
+    if args.mode == "keywords" and not keywords and not args.input.endswith(".jsonl"):
+        raise SystemExit("error: --mode keywords needs --keywords (or a .jsonl input with a 'keywords' field)")
+    overrides = {f.name: getattr(args, f.name) for f in fields(preset(args.preset, args.mode))
+                 if getattr(args, f.name, None) is not None}
+    config = preset(args.preset, args.mode, **overrides)
+    items = _read_inputs(args.input, keywords)
+    try:
+        victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint, device=args.device,
+                             lowercase=args.lowercase, task_prefix=args.task_prefix)
+    except VictimError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    out = JsonlLog(args.out, resume=not args.overwrite)
+    todo = [it for it in items if it.index not in out.done]
+    if out.done:
+        print(f"resuming: {len(out.done)} of {len(items)} sentences already in {args.out}", file=sys.stderr)
+    Path(args.out).with_suffix(".config.json").write_text(json.dumps(
+        {"victim": args.victim, "input": args.input, "config": asdict(config)}, indent=2))
+    attack = Seq2Sick(victim, config)
+    bar = tqdm(total=len(todo), desc=f"seq2sick {args.mode}", unit="sent", disable=args.quiet)
+    for s in range(0, len(todo), args.batch_size):
+        for r in attack.attack_batch(todo[s : s + args.batch_size]):
+            out.append(r.to_dict())
+            bar.update(1)
+    bar.close()
+    recs = sorted(out.records, key=lambda r: r["index"])
+    if not args.quiet:
+        for r in recs[: args.show]:
+            if r.get("error"):
+                print(f"[{r['index']}] error: {r['error']}")
+                continue
+            print(f"[{r['index']}] {'SUCCESS' if r['success'] else 'failure'}  changed={r['changed']}")
+            print(f"  input : {r['source']}")
+            print(f"  adv   : {mark_changes(r['adversarial_words'], r['changed_positions'])}")
+            print(f"  output: {r['original_output']}")
+            print(f"  adv out: {r['adversarial_output']}")
+    print(summary_table([(f"{args.mode} ({config.preset})", summarize(recs))]))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nlprobust.corpora import load_multi30k
+    from nlprobust.synthetic import synthetic_corpus
+    from nlprobust.training.opennmt import preset, train_onmt
+
+    if args.corpus == "multi30k":
+        train, valid = load_multi30k("train", args.data_dir), load_multi30k("val", args.data_dir)
+    else:
+        train, valid = synthetic_corpus(3000, seed=args.seed), synthetic_corpus(200, seed=args.seed + 1)
+    overrides = {"seed": args.seed}
+    if args.train_steps:
+        overrides["train_steps"] = args.train_steps
+    t = time.time()
+    path = train_onmt(train, valid, args.out, preset(args.scale, **overrides), lowercase=args.lowercase)
+    print(f"trained {path} in {time.time() - t:.0f}s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import sacrebleu
+
+    from nlprobust.corpora import load_multi30k
+    from nlprobust.victims import load_victim
+
+    victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint, device=args.device,
+                         lowercase=args.lowercase, task_prefix=args.task_prefix)
+    data = load_multi30k(args.split, args.data_dir)
+    src, ref = data.src[: args.limit], data.tgt[: args.limit]
+    t = time.time()
+    hyp = victim.translate(src, beam_size=args.beam, batch_size=args.batch_size)
+    bleu = sacrebleu.corpus_bleu(hyp, [ref])
+    print(json.dumps({"split": args.split, "n": len(src), "beam": args.beam, "bleu": round(bleu.score, 2),
+                      "signature": str(bleu.format(signature=True)), "seconds": round(time.time() - t, 1)}))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nlprobust.demo import run_demo
+
+    return run_demo(data_dir=args.data_dir, work=args.work, n=args.n, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nlprobust.attacks.seq2sick import PRESETS
+
+    p = argparse.ArgumentParser(prog="nlprobust", description="Adversarial robustness of NLP models.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    at = sub.add_parser("attack", help="run an attack").add_subparsers(dest="attack", required=True)
+    s2s = at.add_parser("seq2sick", help="Seq2Sick white-box attack on a seq2seq model")
+    _add_victim_args(s2s)
+    s2s.add_argument("--input", required=True, help="one sentence per line (.txt) or JSON lines with text/keywords")
+    s2s.add_argument("--mode", choices=["nonoverlap", "keywords"], default="nonoverlap")
+    s2s.add_argument("--keywords", default="", help='space-separated target keywords, e.g. "Hund sitzt"')
+    s2s.add_argument("--out", required=True, help="results, one JSON line per sentence (resumed if present)")
+    s2s.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out")
+    s2s.add_argument("--batch-size", type=int, default=32)
+    s2s.add_argument("--preset", choices=sorted(PRESETS), default="multi30k-lstm")
+    for name, typ in (("iterations", int), ("lr", float), ("lr_late", float), ("lambda1", float),
+                      ("lambda2", float), ("epsilon", float), ("beam_size", int), ("check_every", int)):
+        s2s.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None,
+                         help=f"override the preset's {name}")
+    s2s.add_argument("--show", type=int, default=5, help="examples to print at the end")
+    s2s.add_argument("--quiet", action="store_true")
+    s2s.set_defaults(func=cmd_attack)
+
+    tr = sub.add_parser("train", help="train a victim").add_subparsers(dest="what", required=True)
+    onmt = tr.add_parser("onmt", help="OpenNMT-py word-level attention LSTM")
+    onmt.add_argument("--corpus", choices=["multi30k", "synthetic"], default="multi30k")
+    onmt.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    onmt.add_argument("--out", required=True)
+    onmt.add_argument("--data-dir", default=None)
+    onmt.add_argument("--train-steps", type=int, default=None)
+    onmt.add_argument("--lowercase", action="store_true")
+    onmt.add_argument("--seed", type=int, default=0)
+    onmt.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="BLEU (sacrebleu) of a victim on a Multi30k split")
+    _add_victim_args(ev)
+    ev.add_argument("--split", default="test_2016_flickr")
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--beam", type=int, default=5)
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.set_defaults(func=cmd_evaluate)
+
+    de = sub.add_parser("demo", help="train a small victim and attack 20 sentences (both modes)")
+    de.add_argument("--data-dir", default=None, help="corpora folder (default: $NLPROBUST_DATA or ../shared/data)")
+    de.add_argument("--work", default="runs/demo")
+    de.add_argument("--n", type=int, default=20)
+    de.add_argument("--seed", type=int, default=0)
+    de.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training of victim models (OpenNMT-py LSTMs, HuggingFace transformers)."""

@@ -1,0 +1,177 @@
+"""Train word-level OpenNMT-py translation/summarisation victims (the thesis's kind of model).
+
+OpenNMT-py owns the training loop here (its trainer, its YAML config whose keys equal its CLI flags); we
+prepare tokenised data, write the config beside the run, train with validation-based early stopping and
+pick the checkpoint with the best validation perplexity as ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from nlprobust.corpora import ParallelCorpus
+from nlprobust.text import tokenize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnmtLSTMConfig:
+    """Architecture and optimisation of an attention LSTM (OpenNMT-py ``rnn`` model)."""
+
+    layers: int = 2
+    hidden_size: int = 500
+    word_vec_size: int = 500
+    encoder_type: str = "brnn"
+    dropout: float = 0.3
+    batch_size: int = 64
+    learning_rate: float = 0.001
+    train_steps: int = 20000
+    valid_steps: int = 500
+    early_stopping: int = 4
+    words_min_frequency: int = 2
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+PRESETS: dict[str, OnmtLSTMConfig] = {
+    # a few seconds: for tests and the tiny recipe scale
+    "tiny": OnmtLSTMConfig(layers=1, hidden_size=128, word_vec_size=64, encoder_type="brnn", dropout=0.0,
+                           batch_size=64, learning_rate=0.01, train_steps=200, valid_steps=200,
+                           early_stopping=0, words_min_frequency=1, label_smoothing=0.0),
+    # trains on 2 CPU cores in under an hour
+    "small": OnmtLSTMConfig(layers=1, hidden_size=384, word_vec_size=256, train_steps=12000, valid_steps=600,
+                            early_stopping=3),
+    # the thesis's model: 2 x 500 LSTM with attention
+    "paper": OnmtLSTMConfig(),
+}
+
+
+def write_parallel(corpus: ParallelCorpus, prefix: Path, *, lowercase: bool = False) -> tuple[Path, Path]:
+    """Tokenise a corpus and write ``prefix.src`` / ``prefix.tgt`` (one sentence per line)."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = (prefix.with_suffix(".src"), prefix.with_suffix(".tgt"))
+    for side, path in zip((corpus.src, corpus.tgt), paths):
+        with open(path, "w", encoding="utf-8") as fh:
+            for line in side:
+                toks = tokenize(line.lower() if lowercase else line)
+                fh.write(" ".join(toks) + "\n")
+    return paths
+
+
+def onmt_yaml(cfg: OnmtLSTMConfig, run_dir: Path, train: tuple[Path, Path], valid: tuple[Path, Path]) -> dict:
+    """The OpenNMT-py 3.5 option dictionary for ``cfg`` (keys equal its command-line flags)."""
+    return {
+        "save_data": str(run_dir / "data"),
+        "src_vocab": str(run_dir / "vocab.src"),
+        "tgt_vocab": str(run_dir / "vocab.tgt"),
+        "overwrite": True,
+        "data": {
+            "corpus_1": {"path_src": str(train[0]), "path_tgt": str(train[1])},
+            "valid": {"path_src": str(valid[0]), "path_tgt": str(valid[1])},
+        },
+        "src_words_min_frequency": cfg.words_min_frequency,
+        "tgt_words_min_frequency": cfg.words_min_frequency,
+        "model_type": "text",
+        "encoder_type": cfg.encoder_type,
+        "decoder_type": "rnn",
+        "rnn_type": "LSTM",
+        "layers": cfg.layers,
+        "hidden_size": cfg.hidden_size,
+        "word_vec_size": cfg.word_vec_size,
+        "global_attention": "general",
+        "input_feed": 1,
+        "dropout": [cfg.dropout],
+        "label_smoothing": cfg.label_smoothing,
+        "optim": "adam",
+        "learning_rate": cfg.learning_rate,
+        "max_grad_norm": 5.0,
+        "batch_type": "sents",
+        "batch_size": cfg.batch_size,
+        "valid_batch_size": 64,
+        "bucket_size": 4096,
+        "num_workers": 0,
+        "train_steps": cfg.train_steps,
+        "valid_steps": cfg.valid_steps,
+        "save_checkpoint_steps": cfg.valid_steps,
+        "keep_checkpoint": -1,
+        "early_stopping": cfg.early_stopping,
+        "early_stopping_criteria": "ppl",
+        "report_every": max(10, cfg.valid_steps // 5),
+        "save_model": str(run_dir / "model"),
+        "seed": cfg.seed,
+        "world_size": 1,
+        "gpu_ranks": [],
+        "model_dtype": "fp32",
+    }
+
+
+_VALID_RE = re.compile(r"Validation perplexity: ([0-9.eE+-]+)")
+_STEP_RE = re.compile(r"Step (\d+)/")
+
+
+def _best_step(log_text: str) -> tuple[int, float] | None:
+    """(step, ppl) of the best validation, parsed from OpenNMT-py's log."""
+    step, best = 0, None
+    for line in log_text.splitlines():
+        m = _STEP_RE.search(line)
+        if m:
+            step = int(m.group(1))
+        v = _VALID_RE.search(line)
+        if v and (best is None or float(v.group(1)) < best[1]):
+            best = (step, float(v.group(1)))
+    return best
+
+
+def train_onmt(
+    train_corpus: ParallelCorpus,
+    valid_corpus: ParallelCorpus,
+    run_dir: str | Path,
+    cfg: OnmtLSTMConfig,
+    *,
+    lowercase: bool = False,
+) -> Path:
+    """Train an OpenNMT-py LSTM and return the path of its best checkpoint (``run_dir/best.pt``)."""
+    import yaml
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    train = write_parallel(train_corpus, run / "train", lowercase=lowercase)
+    valid = write_parallel(valid_corpus, run / "valid", lowercase=lowercase)
+    opts = onmt_yaml(cfg, run, train, valid)
+    config_path = run / "onmt.yaml"
+    config_path.write_text(yaml.safe_dump(opts, sort_keys=False))
+    (run / "config.json").write_text(json.dumps({"preset": asdict(cfg), "lowercase": lowercase}, indent=2))
+    log_path = run / "train.log"
+    with open(log_path, "w") as lf:
+        for module in ("onmt.bin.build_vocab", "onmt.bin.train"):
+            extra = ["-n_sample", "-1"] if module.endswith("build_vocab") else []
+            proc = subprocess.run([sys.executable, "-m", module, "-config", str(config_path), *extra],
+                                  stdout=lf, stderr=subprocess.STDOUT, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{module} failed (exit {proc.returncode}); see {log_path}")
+    best = _best_step(log_path.read_text())
+    ckpts = sorted(run.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
+    if not ckpts:
+        raise RuntimeError(f"OpenNMT-py wrote no checkpoint; see {log_path}")
+    chosen = ckpts[-1]
+    if best is not None:
+        cand = run / f"model_step_{best[0]}.pt"
+        if cand.exists():
+            chosen = cand
+    shutil.copyfile(chosen, run / "best.pt")
+    log.info("best checkpoint %s (valid ppl %s)", chosen.name, best[1] if best else "n/a")
+    return run / "best.pt"
+
+
+def preset(name: str, **overrides: object) -> OnmtLSTMConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)  # type: ignore[arg-type]

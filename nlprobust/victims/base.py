@@ -1,0 +1,137 @@
+"""The victim interface: what an attack needs to see of a sequence-to-sequence model.
+
+Attacks work in the space of the victim's *source embedding table* (the unscaled rows of the encoder's word
+embedding matrix). A victim turns such embeddings into teacher-forced logits and into decoded outputs;
+any model-specific scaling (Marian's ``embed_scale``), positional encodings and masks are the victim's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class VictimError(ValueError):
+    """Bad input for a victim (empty text, over-long input, unknown keyword, ...)."""
+
+
+@dataclass(frozen=True)
+class EncodedSource:
+    """Token ids of one source sentence and which positions an attack may change."""
+
+    ids: list[int]
+    editable: list[bool]
+
+
+class Seq2SeqVictim(ABC):
+    """A seq2seq model seen by an attack.
+
+    Subclasses set ``device``, ``src_pad_id``, ``tgt_bos_id``, ``tgt_eos_id``, ``tgt_pad_id``,
+    ``max_source_len`` and implement the abstract methods. Everything returned is on ``device``.
+    """
+
+    device: torch.device
+    src_pad_id: int
+    tgt_bos_id: int
+    tgt_eos_id: int
+    tgt_pad_id: int
+    max_source_len: int
+    word_level: bool = True  # False for subword victims: words are counted on detokenised text
+    model: torch.nn.Module
+
+    # ---- source side -------------------------------------------------------------------------
+    @abstractmethod
+    def source_embedding_table(self) -> Tensor:
+        """The (unscaled) source embedding matrix, ``[V_src, d]``; an attack perturbs its rows."""
+
+    @abstractmethod
+    def candidate_ids(self) -> Tensor:
+        """Source token ids an attack may substitute in: no specials, source language only. ``[C]``."""
+
+    @abstractmethod
+    def encode_source(self, text: str) -> EncodedSource:
+        """Text -> token ids. Raises :class:`VictimError` on empty or over-long input."""
+
+    @abstractmethod
+    def decode_source(self, ids: list[int]) -> str:
+        """Token ids -> detokenised text (specials dropped)."""
+
+    @abstractmethod
+    def source_tokens(self, ids: list[int]) -> list[str]:
+        """Token ids -> token strings (for display and word-level change counting)."""
+
+    # ---- target side -------------------------------------------------------------------------
+    @abstractmethod
+    def decode_target(self, ids: list[int]) -> str:
+        """Output token ids (no BOS/EOS) -> detokenised text."""
+
+    @abstractmethod
+    def target_words(self, ids: list[int]) -> list[str]:
+        """Output token ids -> words (subwords merged), used for success checks."""
+
+    @abstractmethod
+    def keyword_id(self, word: str) -> int:
+        """The single output-vocabulary id of a keyword; :class:`VictimError` when the model cannot emit it."""
+
+    # ---- model -------------------------------------------------------------------------------
+    @abstractmethod
+    def logits(self, src_embeds: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits ``[B, T, V_tgt]`` for decoder inputs ``tgt_in`` ``[B, T]`` (BOS first).
+
+        ``src_embeds`` ``[B, N, d]`` are rows of :meth:`source_embedding_table` (possibly perturbed);
+        ``src_mask`` ``[B, N]`` is True on real tokens (right padding).
+        """
+
+    @abstractmethod
+    def generate(self, src_embeds: Tensor, src_mask: Tensor, *, beam_size: int = 1,
+                 max_len: int = 100) -> list[list[int]]:
+        """Decode each row (greedy for ``beam_size == 1``); output ids exclude BOS and EOS."""
+
+    # ---- conveniences shared by all victims ------------------------------------------------
+    def embed(self, ids: Tensor) -> Tensor:
+        """Look up source ids in the embedding table: ``[B, N] -> [B, N, d]``."""
+        return self.source_embedding_table()[ids]
+
+    def pad_sources(self, batch: list[list[int]]) -> tuple[Tensor, Tensor]:
+        """Right-pad id lists into ``(ids [B, N], mask [B, N])`` on the victim's device."""
+        if not batch:
+            raise VictimError("empty batch")
+        n = max(len(x) for x in batch)
+        ids = torch.full((len(batch), n), self.src_pad_id, dtype=torch.long)
+        for i, x in enumerate(batch):
+            ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        ids = ids.to(self.device)
+        return ids, ids != self.src_pad_id if self.src_pad_id >= 0 else torch.ones_like(ids, dtype=torch.bool)
+
+    @torch.no_grad()
+    def translate_ids(self, batch: list[list[int]], *, beam_size: int = 5, max_len: int | None = None,
+                      batch_size: int = 64) -> list[list[int]]:
+        """Decode source id lists in batches."""
+        out: list[list[int]] = []
+        for s in range(0, len(batch), batch_size):
+            chunk = batch[s : s + batch_size]
+            ids, mask = self.pad_sources(chunk)
+            ml = max_len if max_len is not None else self.default_max_len(ids.shape[1])
+            out.extend(self.generate(self.embed(ids), mask, beam_size=beam_size, max_len=ml))
+        return out
+
+    def translate(self, texts: list[str], *, beam_size: int = 5, batch_size: int = 64) -> list[str]:
+        """Text in, text out (convenience for evaluation)."""
+        ids = [self.encode_source(t).ids for t in texts]
+        return [self.decode_target(o) for o in self.translate_ids(ids, beam_size=beam_size, batch_size=batch_size)]
+
+    @staticmethod
+    def default_max_len(src_len: int) -> int:
+        return int(src_len * 2 + 10)
+
+
+def pad_targets(seqs: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
+    n = max(1, max(len(s) for s in seqs))
+    out = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out.to(device)

@@ -1,0 +1,178 @@
+"""OpenNMT-py 3.5 checkpoints (word-level RNN with attention, or transformer) as attack victims.
+
+OpenNMT-py checkpoints are Python pickles: loading one can run arbitrary code, so a victim is built only
+when the caller passes ``trust_checkpoint=True`` (CLI: ``--trust-checkpoint``). Adversarial embeddings
+enter the model through a forward hook on the encoder's word look-up table, so positional encodings,
+embedding scaling and masking stay OpenNMT-py's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nlprobust.text import detokenize, tokenize
+from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError
+from nlprobust.victims.decoding import beam_search
+
+SPECIALS = ("<blank>", "<s>", "</s>", "<unk>")
+
+
+class CheckpointError(VictimError):
+    """A checkpoint is missing, corrupt, untrusted or not of the expected kind."""
+
+
+def load_onmt_checkpoint(path: str | os.PathLike[str], *, trust_checkpoint: bool) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if not trust_checkpoint:
+        raise CheckpointError(
+            f"{p} is an OpenNMT-py checkpoint, i.e. a pickle that can run code when loaded; "
+            "load it only if you trust its source, by passing trust_checkpoint=True (CLI: --trust-checkpoint)"
+        )
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"cannot read checkpoint {p} (corrupt or not a torch file): {exc}") from exc
+    if not isinstance(ckpt, dict) or not {"model", "vocab", "opt"} <= set(ckpt):
+        raise CheckpointError(f"{p} is not an OpenNMT-py checkpoint (expected keys model, vocab, opt)")
+    return ckpt
+
+
+class OpenNMTVictim(Seq2SeqVictim):
+    """A word-level OpenNMT-py model. Source text is tokenised with :func:`nlprobust.text.tokenize`.
+
+    Args:
+        checkpoint: path of a ``.pt`` file written by ``onmt_train``.
+        trust_checkpoint: must be True: the file is unpickled.
+        device: where to run (default: CUDA when available, else CPU).
+        lowercase: lowercase input text (for models trained on lowercased data).
+        max_source_len: longest accepted input, in tokens.
+    """
+
+    word_level = True
+
+    def __init__(self, checkpoint: str | os.PathLike[str], *, trust_checkpoint: bool = False,
+                 device: str | torch.device | None = None, lowercase: bool = False,
+                 max_source_len: int = 200) -> None:
+        from onmt.inputters.inputter import dict_to_vocabs
+        from onmt.model_builder import build_base_model
+        from onmt.utils.parse import ArgumentParser
+
+        ckpt = load_onmt_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model_opt = ArgumentParser.ckpt_model_opts(ckpt["opt"])
+        ArgumentParser.update_model_opts(model_opt)
+        ArgumentParser.validate_model_opts(model_opt)
+        model_opt.update_vocab = False
+        vocabs = dict_to_vocabs(ckpt["vocab"])
+        try:
+            model = build_base_model(model_opt, vocabs)
+            model.load_state_dict(ckpt, precision=torch.float32, device=self.device, strict=True)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {checkpoint} does not match its own model options: {exc}") from exc
+        self.model = model.to(self.device).eval()
+        self.model_opt = model_opt
+        self.src_itos: list[str] = list(ckpt["vocab"]["src"])
+        self.tgt_itos: list[str] = list(ckpt["vocab"]["tgt"])
+        self.src_stoi = {t: i for i, t in enumerate(self.src_itos)}
+        self.tgt_stoi = {t: i for i, t in enumerate(self.tgt_itos)}
+        self.src_pad_id = self.src_stoi["<blank>"]
+        self.src_unk_id = self.src_stoi["<unk>"]
+        self.tgt_pad_id = self.tgt_stoi["<blank>"]
+        self.tgt_bos_id = self.tgt_stoi[ckpt["vocab"].get("decoder_start_token", "<s>")]
+        self.tgt_eos_id = self.tgt_stoi["</s>"]
+        self.tgt_unk_id = self.tgt_stoi["<unk>"]
+        self.lowercase = lowercase
+        self.max_source_len = max_source_len
+        self._word_lut = self.model.encoder.embeddings.word_lut
+        specials = set(SPECIALS) | {"averyunlikelytoken"}
+        cand = [i for i, t in enumerate(self.src_itos) if t not in specials and not t.startswith("<")]
+        self._candidates = torch.tensor(cand, dtype=torch.long, device=self.device)
+        self._ban = [self.tgt_pad_id, self.tgt_bos_id]
+
+    # ---- source --------------------------------------------------------------------------------
+    def source_embedding_table(self) -> Tensor:
+        return self._word_lut.weight
+
+    def candidate_ids(self) -> Tensor:
+        return self._candidates
+
+    def encode_source(self, text: str) -> EncodedSource:
+        toks = tokenize(text.lower() if self.lowercase else text)
+        if not toks:
+            raise VictimError("empty input: nothing to attack")
+        if len(toks) > self.max_source_len:
+            raise VictimError(f"input has {len(toks)} tokens, more than this victim accepts ({self.max_source_len})")
+        ids = [self.src_stoi.get(t, self.src_unk_id) for t in toks]
+        return EncodedSource(ids, [True] * len(ids))
+
+    def decode_source(self, ids: list[int]) -> str:
+        return detokenize(self.source_tokens(ids))
+
+    def source_tokens(self, ids: list[int]) -> list[str]:
+        return [self.src_itos[i] for i in ids if i != self.src_pad_id]
+
+    # ---- target --------------------------------------------------------------------------------
+    def decode_target(self, ids: list[int]) -> str:
+        return detokenize(self.target_words(ids))
+
+    def target_words(self, ids: list[int]) -> list[str]:
+        return [self.tgt_itos[i] for i in ids if i not in (self.tgt_pad_id, self.tgt_bos_id, self.tgt_eos_id)]
+
+    def keyword_id(self, word: str) -> int:
+        w = word.lower() if self.lowercase else word
+        if w not in self.tgt_stoi or w in SPECIALS:
+            raise VictimError(f"keyword {word!r} is not in the target vocabulary of this model")
+        return self.tgt_stoi[w]
+
+    # ---- model ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _embeddings_override(self, embeds: Tensor) -> Iterator[None]:
+        handle = self._word_lut.register_forward_hook(lambda _m, _i, _o: embeds)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _encode(self, src_embeds: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        src = torch.where(src_mask, self.src_unk_id, self.src_pad_id).unsqueeze(-1)
+        src_len = src_mask.sum(1)
+        with self._embeddings_override(src_embeds):
+            enc_out, enc_final, _ = self.model.encoder(src, src_len)
+        self.model.decoder.init_state(src, enc_out, enc_final)
+        return src, enc_out, src_len
+
+    def logits(self, src_embeds: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        _, enc_out, src_len = self._encode(src_embeds, src_mask)
+        dec_out, _ = self.model.decoder(tgt_in.unsqueeze(-1), enc_out, src_len=src_len)
+        return self.model.generator(dec_out)
+
+    @torch.no_grad()
+    def generate(self, src_embeds: Tensor, src_mask: Tensor, *, beam_size: int = 1,
+                 max_len: int = 100) -> list[list[int]]:
+        src, enc_out, src_len = self._encode(src_embeds, src_mask)
+        b = src.shape[0]
+        dec = self.model.decoder
+        if beam_size > 1:
+            dec.map_state(lambda s, dim: s.repeat_interleave(beam_size, dim=dim))
+            enc_out = enc_out.repeat_interleave(beam_size, dim=0)
+            src_len = src_len.repeat_interleave(beam_size, dim=0)
+        state = {"t": 0}
+
+        def step(last: Tensor) -> Tensor:
+            out, _ = dec(last.view(-1, 1, 1), enc_out, src_len=src_len, step=state["t"])
+            state["t"] += 1
+            return torch.log_softmax(self.model.generator(out.squeeze(1)).float(), dim=-1)
+
+        def reorder(rows: Tensor) -> None:
+            dec.map_state(lambda s, dim: s.index_select(dim, rows))
+
+        return beam_search(step, reorder, batch_size=b, beam_size=beam_size, bos=self.tgt_bos_id,
+                           eos=self.tgt_eos_id, max_len=max_len, device=self.device, ban=self._ban)

@@ -1,0 +1,69 @@
+"""Helpers shared by the recipes: scale handling, victims, keyword draws, results files."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from nlprobust.corpora import load_multi30k  # noqa: E402
+from nlprobust.training.opennmt import preset as onmt_preset  # noqa: E402
+from nlprobust.training.opennmt import train_onmt  # noqa: E402
+from nlprobust.victims.opennmt import OpenNMTVictim  # noqa: E402
+
+SCALES = ("tiny", "small", "paper")
+
+
+def multi30k_lstm(scale: str, data_dir: str | None, runs: Path, *, device: str | None = None) -> OpenNMTVictim:
+    """The Multi30k LSTM victim of ``scale``, trained into ``runs/multi30k_lstm_<scale>`` when missing."""
+    run = runs / f"multi30k_lstm_{scale}"
+    ckpt = run / "best.pt"
+    if not ckpt.exists():
+        train = load_multi30k("train", data_dir)
+        if scale == "tiny":
+            train = type(train)(train.src[:3000], train.tgt[:3000])
+        cfg = onmt_preset(scale, train_steps=200, valid_steps=200) if scale == "tiny" else onmt_preset(scale)
+        train_onmt(train, load_multi30k("val", data_dir), run, cfg)
+    return OpenNMTVictim(ckpt, trust_checkpoint=True, device=device)  # trained by this recipe
+
+
+def test_bleu(victim: Any, data_dir: str | None, cache: Path, *, split: str = "test_2016_flickr",
+              limit: int | None = None) -> dict[str, Any]:
+    """sacrebleu BLEU (beam 5) of a victim, cached in ``cache`` (a JSON file next to the checkpoint)."""
+    import sacrebleu
+
+    key = f"{split}:{limit}"
+    data = json.loads(cache.read_text()) if cache.exists() else {}
+    if key not in data:
+        d = load_multi30k(split, data_dir)
+        src, ref = d.src[:limit], d.tgt[:limit]
+        t = time.time()
+        hyp = victim.translate(src, beam_size=5)
+        b = sacrebleu.corpus_bleu(hyp, [ref])
+        data[key] = {"bleu": round(b.score, 2), "n": len(src), "signature": str(b.format(signature=True)),
+                     "seconds": round(time.time() - t, 1)}
+        cache.write_text(json.dumps(data, indent=2))
+    return data[key]
+
+
+def draw_keyword_sets(victim: Any, outputs: list[list[str]], pool: list[str], k: int, seed: int) -> list[list[str]]:
+    """Per sentence, ``k`` keywords from ``pool`` not in that sentence's original output (seeded)."""
+    from nlprobust.keywords import draw_keywords
+
+    rng = random.Random(seed * 1000 + k)
+
+    def usable(w: str) -> bool:
+        try:
+            victim.keyword_id(w)
+            return True
+        except ValueError:
+            return False
+
+    return [draw_keywords(pool, k, exclude=out, rng=rng, usable=usable) for out in outputs]

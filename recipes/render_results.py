@@ -1,0 +1,119 @@
+"""Render every ``recipes/results/*.json`` into ``docs/RESULTS.md`` (ours beside the paper's).
+
+    python recipes/render_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "recipes" / "results"
+OUT = ROOT / "docs" / "RESULTS.md"
+SKIP = {"config", "paper", "table", "dataset"}
+RATE_KEYS = {"success", "agreement", "accuracy", "robust_accuracy", "rate"}
+
+HEADER = """# Results
+
+Every table here is rendered from `recipes/results/*.json` by `python recipes/render_results.py`; the JSON
+files hold the numbers, the exact command, scale, hardware, versions and git SHA of the run. Rates are
+shown in %. "paper" columns quote the thesis.
+"""
+
+
+def _fmt(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if key in RATE_KEYS or key.endswith("_rate"):
+            return f"{100 * v:.1f}"
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, ensure_ascii=False)
+    return str(v)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in SKIP and k not in cols:
+                cols.append(k)
+    paper_cols: list[str] = []
+    for r in rows:
+        for k in (r.get("paper") or {}):
+            if k not in paper_cols:
+                paper_cols.append(k)
+    head = cols + [f"paper {k}" for k in paper_cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [_fmt(k, r.get(k)) for k in cols] + [_fmt(k, (r.get("paper") or {}).get(k)) for k in paper_cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_one(data: dict[str, Any]) -> str:
+    out = [f"## {data.get('title', data['recipe'])}", ""]
+    meta = [f"scale `{data.get('scale')}`", f"hardware: {data.get('hardware')}"]
+    if "wall_time_s" in data:
+        meta.append(f"wall time {data['wall_time_s'] / 60:.1f} min")
+    meta.append(f"seed {data.get('seed')}")
+    out.append("; ".join(meta) + ".  ")
+    out.append(f"Command: `{data.get('command')}` (git `{str(data.get('git_sha', ''))[:10]}`)")
+    out.append("")
+    for name, v in (data.get("victim") or {}).items():
+        if isinstance(v, dict) and "test_bleu" in v:
+            tb = v["test_bleu"]
+            out.append(f"Victim `{name}`: test BLEU {tb.get('bleu')} on {tb.get('n')} sentences (beam 5, sacrebleu).")
+    if data.get("victim"):
+        out.append("")
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for r in data.get("rows", []):
+        by_table.setdefault(str(r.get("table", "")), []).append(r)
+    for t, rows in by_table.items():
+        if t:
+            out.append(f"Table {t}:")
+            out.append("")
+        out.append(_table(rows))
+        out.append("")
+    for note in data.get("notes", []):
+        out.append(f"- {note}")
+    if data.get("notes"):
+        out.append("")
+    ex = data.get("examples") or {}
+    if ex:
+        out.append("Examples (changed words in **bold**):")
+        out.append("")
+        for method, items in ex.items():
+            for e in items:
+                kw = f" — keywords: {' '.join(e['keywords'])}" if e.get("keywords") else ""
+                out.append(f"- *{method}*{kw}  ")
+                out.append(f"  input: {e['source']}  ")
+                out.append(f"  adversarial: {e['adversarial']}  ")
+                out.append(f"  output: {e['original_output']}  ")
+                out.append(f"  adversarial output: {e['adversarial_output']}")
+        out.append("")
+    return "\n".join(out)
+
+
+def render(results_dir: Path = RESULTS, out: Path = OUT) -> str:
+    parts = [HEADER]
+    for p in sorted(results_dir.glob("*.json")):
+        data = json.loads(p.read_text())
+        if "recipe" not in data:
+            continue
+        parts.append(render_one(data))
+    text = "\n".join(parts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    render()
+    print(f"wrote {OUT}", file=sys.stderr)

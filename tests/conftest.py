@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny OpenNMT-py victim trained in the test session on the synthetic corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlprobust.corpora import data_root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_onmt_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OpenNMT-py brnn attention LSTM trained for a few hundred steps (about a minute on 2 cores)."""
+    from nlprobust.synthetic import synthetic_corpus
+    from nlprobust.training.opennmt import preset, train_onmt
+
+    run = tmp_path_factory.mktemp("tiny_onmt")
+    return train_onmt(synthetic_corpus(3000, 0), synthetic_corpus(100, 1), run,
+                      preset("tiny", train_steps=250, valid_steps=250))
+
+
+@pytest.fixture(scope="session")
+def tiny_victim(tiny_onmt_ckpt: Path):
+    from nlprobust.victims.opennmt import OpenNMTVictim
+
+    return OpenNMTVictim(tiny_onmt_ckpt, trust_checkpoint=True, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root(os.environ.get("NLPROBUST_DATA"), required=False)
+    if root is None or not (root / "multi30k").is_dir():
+        pytest.skip("real corpora not found: set NLPROBUST_DATA to the data folder (with multi30k/)")
+    return root

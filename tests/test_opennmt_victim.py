@@ -1,0 +1,109 @@
+"""OpenNMT-py victim trained for a few steps in the test session, then attacked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlprobust.attacks import AttackItem, Seq2Sick, preset
+from nlprobust.synthetic import synthetic_corpus
+from nlprobust.victims.base import VictimError
+from nlprobust.victims.opennmt import CheckpointError, OpenNMTVictim
+
+
+def test_checkpoint_needs_trust_and_must_exist(tiny_onmt_ckpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="trust"):
+        OpenNMTVictim(tiny_onmt_ckpt)
+    with pytest.raises(CheckpointError, match="not found"):
+        OpenNMTVictim(tmp_path / "nope.pt", trust_checkpoint=True)
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(tiny_onmt_ckpt.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        OpenNMTVictim(bad, trust_checkpoint=True)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not an OpenNMT-py checkpoint"):
+        OpenNMTVictim(other, trust_checkpoint=True)
+
+
+def test_embedding_path_matches_onmt_forward(tiny_victim: OpenNMTVictim) -> None:
+    v = tiny_victim
+    src = [v.encode_source(s).ids for s in synthetic_corpus(3, 5).src]
+    ids, mask = v.pad_sources(src)
+    tgt = torch.tensor([[v.tgt_bos_id, 5, 6, 7]] * len(src))
+    ours = v.logits(v.embed(ids), mask, tgt)
+    with torch.no_grad():
+        # NMTModel.forward drops the last target token (it feeds tgt[:, :-1])
+        full = torch.cat([tgt, tgt[:, :1]], dim=1)
+        dec_out, _ = v.model(ids.unsqueeze(-1), full.unsqueeze(-1), mask.sum(1))
+        ref = v.model.generator(dec_out)
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_greedy_matches_teacher_forced_argmax_and_beam_is_batched(tiny_victim: OpenNMTVictim) -> None:
+    v = tiny_victim
+    texts = synthetic_corpus(6, 7).src
+    ids, mask = v.pad_sources([v.encode_source(s).ids for s in texts])
+    greedy = v.generate(v.embed(ids), mask, beam_size=1, max_len=30)
+    for i, g in enumerate(greedy):
+        tgt = torch.tensor([[v.tgt_bos_id] + g])
+        z = v.logits(v.embed(ids[i : i + 1, : int(mask[i].sum())]), mask[i : i + 1, : int(mask[i].sum())], tgt)
+        assert z.argmax(-1)[0].tolist() == g + [v.tgt_eos_id]
+    beams = v.translate_ids([v.encode_source(s).ids for s in texts], beam_size=4)
+    singles = [v.translate_ids([v.encode_source(s).ids], beam_size=4)[0] for s in texts]
+    assert beams == singles
+
+
+def test_trained_victim_translates(tiny_victim: OpenNMTVictim) -> None:
+    data = synthetic_corpus(30, 9)
+    out = tiny_victim.translate(data.src, beam_size=5)
+    exact = sum(o == t for o, t in zip(out, data.tgt))
+    assert exact >= 10, list(zip(out, data.tgt))[:5]
+
+
+def test_bad_inputs(tiny_victim: OpenNMTVictim) -> None:
+    v = tiny_victim
+    with pytest.raises(VictimError, match="empty"):
+        v.encode_source("   ")
+    with pytest.raises(VictimError, match="more than"):
+        v.encode_source("dog " * 500)
+    with pytest.raises(VictimError, match="not in the target vocabulary"):
+        v.keyword_id("Raumschiff")
+    attack = Seq2Sick(v, preset("multi30k-lstm", "keywords", iterations=5))
+    res = attack.run([AttackItem(0, ""), AttackItem(1, "A dog runs in the park.", ("Raumschiff",)),
+                      AttackItem(2, "A dog runs in the park.", ("Katze",))])
+    assert [r.index for r in res] == [0, 1, 2]
+    assert "empty" in (res[0].error or "")
+    assert "Raumschiff" in (res[1].error or "")
+    assert res[2].error is None
+
+
+@pytest.mark.parametrize("mode", ["nonoverlap", "keywords"])
+def test_attack_succeeds_on_trained_victim(tiny_victim: OpenNMTVictim, mode: str) -> None:
+    v = tiny_victim
+    data = synthetic_corpus(8, 11)
+    outs = v.translate(data.src)
+    kw = "Katze" if mode == "keywords" else None
+    items = [AttackItem(i, s, (kw,) if kw else ()) for i, (s, o) in enumerate(zip(data.src, outs))
+             if not kw or kw not in o]
+    res = Seq2Sick(v, preset("multi30k-lstm", mode, iterations=60)).run(items, batch_size=8)
+    ok = [r for r in res if r.success]
+    assert len(ok) >= len(items) // 2, [(r.adversarial, r.adversarial_output) for r in res]
+    for r in ok:
+        assert r.changed >= 1 and r.adversarial != r.source
+        if mode == "keywords":
+            assert kw in r.adversarial_output
+        # re-judge independently with beam 5
+        adv_out = v.translate([r.adversarial], beam_size=5)[0]
+        assert adv_out == r.adversarial_output
+
+
+def test_batched_equals_one_at_a_time(tiny_victim: OpenNMTVictim) -> None:
+    data = synthetic_corpus(4, 13)
+    cfg = preset("multi30k-lstm", "nonoverlap", iterations=20, early_stop=False)
+    items = [AttackItem(i, s) for i, s in enumerate(data.src)]
+    batched = Seq2Sick(tiny_victim, cfg).run(items, batch_size=4)
+    single = Seq2Sick(tiny_victim, cfg).run(items, batch_size=1)
+    assert [r.adversarial for r in batched] == [r.adversarial for r in single]
