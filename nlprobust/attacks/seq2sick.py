@@ -299,13 +299,21 @@ class Seq2Sick:
             return sum(a != b for a, b, e in zip(row.ids, adv, row.editable) if e)
         return changed_words(v.decode_source(row.ids).split(), v.decode_source(list(adv)).split())
 
+    def _reencode(self, adv: tuple[int, ...] | list[int]) -> list[int] | None:
+        """The ids a user gets by feeding the adversarial *text* back to the model (None if it is unusable).
+
+        Success is always judged on re-encoded text: for subword victims decoding and re-tokenising can
+        change the pieces."""
+        try:
+            return self.victim.encode_source(self.victim.decode_source(list(adv))).ids
+        except VictimError:
+            return None
+
     def _verify(self, rows: list[_Row]) -> None:
         """Judge pending candidates with beam search (one batched decode) and keep the best success."""
-        todo = [(r, key) for r in rows for key in r.pending]
-        if not todo:
-            return
-        outs = self.victim.translate_ids([list(k) for _, k in todo], beam_size=self.config.beam_size)
-        for (r, key), out in zip(todo, outs):
+        todo = [(r, key, ids) for r in rows for key in r.pending if (ids := self._reencode(key)) is not None]
+        outs = self.victim.translate_ids([ids for _, _, ids in todo], beam_size=self.config.beam_size) if todo else []
+        for (r, key, _), out in zip(todo, outs):
             ch = r.pending[key]
             if ch < r.best_ok_changed and self._beam_success(out, r):
                 r.best_ok, r.best_ok_changed, r.best_ok_output = key, ch, out
@@ -394,7 +402,8 @@ class Seq2Sick:
         v, cfg = self.victim, self.config
         need = [r for r in rows if r.best_ok is None]
         fallback = [list(r.best_loss_ids or tuple(r.ids)) for r in need]
-        outs = v.translate_ids(fallback, beam_size=cfg.beam_size) if need else []
+        outs = v.translate_ids([self._reencode(a) or r.ids for a, r in zip(fallback, need)],
+                               beam_size=cfg.beam_size) if need else []
         fb = {id(r): (a, o) for r, a, o in zip(need, fallback, outs)}
         results = []
         for r in rows:

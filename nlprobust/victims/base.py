@@ -115,7 +115,10 @@ class Seq2SeqVictim(ABC):
             chunk = batch[s : s + batch_size]
             ids, mask = self.pad_sources(chunk)
             ml = max_len if max_len is not None else self.default_max_len(ids.shape[1])
-            out.extend(self.generate(self.embed(ids), mask, beam_size=beam_size, max_len=ml))
+            outs = self.generate(self.embed(ids), mask, beam_size=beam_size, max_len=ml)
+            if max_len is None:  # a row's output must not depend on the other rows of its batch
+                outs = [o[: self.default_max_len(len(x))] for o, x in zip(outs, chunk)]
+            out.extend(outs)
         return out
 
     def translate(self, texts: list[str], *, beam_size: int = 5, batch_size: int = 64) -> list[str]:

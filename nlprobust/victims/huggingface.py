@@ -391,6 +391,8 @@ class HFVictim(Seq2SeqVictim):
         kw: dict[str, Any] = {
             "num_beams": beam_size, "do_sample": False, "max_new_tokens": max_len, "num_return_sequences": 1,
             "decoder_start_token_id": self.tgt_bos_id, "return_dict_in_generate": False,
+            # no forced EOS at max length: a row's output must not depend on the batch's padded length
+            "forced_eos_token_id": None,
         }
         if beam_size > 1:
             kw["early_stopping"] = True
