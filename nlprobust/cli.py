@@ -62,7 +62,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if args.mode == "keywords" and not keywords and not args.input.endswith(".jsonl"):
         raise SystemExit("error: --mode keywords needs --keywords (or a .jsonl input with a 'keywords' field)")
     overrides = {f.name: getattr(args, f.name) for f in fields(preset(args.preset, args.mode))
-                 if getattr(args, f.name, None) is not None}
+                 if f.name not in ("mode", "preset") and getattr(args, f.name, None) is not None}
     config = preset(args.preset, args.mode, **overrides)
     items = _read_inputs(args.input, keywords)
     try:

@@ -88,7 +88,8 @@ def test_attack_succeeds_on_trained_victim(tiny_victim: OpenNMTVictim, mode: str
     kw = "Katze" if mode == "keywords" else None
     items = [AttackItem(i, s, (kw,) if kw else ()) for i, (s, o) in enumerate(zip(data.src, outs))
              if not kw or kw not in o]
-    res = Seq2Sick(v, preset("multi30k-lstm", mode, iterations=60)).run(items, batch_size=8)
+    cfg = preset("paper", mode, iterations=60, lr=2.0, lr_late=None, lambda1=0.1, lambda2=0.0, epsilon=1.0)
+    res = Seq2Sick(v, cfg).run(items, batch_size=8)
     ok = [r for r in res if r.success]
     assert len(ok) >= len(items) // 2, [(r.adversarial, r.adversarial_output) for r in res]
     for r in ok:
