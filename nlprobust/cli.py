@@ -85,15 +85,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
     bar.close()
     recs = sorted(out.records, key=lambda r: r["index"])
     if not args.quiet:
-        for r in recs[: args.show]:
-            if r.get("error"):
-                print(f"[{r['index']}] error: {r['error']}")
+        for rec in recs[: args.show]:
+            if rec.get("error"):
+                print(f"[{rec['index']}] error: {rec['error']}")
                 continue
-            print(f"[{r['index']}] {'SUCCESS' if r['success'] else 'failure'}  changed={r['changed']}")
-            print(f"  input : {r['source']}")
-            print(f"  adv   : {mark_changes(r['adversarial_words'], r['changed_positions'])}")
-            print(f"  output: {r['original_output']}")
-            print(f"  adv out: {r['adversarial_output']}")
+            print(f"[{rec['index']}] {'SUCCESS' if rec['success'] else 'failure'}  changed={rec['changed']}")
+            print(f"  input : {rec['source']}")
+            print(f"  adv   : {mark_changes(rec['adversarial_words'], rec['changed_positions'])}")
+            print(f"  output: {rec['original_output']}")
+            print(f"  adv out: {rec['adversarial_output']}")
     print(summary_table([(f"{args.mode} ({config.preset})", summarize(recs))]))
     return 0
 
@@ -128,9 +128,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     src, ref = data.src[: args.limit], data.tgt[: args.limit]
     t = time.time()
     hyp = victim.translate(src, beam_size=args.beam, batch_size=args.batch_size)
-    bleu = sacrebleu.corpus_bleu(hyp, [ref])
+    metric = sacrebleu.BLEU()
+    bleu = metric.corpus_score(hyp, [ref])
     print(json.dumps({"split": args.split, "n": len(src), "beam": args.beam, "bleu": round(bleu.score, 2),
-                      "signature": str(bleu.format(signature=True)), "seconds": round(time.time() - t, 1)}))
+                      "signature": str(metric.get_signature()), "seconds": round(time.time() - t, 1)}))
     return 0
 
 

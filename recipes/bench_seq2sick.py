@@ -16,9 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT  # noqa: E402
-
 import torch  # noqa: E402
+from common import ROOT  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, multi30k_lstm, test_bleu, draw_keyword_sets  # noqa: E402
+from common import ROOT, draw_keyword_sets, multi30k_lstm, test_bleu  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402

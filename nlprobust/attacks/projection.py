@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 
-def nearest_rows(x: Tensor, table: Tensor, table_sq: Tensor | None = None, *, chunk: int = 8192) -> tuple[Tensor, Tensor]:
+def nearest_rows(x: Tensor, table: Tensor, table_sq: Tensor | None = None, *,
+                 chunk: int = 8192) -> tuple[Tensor, Tensor]:
     """Squared Euclidean distance to, and index of, the nearest row of ``table`` for each row of ``x``.
 
     Computed as ``||x||^2 - 2 x W^T + ||W||^2`` in chunks of ``chunk`` table rows, on ``x``'s device.

@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-from torch import Tensor
 
 from nlprobust.attacks.losses import keywords_loss, nonoverlap_loss
 from nlprobust.attacks.projection import group_lasso_prox, project_to_vocab
@@ -78,6 +77,10 @@ class Seq2SickConfig:
         check_every: judge greedy-successful candidates with beam search every this many iterations.
         early_stop: stop a sentence at its first beam-verified success.
         max_pending: candidates per sentence kept between two checks (fewest changes first).
+        regularizer: ``"group_lasso"`` (proximal step, the paper) or ``"l2"`` (``lambda1 * ||delta||^2``
+            added to the loss; an ablation).
+        project_every_iteration: False optimises in continuous embedding space and projects onto the
+            vocabulary once, at the end (the "naive" ablation / no projection during optimisation).
         preset: name of the preset these values came from (recorded with every result).
     """
 
@@ -93,6 +96,8 @@ class Seq2SickConfig:
     check_every: int = 10
     early_stop: bool = True
     max_pending: int = 3
+    regularizer: str = "group_lasso"
+    project_every_iteration: bool = True
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -102,6 +107,8 @@ class Seq2SickConfig:
             raise ValueError("iterations, lr, beam_size and check_every must be positive")
         if self.lambda1 < 0 or self.lambda2 < 0 or self.epsilon < 0:
             raise ValueError("lambda1, lambda2 and epsilon must be >= 0")
+        if self.regularizer not in ("group_lasso", "l2"):
+            raise ValueError(f"regularizer must be 'group_lasso' or 'l2', not {self.regularizer!r}")
 
     def lr_at(self, it: int) -> float:
         return self.lr_late if (self.lr_late is not None and it >= self.lr_switch) else self.lr
@@ -216,9 +223,10 @@ class Seq2Sick:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        cudnn = torch.backends.cudnn.flags(enabled=False) if self.victim.device.type == "cuda" else contextlib.nullcontext()
+        # cuDNN's RNN backward refuses eval mode: use the native kernels for the attack's backward passes
+        on_cuda = self.victim.device.type == "cuda"
         try:
-            with cudnn:
+            with torch.backends.cudnn.flags(enabled=False) if on_cuda else contextlib.nullcontext():
                 yield
         finally:
             for p, g in zip(model.parameters(), grads):
@@ -358,9 +366,12 @@ class Seq2Sick:
             a_delta = delta[active].requires_grad_(True)
             x_c = a_x0 + a_delta
             with torch.no_grad():
-                adv_ids = project_to_vocab(x_c.detach(), a_ids, a_x0, a_edit, self._cand_ids,
-                                           self._cand_table, self._cand_sq)
-                e_adv = self._table[adv_ids]
+                if cfg.project_every_iteration:
+                    adv_ids = project_to_vocab(x_c.detach(), a_ids, a_x0, a_edit, self._cand_ids,
+                                               self._cand_table, self._cand_sq)
+                    e_adv = self._table[adv_ids]
+                else:
+                    adv_ids, e_adv = a_ids, x_c.detach()
                 greedy = v.generate(e_adv, a_mask, beam_size=1, max_len=max_len)
             x_in = x_c + (e_adv - x_c).detach()
             tgt_in = pad_targets([[v.tgt_bos_id] + g for g in greedy], v.tgt_pad_id, dev)
@@ -371,12 +382,22 @@ class Seq2Sick:
                 main = nonoverlap_loss(logits, target[active], valid, cfg.epsilon)
             else:
                 main = keywords_loss(logits, target[active], valid, cfg.epsilon)
-            dist = ((x_c - e_adv) ** 2).sum(-1).add(1e-12).sqrt() * a_edit
-            total = main + cfg.lambda2 * dist.sum(1)
+            total = main
+            if cfg.lambda2 > 0 and cfg.project_every_iteration:
+                dist = ((x_c - e_adv) ** 2).sum(-1).add(1e-12).sqrt() * a_edit
+                total = total + cfg.lambda2 * dist.sum(1)
+            if cfg.regularizer == "l2":
+                total = total + cfg.lambda1 * (a_delta**2).sum((1, 2))
             (grad,) = torch.autograd.grad(total.sum(), a_delta)
             with torch.no_grad():
-                new = group_lasso_prox(a_delta.detach() - lr * grad, lr * cfg.lambda1)
+                new = a_delta.detach() - lr * grad
+                if cfg.regularizer == "group_lasso":
+                    new = group_lasso_prox(new, lr * cfg.lambda1)
                 delta[active] = new * a_edit.unsqueeze(-1)
+            if not cfg.project_every_iteration:
+                for r in act_rows:
+                    r.iterations = it + 1
+                continue
             # bookkeeping (per sentence, not per token)
             ok = self._greedy_success(greedy, act_rows)
             adv_list = adv_ids.tolist()
@@ -397,6 +418,17 @@ class Seq2Sick:
                 if not keep:
                     break
                 active = torch.tensor(keep, device=dev)
+        if not cfg.project_every_iteration:
+            # naive / no-projection ablations: one nearest-neighbour projection of the final iterate
+            with torch.no_grad():
+                final = project_to_vocab(x0 + delta, ids, x0, editable, self._cand_ids, self._cand_table,
+                                         self._cand_sq).tolist()
+            for r, a in zip(rows, final):
+                key = tuple(a[: len(r.ids)])
+                r.best_loss_ids = key
+                if (ch := self._changed(r, key)) > 0:
+                    r.pending[key] = ch
+            self._verify(rows)
 
     def _finish(self, rows: list[_Row], time_per: float) -> list[AttackResult]:
         v, cfg = self.victim, self.config

@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -77,7 +78,7 @@ class OpenNMTVictim(Seq2SeqVictim):
             model.load_state_dict(ckpt, precision=torch.float32, device=self.device, strict=True)
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"checkpoint {checkpoint} does not match its own model options: {exc}") from exc
-        self.model = model.to(self.device).eval()
+        self.model: Any = model.to(self.device).eval()
         self.model_opt = model_opt
         self.src_itos: list[str] = list(ckpt["vocab"]["src"])
         self.tgt_itos: list[str] = list(ckpt["vocab"]["tgt"])
