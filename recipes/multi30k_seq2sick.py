@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                             for r in ok]
         print(f"{method}: success {summ['success']}, BLEU {summ['bleu']}, changed {summ['changed']}", flush=True)
     payload = {
-        "recipe": "multi30k_seq2sick", "title": "Seq2Sick on Multi30k en-de (thesis Table 3.4)",
+        "recipe": "multi30k_seq2sick", "title": f"Seq2Sick on Multi30k en-de (thesis Table 3.4), {n} test sentences",
         "scale": args.scale, "seed": args.seed, "wall_time_s": round(time.time() - t0, 1),
         **run_metadata(), "victim": {"lstm": {"checkpoint": str(ckpt_dir.relative_to(runs.parent))
                                                 if ckpt_dir.is_relative_to(runs.parent) else str(ckpt_dir),
