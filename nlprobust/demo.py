@@ -15,10 +15,11 @@ from pathlib import Path
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset
 from nlprobust.corpora import data_root, load_multi30k
-from nlprobust.keywords import draw_keywords, frequent_content_words
+from nlprobust.keywords import draw_keyword_sets, frequent_content_words
 from nlprobust.metrics import mark_changes
 from nlprobust.results import summarize, summary_table
 from nlprobust.synthetic import synthetic_corpus
+from nlprobust.text import tokenize
 from nlprobust.training.opennmt import preset as train_preset
 from nlprobust.training.opennmt import train_onmt
 from nlprobust.victims.opennmt import OpenNMTVictim
@@ -68,15 +69,7 @@ def run_demo(*, data_dir: str | None = None, work: str = "runs/demo", n: int = 2
     pool = frequent_content_words(train.tgt, lang="de", top=2000)
     outs = victim.translate(sents, beam_size=5)
 
-    def usable(w: str) -> bool:
-        try:
-            victim.keyword_id(w)
-            return True
-        except ValueError:
-            return False
-
-    kws = [draw_keywords(pool, 1, exclude=o.split() + [w.strip(".,") for w in o.split()], rng=rng, usable=usable)
-           for o in outs]
+    kws = draw_keyword_sets(victim, [tokenize(o) for o in outs], pool, 1, seed)
     _say(f"[3/3] attacking {n} test sentences: non-overlap, then 1 keyword (beam-5 judged) ...")
     summaries = []
     for mode in ("nonoverlap", "keywords"):

@@ -49,3 +49,20 @@ def draw_keywords(pool: Sequence[str], k: int, *, exclude: Iterable[str], rng: r
     if len(choices) < k:
         raise ValueError(f"only {len(choices)} usable keywords left in the pool, {k} needed")
     return rng.sample(choices, k)
+
+
+def draw_keyword_sets(victim: object, outputs: Sequence[Sequence[str]], pool: Sequence[str], k: int,
+                      seed: int) -> list[list[str]]:
+    """Per sentence, ``k`` keywords from ``pool`` that are not in that sentence's original output (tokenised)
+    and that ``victim`` can emit as single tokens; seeded, so every run draws the same keywords."""
+    rng = random.Random(seed * 1000 + k)
+    keyword_id = victim.keyword_id  # type: ignore[attr-defined]
+
+    def usable(w: str) -> bool:
+        try:
+            keyword_id(w)
+            return True
+        except ValueError:
+            return False
+
+    return [draw_keywords(pool, k, exclude=out, rng=rng, usable=usable) for out in outputs]

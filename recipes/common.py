@@ -54,17 +54,17 @@ def test_bleu(victim: Any, data_dir: str | None, cache: Path, *, split: str = "t
     return data[key]
 
 
-def draw_keyword_sets(victim: Any, outputs: list[list[str]], pool: list[str], k: int, seed: int) -> list[list[str]]:
-    """Per sentence, ``k`` keywords from ``pool`` not in that sentence's original output (seeded)."""
-    from nlprobust.keywords import draw_keywords
+def attack_setup(victim: Any, split: str, n: int, k: int, data_dir: str | None,
+                 seed: int) -> tuple[list[int], list[str], list[list[str]]]:
+    """Seeded sentence indices of ``split``, their texts and (for ``k > 0``) keyword draws per the protocol."""
+    from nlprobust.keywords import draw_keyword_sets, frequent_content_words
+    from nlprobust.text import tokenize
 
-    rng = random.Random(seed * 1000 + k)
-
-    def usable(w: str) -> bool:
-        try:
-            victim.keyword_id(w)
-            return True
-        except ValueError:
-            return False
-
-    return [draw_keywords(pool, k, exclude=out, rng=rng, usable=usable) for out in outputs]
+    data = load_multi30k(split, data_dir)
+    idx = sorted(random.Random(seed).sample(range(len(data)), n))
+    sents = [data.src[i] for i in idx]
+    if k == 0:
+        return idx, sents, [[] for _ in idx]
+    outputs = [tokenize(o) for o in victim.translate(sents, beam_size=5)]
+    pool = frequent_content_words(load_multi30k("train", data_dir).tgt, lang="de", top=2000)
+    return idx, sents, draw_keyword_sets(victim, outputs, pool, k, seed)

@@ -11,20 +11,16 @@ projection during optimisation (project once at the end). Writes ``recipes/resul
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, draw_keyword_sets, multi30k_lstm  # noqa: E402
+from common import ROOT, attack_setup, multi30k_lstm  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
-from nlprobust.corpora import load_multi30k  # noqa: E402
-from nlprobust.keywords import frequent_content_words  # noqa: E402
 from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
-from nlprobust.text import tokenize  # noqa: E402
 
 VARIANTS = {
     "full": {},
@@ -51,18 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     runs = Path(args.runs)
     victim = multi30k_lstm(args.scale, args.data_dir, runs)
-    test = load_multi30k("test_2016_flickr", args.data_dir)
-    idx = sorted(random.Random(args.seed).sample(range(len(test)), args.n))
-    sents = [test.src[i] for i in idx]
-    outputs = [tokenize(o) for o in victim.translate(sents, beam_size=5)]
-    pool = frequent_content_words(load_multi30k("train", args.data_dir).tgt, lang="de", top=2000)
-    kws = draw_keyword_sets(victim, outputs, pool, 1, args.seed)
+    idx, sents, kws = attack_setup(victim, "test_2016_flickr", args.n, 1, args.data_dir, args.seed)
     work = runs / "recipes" / "multi30k_ablation" / args.scale
     rows = []
     for slug, (name, over) in enumerate(VARIANTS.items()):
         extra = {"iterations": args.iterations} if args.iterations else {}
         cfg = preset(args.preset, "keywords", **over, **extra)
-        log = JsonlLog(work / f"variant{slug}.jsonl")
+        log = JsonlLog(work / f"variant{slug}_{cfg.tag()}.jsonl")
         todo = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws) if i not in log.done]
         attack = Seq2Sick(victim, cfg)
         for s in range(0, len(todo), args.batch_size):

@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, draw_keyword_sets, multi30k_lstm, test_bleu  # noqa: E402
+from common import ROOT, attack_setup, multi30k_lstm, test_bleu  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
-from nlprobust.corpora import load_multi30k  # noqa: E402
-from nlprobust.keywords import frequent_content_words  # noqa: E402
 from nlprobust.metrics import mark_changes  # noqa: E402
 from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
-from nlprobust.text import tokenize  # noqa: E402
 
 PAPER = {  # thesis Table 3.4
     "nonoverlap": {"success": 0.894, "bleu": 0.349, "changed": 3.5},
@@ -62,23 +58,18 @@ def main(argv: list[str] | None = None) -> int:
                      limit=100 if args.scale == "tiny" else None)
     print(f"LSTM victim: test_2016_flickr BLEU {bleu['bleu']} (beam 5, n={bleu['n']})", flush=True)
 
-    test = load_multi30k("test_2016_flickr", args.data_dir)
-    idx = sorted(random.Random(args.seed).sample(range(len(test)), n))
-    sents = [test.src[i] for i in idx]
-    outputs = [tokenize(o) for o in victim.translate(sents, beam_size=5)]
-    pool = frequent_content_words(load_multi30k("train", args.data_dir).tgt, lang="de", top=2000)
-
     work = runs / "recipes" / "multi30k_seq2sick" / args.scale
     work.mkdir(parents=True, exist_ok=True)
     rows, examples, draws = [], {}, {}
+    idx: list[int] = []
     for method in args.methods.split(","):
         mode = "nonoverlap" if method == "nonoverlap" else "keywords"
         k = 0 if mode == "nonoverlap" else int(method.split("-")[0])
         over = {"iterations": args.iterations} if args.iterations else {}
         cfg = preset(args.preset, mode, **over)
-        kws = draw_keyword_sets(victim, outputs, pool, k, args.seed) if k else [[] for _ in sents]
+        idx, sents, kws = attack_setup(victim, "test_2016_flickr", n, k, args.data_dir, args.seed)
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
-        log = JsonlLog(work / f"lstm_{method}.jsonl", key="index")
+        log = JsonlLog(work / f"lstm_{method}_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
         todo = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws) if i not in log.done]
         t = time.time()
         attack = Seq2Sick(victim, cfg)

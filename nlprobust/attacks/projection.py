@@ -35,13 +35,16 @@ def project_to_vocab(x: Tensor, original_ids: Tensor, original_embeds: Tensor, e
     Positions that are not ``editable`` keep their original id.
     """
     out = original_ids.clone()
-    if not bool(editable.any()):
+    # an unperturbed position maps back to its own word: only moved positions need the search (after the
+    # group-lasso prox most positions are exactly unperturbed, so this is most of the saving)
+    moved = editable & (x != original_embeds).any(-1)
+    if not bool(moved.any()):
         return out
-    xe = x[editable]
+    xe = x[moved]
     d_nn, i_nn = nearest_rows(xe, cand_table, cand_sq)
-    d_orig = ((xe - original_embeds[editable]) ** 2).sum(1)
+    d_orig = ((xe - original_embeds[moved]) ** 2).sum(1)
     keep = d_orig <= d_nn + 1e-6 * (1.0 + d_nn)
-    out[editable] = torch.where(keep, original_ids[editable], cand_ids[i_nn])
+    out[moved] = torch.where(keep, original_ids[moved], cand_ids[i_nn])
     return out
 
 

@@ -110,6 +110,13 @@ class Seq2SickConfig:
         if self.regularizer not in ("group_lasso", "l2"):
             raise ValueError(f"regularizer must be 'group_lasso' or 'l2', not {self.regularizer!r}")
 
+    def tag(self) -> str:
+        """A short hash of every value: results files carry it so a resumed run never mixes settings."""
+        import hashlib
+        import json
+
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+
     def lr_at(self, it: int) -> float:
         return self.lr_late if (self.lr_late is not None and it >= self.lr_switch) else self.lr
 
