@@ -106,8 +106,10 @@ def run_metadata(command: list[str] | None = None) -> dict[str, Any]:
         hardware = torch.cuda.get_device_name(0)
     else:
         hardware = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
-    return {"hardware": hardware, "versions": versions, "git_sha": sha,
-            "command": " ".join(command if command is not None else sys.argv)}
+    argv = list(command if command is not None else sys.argv)
+    if argv and argv[0].endswith(".py"):
+        argv = ["python", os.path.relpath(argv[0]) if os.path.isabs(argv[0]) else argv[0], *argv[1:]]
+    return {"hardware": hardware, "versions": versions, "git_sha": sha, "command": " ".join(argv)}
 
 
 def write_recipe_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:

@@ -3,8 +3,8 @@
     python recipes/tune_seq2sick.py --scale small --n 40
 
 For each mode, a small grid over (lr, lambda1, lambda2, epsilon) is attacked on the same seeded validation
-sentences (1 keyword for the keywords mode). The best setting (fewest changed words among the settings whose
-beam-5 success is within 5 points of the best) is reported; the ``multi30k-lstm`` preset in
+sentences (1 keyword for the keywords mode). The setting with the best ``success - 0.02 x changed words`` (one
+changed word is worth two points of success, beam-5 judged) is reported; the ``multi30k-lstm`` preset in
 ``nlprobust/attacks/seq2sick.py`` holds the winners.
 Also runs the ``paper`` and ``original-code`` presets on the same sentences for comparison.
 """
@@ -29,7 +29,12 @@ GRID = {
     "nonoverlap": {"lr": [1.0, 2.0], "lambda1": [1.0, 3.0], "lambda2": [1.0], "epsilon": [0.0, 1.0]},
     "keywords": {"lr": [0.5, 1.0], "lambda1": [0.5, 1.0], "lambda2": [0.0, 1.0], "epsilon": [1.0]},
 }
-SUCCESS_SLACK = 0.05  # among settings within this of the best success rate, the fewest changes wins
+CHANGE_COST = 0.02  # settings are ranked by success - CHANGE_COST * changed words (1 word = 2 points)
+
+
+def select_best(rows: list[dict]) -> dict:
+    """The grid row with the best trade-off between success rate and changed words."""
+    return max(rows, key=lambda r: (r["success"] or 0.0) - CHANGE_COST * (r["changed"] or 99.0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     best = {}
     for mode in args.modes.split(","):
         cand = [r for r in rows if r["mode"] == mode and r["preset"] == "grid"]
-        top = max(r["success"] or 0.0 for r in cand)
-        near = [r for r in cand if (r["success"] or 0.0) >= top - SUCCESS_SLACK]
-        b = min(near, key=lambda r: (r["changed"] or 99.0, -(r["success"] or 0.0)))
-        best[mode] = {k: b[k] for k in ("lr", "lambda1", "lambda2", "epsilon", "success", "changed")}
+        b = select_best(cand)
+        best[mode] = {k: b[k] for k in ("lr", "lr_late", "lambda1", "lambda2", "epsilon", "success", "changed")}
     write_recipe_results(out, {
         "recipe": "tune_seq2sick", "title": f"Seq2Sick hyperparameters tuned on Multi30k validation ({args.modes})",
         "scale": args.scale, "seed": args.seed, "wall_time_s": round(time.time() - t0, 1), **run_metadata(),

@@ -108,3 +108,20 @@ def test_batched_equals_one_at_a_time(tiny_victim: OpenNMTVictim) -> None:
     batched = Seq2Sick(tiny_victim, cfg).run(items, batch_size=4)
     single = Seq2Sick(tiny_victim, cfg).run(items, batch_size=1)
     assert [r.adversarial for r in batched] == [r.adversarial for r in single]
+
+
+def test_single_pass_greedy_logits_equal_teacher_forcing(tiny_victim: OpenNMTVictim) -> None:
+    from nlprobust.victims.base import Seq2SeqVictim
+
+    v = tiny_victim
+    ids, mask = v.pad_sources([v.encode_source(s).ids for s in synthetic_corpus(5, 17).src])
+    x = v.embed(ids).detach().requires_grad_(True)
+    outs, z, valid = v.greedy_with_logits(x, mask, max_len=30)
+    ref_outs, ref_z, ref_valid = Seq2SeqVictim.greedy_with_logits(v, x, mask, max_len=30)
+    assert outs == ref_outs
+    t = min(z.shape[1], ref_z.shape[1])
+    assert torch.equal(valid[:, :t], ref_valid[:, :t])
+    m = valid[:, :t].unsqueeze(-1)
+    assert torch.allclose(z[:, :t] * m, ref_z[:, :t] * m, atol=1e-5)
+    (z[:, :t] * m).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -26,7 +26,9 @@ def nonoverlap_loss(logits: Tensor, original: Tensor, valid: Tensor, epsilon: fl
     use = (s >= 0) & valid[:, :t]
     idx = s.clamp(min=0).unsqueeze(-1)
     z_s = z.gather(-1, idx).squeeze(-1)
-    z_other = z.scatter(-1, idx, float("-inf")).amax(-1)
+    # max over y != s_t: the top-1 logit unless it is s_t itself, then the top-2 (sparse backward, no copy of z)
+    top2_val, top2_idx = z.topk(2, dim=-1)
+    z_other = torch.where(top2_idx[..., 0] == s, top2_val[..., 1], top2_val[..., 0])
     hinge = (z_s - z_other).clamp(min=-epsilon)
     return (hinge * use).sum(1)
 

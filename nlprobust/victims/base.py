@@ -90,6 +90,23 @@ class Seq2SeqVictim(ABC):
                  max_len: int = 100) -> list[list[int]]:
         """Decode each row (greedy for ``beam_size == 1``); output ids exclude BOS and EOS."""
 
+    def greedy_with_logits(self, src_embeds: Tensor, src_mask: Tensor, *,
+                           max_len: int) -> tuple[list[list[int]], Tensor, Tensor]:
+        """Greedy output and its logits with gradient to ``src_embeds``: what one attack iteration needs.
+
+        Returns ``(outputs, logits [B, T, V], valid [B, T])``: per row the greedy ids (no BOS/EOS), the
+        logits at each step (step ``t`` predicts token ``t``; the step after the last token predicts EOS) and
+        which steps exist. This default decodes without gradient, then runs one teacher-forced pass with
+        gradient on the greedy prefix (the same logits); victims with an incremental decoder override it with
+        a single decoding pass under autograd.
+        """
+        with torch.no_grad():
+            greedy = self.generate(src_embeds.detach(), src_mask, beam_size=1, max_len=max_len)
+        tgt_in = pad_targets([[self.tgt_bos_id] + g for g in greedy], self.tgt_pad_id, src_embeds.device)
+        lengths = torch.tensor([len(g) + 1 for g in greedy], device=src_embeds.device)
+        valid = torch.arange(tgt_in.shape[1], device=src_embeds.device).unsqueeze(0) < lengths.unsqueeze(1)
+        return greedy, self.logits(src_embeds, src_mask, tgt_in), valid
+
     # ---- conveniences shared by all victims ------------------------------------------------
     def embed(self, ids: Tensor) -> Tensor:
         """Look up source ids in the embedding table: ``[B, N] -> [B, N, d]``."""

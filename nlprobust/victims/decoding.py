@@ -48,8 +48,9 @@ def beam_search(
         lp = step(last).float()
         if ban:
             lp[:, ban] = float("-inf")
-        lp = torch.where(finished.unsqueeze(1), torch.full_like(lp, float("-inf")), lp)
-        lp[finished, eos] = 0.0
+        if bool(finished.any()):
+            lp.masked_fill_(finished.unsqueeze(1), float("-inf"))
+            lp[finished, eos] = 0.0
         vocab = lp.shape[1]
         top, idx = (scores.unsqueeze(1) + lp).view(b, k * vocab).topk(k, dim=1)
         tok = (idx % vocab).view(-1)

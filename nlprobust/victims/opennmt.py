@@ -97,6 +97,7 @@ class OpenNMTVictim(Seq2SeqVictim):
         cand = [i for i, t in enumerate(self.src_itos) if t not in specials and not t.startswith("<")]
         self._candidates = torch.tensor(cand, dtype=torch.long, device=self.device)
         self._ban = [self.tgt_pad_id, self.tgt_bos_id]
+        self._ban_t = torch.tensor(self._ban, device=self.device)
 
     # ---- source --------------------------------------------------------------------------------
     def source_embedding_table(self) -> Tensor:
@@ -154,6 +155,33 @@ class OpenNMTVictim(Seq2SeqVictim):
         _, enc_out, src_len = self._encode(src_embeds, src_mask)
         dec_out, _ = self.model.decoder(tgt_in.unsqueeze(-1), enc_out, src_len=src_len)
         return self.model.generator(dec_out)
+
+    def greedy_with_logits(self, src_embeds: Tensor, src_mask: Tensor, *,
+                           max_len: int) -> tuple[list[list[int]], Tensor, Tensor]:
+        """One greedy decoding pass under autograd (OpenNMT-py's decoder steps one token at a time anyway,
+        so its logits equal a teacher-forced pass on the greedy prefix, at the cost of one forward)."""
+        _, enc_out, src_len = self._encode(src_embeds, src_mask)
+        dec = self.model.decoder
+        b = src_embeds.shape[0]
+        last = torch.full((b,), self.tgt_bos_id, dtype=torch.long, device=self.device)
+        finished = torch.zeros(b, dtype=torch.bool, device=self.device)
+        steps, tokens, alive = [], [], []
+        for t in range(max_len + 1):
+            out, _ = dec(last.view(-1, 1, 1), enc_out, src_len=src_len, step=t)
+            z = self.model.generator(out.squeeze(1))
+            steps.append(z)
+            alive.append(~finished)
+            last = z.detach().argmax(-1)
+            banned = (last.unsqueeze(1) == self._ban_t).any(1)
+            if bool(banned.any()):  # rare: a banned token (padding, BOS) on top; take the best allowed one
+                last = z.detach().index_fill(1, self._ban_t, float("-inf")).argmax(-1)
+            tokens.append(last)
+            finished = finished | (last == self.tgt_eos_id)
+            if bool(finished.all()) or t == max_len - 1:
+                break
+        toks = torch.stack(tokens, 1).tolist()
+        outs = [seq[: seq.index(self.tgt_eos_id)] if self.tgt_eos_id in seq else seq for seq in toks]
+        return outs, torch.stack(steps, 1), torch.stack(alive, 1)
 
     @torch.no_grad()
     def generate(self, src_embeds: Tensor, src_mask: Tensor, *, beam_size: int = 1,
