@@ -25,7 +25,7 @@ from nlprobust.training.opennmt import train_onmt
 from nlprobust.victims.opennmt import OpenNMTVictim
 
 DEMO_TRAIN = dict(layers=1, hidden_size=256, word_vec_size=128, encoder_type="brnn", dropout=0.2,
-                  batch_size=64, learning_rate=0.002, train_steps=700, valid_steps=700, early_stopping=0)
+                  batch_size=64, learning_rate=0.003, train_steps=1000, valid_steps=1000, early_stopping=0)
 
 
 def _say(msg: str) -> None:
@@ -73,7 +73,7 @@ def run_demo(*, data_dir: str | None = None, work: str = "runs/demo", n: int = 2
     _say(f"[3/3] attacking {n} test sentences: non-overlap, then 1 keyword (beam-5 judged) ...")
     summaries = []
     for mode in ("nonoverlap", "keywords"):
-        cfg_a = preset("multi30k-lstm", mode, iterations=100)
+        cfg_a = preset("multi30k-lstm", mode)
         items = [AttackItem(i, s, tuple(k) if mode == "keywords" else ()) for i, (s, k) in enumerate(zip(sents, kws))]
         t = time.time()
         res = Seq2Sick(victim, cfg_a).run(items, batch_size=n)
