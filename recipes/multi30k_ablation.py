@@ -27,7 +27,8 @@ VARIANTS = {
     "(i) naive: continuous + nearest neighbour at the end": {"project_every_iteration": False, "regularizer": "l2",
                                                               "lambda2": 0.0},
     "(ii) l2 instead of group lasso": {"regularizer": "l2"},
-    "(iii) no gradient regularisation": {"lambda2": 0.0},
+    "(iii) no gradient regularisation (lambda2 = 0)": {"lambda2": 0.0},
+    "(iii') with gradient regularisation (lambda2 = 1)": {"lambda2": 1.0},
     "(iv) no projection during optimisation": {"project_every_iteration": False},
 }
 
@@ -50,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     idx, sents, kws = attack_setup(victim, "test_2016_flickr", args.n, 1, args.data_dir, args.seed)
     work = runs / "recipes" / "multi30k_ablation" / args.scale
     rows = []
-    for slug, (name, over) in enumerate(VARIANTS.items()):
+    for name, over in VARIANTS.items():
         extra = {"iterations": args.iterations} if args.iterations else {}
         cfg = preset(args.preset, "keywords", **over, **extra)
-        log = JsonlLog(work / f"variant{slug}_{cfg.tag()}.jsonl")
+        log = JsonlLog(work / f"keywords_{cfg.tag()}.jsonl")
         todo = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws) if i not in log.done]
         attack = Seq2Sick(victim, cfg)
         for s in range(0, len(todo), args.batch_size):
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": "multi30k_ablation", "title": "Seq2Sick ablations on Multi30k (1 keyword, LSTM victim)",
         "scale": args.scale, "seed": args.seed, "wall_time_s": round(time.time() - t0, 1), **run_metadata(),
         "sentences": idx, "keywords": {str(i): k for i, k in zip(idx, kws)}, "rows": rows,
-        "notes": ["Same sentences and keywords for every variant; success judged with beam 5."]})
+        "notes": ["Same sentences and keywords for every variant; success judged with beam 5.",
+                  "The tuned preset already has lambda2 = 0 (validation tuning found the nearest-word pull hurts "
+                  "keyword success on this victim), so (iii) equals the full method and (iii') shows the effect "
+                  "of adding the gradient regularisation back."]})
     from render_results import render
 
     render()

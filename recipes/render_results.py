@@ -1,4 +1,5 @@
-"""Render every ``recipes/results/*.json`` into ``docs/RESULTS.md`` (ours beside the paper's).
+"""Render every ``recipes/results/*.json`` into ``docs/RESULTS.md`` (ours beside the paper's) and into a
+``.md`` beside each JSON.
 
     python recipes/render_results.py
 """
@@ -107,7 +108,9 @@ def render(results_dir: Path = RESULTS, out: Path = OUT) -> str:
         data = json.loads(p.read_text())
         if "recipe" not in data:
             continue
-        parts.append(render_one(data))
+        md = render_one(data)
+        p.with_suffix(".md").write_text(md + "\n")  # the recipe's own table, beside its JSON
+        parts.append(md)
     text = "\n".join(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
