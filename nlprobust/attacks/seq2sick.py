@@ -7,12 +7,14 @@ proximal gradient descent over the input word embeddings.
 Every iteration, for a batch of sentences of different lengths at once, on the victim's device:
 
 1. project ``X + delta`` onto the vocabulary (nearest candidate embedding, the original word winning ties);
-2. decode greedily, without gradient, from the projected input;
-3. one teacher-forced pass with gradient on that greedy prefix gives the logits ``z_t`` of the loss, with
-   the projected input fed straight-through (forward: projected embeddings; backward: gradient to delta);
-4. add the gradient of the nearest-embedding distance (lambda2), take the gradient step, then the
+2. decode greedily from the projected input and get the logits ``z_t`` of the loss with gradient
+   (:meth:`~nlprobust.victims.base.Seq2SeqVictim.greedy_with_logits`: greedy decoding without gradient
+   plus one teacher-forced pass on that prefix, or, for OpenNMT-py, one decoding pass under autograd,
+   which gives the same logits); the projected input is fed straight-through (forward: projected
+   embeddings; backward: gradient to delta);
+3. add the gradient of the nearest-embedding distance (lambda2), take the gradient step, then the
    group-lasso proximal step (threshold ``lr * lambda1``);
-5. a projected input whose greedy output succeeds is a candidate; candidates are judged with beam search
+4. a projected input whose greedy output succeeds is a candidate; candidates are judged with beam search
    (``beam_size``, 5 by default) every ``check_every`` iterations; the best beam-verified success (fewest
    changed words) is kept, else the iterate with the lowest loss.
 
