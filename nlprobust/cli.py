@@ -116,6 +116,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_marian(args: argparse.Namespace) -> int:
+    from nlprobust.corpora import load_multi30k
+    from nlprobust.synthetic import synthetic_corpus
+    from nlprobust.training.marian import preset, train_marian
+
+    if args.corpus == "multi30k":
+        train, valid = load_multi30k("train", args.data_dir), load_multi30k("val", args.data_dir)
+    else:
+        train, valid = synthetic_corpus(3000, seed=args.seed), synthetic_corpus(200, seed=args.seed + 1)
+    overrides: dict = {"seed": args.seed}
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    t = time.time()
+    path = train_marian(train, valid, args.out, preset(args.scale, **overrides))
+    print(f"trained {path} in {time.time() - t:.0f}s")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import sacrebleu
 
@@ -176,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     onmt.add_argument("--lowercase", action="store_true")
     onmt.add_argument("--seed", type=int, default=0)
     onmt.set_defaults(func=cmd_train)
+
+    mar = tr.add_parser("marian", help="HuggingFace Marian transformer built from config (SentencePiece)")
+    mar.add_argument("--corpus", choices=["multi30k", "synthetic"], default="multi30k")
+    mar.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    mar.add_argument("--out", required=True)
+    mar.add_argument("--data-dir", default=None)
+    mar.add_argument("--max-steps", type=int, default=None)
+    mar.add_argument("--seed", type=int, default=0)
+    mar.set_defaults(func=cmd_train_marian)
 
     ev = sub.add_parser("evaluate", help="BLEU (sacrebleu) of a victim on a Multi30k split")
     _add_victim_args(ev)
