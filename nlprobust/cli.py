@@ -98,15 +98,20 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _train_corpora(args: argparse.Namespace) -> tuple:
+    """(train, valid) for ``nlprobust train ...``: Multi30k en-de, or the synthetic fixture corpus."""
     from nlprobust.corpora import load_multi30k
     from nlprobust.synthetic import synthetic_corpus
-    from nlprobust.training.opennmt import preset, train_onmt
 
     if args.corpus == "multi30k":
-        train, valid = load_multi30k("train", args.data_dir), load_multi30k("val", args.data_dir)
-    else:
-        train, valid = synthetic_corpus(3000, seed=args.seed), synthetic_corpus(200, seed=args.seed + 1)
+        return load_multi30k("train", args.data_dir), load_multi30k("val", args.data_dir)
+    return synthetic_corpus(3000, seed=args.seed), synthetic_corpus(200, seed=args.seed + 1)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nlprobust.training.opennmt import preset, train_onmt
+
+    train, valid = _train_corpora(args)
     overrides = {"seed": args.seed}
     if args.train_steps:
         overrides["train_steps"] = args.train_steps
@@ -117,14 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_marian(args: argparse.Namespace) -> int:
-    from nlprobust.corpora import load_multi30k
-    from nlprobust.synthetic import synthetic_corpus
     from nlprobust.training.marian import preset, train_marian
 
-    if args.corpus == "multi30k":
-        train, valid = load_multi30k("train", args.data_dir), load_multi30k("val", args.data_dir)
-    else:
-        train, valid = synthetic_corpus(3000, seed=args.seed), synthetic_corpus(200, seed=args.seed + 1)
+    train, valid = _train_corpora(args)
     overrides: dict = {"seed": args.seed}
     if args.max_steps:
         overrides["max_steps"] = args.max_steps

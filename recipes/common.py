@@ -54,17 +54,22 @@ def test_bleu(victim: Any, data_dir: str | None, cache: Path, *, split: str = "t
     return data[key]
 
 
-def attack_setup(victim: Any, split: str, n: int, k: int, data_dir: str | None,
-                 seed: int) -> tuple[list[int], list[str], list[list[str]]]:
-    """Seeded sentence indices of ``split``, their texts and (for ``k > 0``) keyword draws per the protocol."""
+def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir: str | None,
+                 seed: int) -> tuple[list[int], list[str], dict[int, list[list[str]]]]:
+    """Seeded sentence indices of ``split``, their texts and, per ``k`` in ``ks``, keyword draws per the protocol.
+
+    The sentences are translated and the keyword pool is built once, whatever the number of ``k``s."""
     from nlprobust.keywords import draw_keyword_sets, frequent_content_words
     from nlprobust.text import tokenize
 
     data = load_multi30k(split, data_dir)
     idx = sorted(random.Random(seed).sample(range(len(data)), n))
     sents = [data.src[i] for i in idx]
-    if k == 0:
-        return idx, sents, [[] for _ in idx]
-    outputs = [tokenize(o) for o in victim.translate(sents, beam_size=5)]
-    pool = frequent_content_words(load_multi30k("train", data_dir).tgt, lang="de", top=2000)
-    return idx, sents, draw_keyword_sets(victim, outputs, pool, k, seed)
+    draws: dict[int, list[list[str]]] = {0: [[] for _ in idx]}
+    if any(k > 0 for k in ks):
+        outputs = [tokenize(o) for o in victim.translate(sents, beam_size=5)]
+        pool = frequent_content_words(load_multi30k("train", data_dir).tgt, lang="de", top=2000)
+        for k in ks:
+            if k > 0:
+                draws[k] = draw_keyword_sets(victim, outputs, pool, k, seed)
+    return idx, sents, draws

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     runs = Path(args.runs)
     victim = multi30k_lstm(args.scale, args.data_dir, runs)
-    idx, sents, kws = attack_setup(victim, "test_2016_flickr", args.n, 1, args.data_dir, args.seed)
+    idx, sents, draws = attack_setup(victim, "test_2016_flickr", args.n, (1,), args.data_dir, args.seed)
+    kws = draws[1]
     work = runs / "recipes" / "multi30k_ablation" / args.scale
     rows = []
     for name, over in VARIANTS.items():

@@ -60,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
 
     work = runs / "recipes" / "multi30k_seq2sick" / args.scale
     work.mkdir(parents=True, exist_ok=True)
+    methods = args.methods.split(",")
+    n_keywords = {m: 0 if m == "nonoverlap" else int(m.split("-")[0]) for m in methods}
+    idx, sents, by_k = attack_setup(victim, "test_2016_flickr", n, tuple(n_keywords.values()), args.data_dir,
+                                    args.seed)
     rows, examples, draws = [], {}, {}
-    idx: list[int] = []
-    for method in args.methods.split(","):
+    for method in methods:
         mode = "nonoverlap" if method == "nonoverlap" else "keywords"
-        k = 0 if mode == "nonoverlap" else int(method.split("-")[0])
         over = {"iterations": args.iterations} if args.iterations else {}
         cfg = preset(args.preset, mode, **over)
-        idx, sents, kws = attack_setup(victim, "test_2016_flickr", n, k, args.data_dir, args.seed)
+        kws = by_k[n_keywords[method]]
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
         log = JsonlLog(work / f"lstm_{method}_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
         todo = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws) if i not in log.done]

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     out = args.out or str(ROOT / "recipes" / "results" / f"tune_seq2sick_{args.modes.replace(',', '_')}{args.tag}.json")
     victim = multi30k_lstm(args.scale, args.data_dir, Path(args.runs))
-    idx, sents, kws = attack_setup(victim, "val", args.n, 1, args.data_dir, args.seed)
+    idx, sents, draws = attack_setup(victim, "val", args.n, (1,), args.data_dir, args.seed)
+    kws = draws[1]
     rows = []
     for mode in args.modes.split(","):
         items = [AttackItem(i, s, tuple(k) if mode == "keywords" else ()) for i, s, k in zip(idx, sents, kws)]
