@@ -1,0 +1,282 @@
+"""Negotiation agents: the small FAIR interface (``feed_context / read / write / choose / update``), batched.
+
+An agent plays ``B`` games at once. :meth:`Agent.feed_context` starts them (one context per game, game ids
+``0..B-1``); the dialogue loop (:func:`negotiation.dialog.play`) then asks it to ``write`` a message in
+some of the games, shows it the partner's messages with ``read``, and at the end asks it to ``choose`` and
+tells it the outcomes with ``update``.
+
+Messages are token lists ending with ``<eos>`` or ``<selection>``, without the speaker prefix (the agent adds
+``YOU:`` to what it writes and ``THEM:`` to what it reads), so agents with different vocabularies can talk.
+
+:class:`RnnAgent` wraps a :class:`~negotiation.model.DialogModel` (FAIR calls it ``LstmAgent`` although the
+model uses GRUs). It keeps, per game, the goal vector, the GRU state, every token read or written with the
+state after it (for the selection module), and the log-probability of every token it wrote and of its
+choice, so REINFORCE (thesis eq. 3.8) can be built on it: with ``track_grad=True`` those log-probabilities
+carry gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from negotiation.corpus import EOS, SELECTION
+from negotiation.domain import Context, Outcome, Split
+from negotiation.model import ChoiceLogits, DialogModel
+
+DEFAULT_TEMPERATURE = 0.5
+"""Sampling temperature of Lewis et al.'s self-play and RL (``--temperature 0.5``)."""
+DEFAULT_MAX_WORDS = 50
+"""Longest message an :class:`RnnAgent` writes, terminator included (FAIR: 100). 99.9% of the corpus
+messages are shorter; a message reaching it ends with a forced ``<eos>``."""
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What the dialogue loop needs from a negotiator playing ``B`` games at once.
+
+    Game ids are ``0..B-1`` in the order of the contexts given to :meth:`feed_context`. ``games`` arguments
+    list distinct game ids; the loop never asks a game that has ended.
+    """
+
+    name: str
+
+    def feed_context(self, contexts: Sequence[Context]) -> None:
+        """Start ``len(contexts)`` new games, forgetting any previous ones."""
+        ...
+
+    def write(self, games: Sequence[int]) -> list[list[str]]:
+        """One message per listed game (tokens ending with ``<eos>`` or ``<selection>``, no prefix)."""
+        ...
+
+    def read(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
+        """Take in the partner's message in each listed game."""
+        ...
+
+    def choose(self, games: Sequence[int] | None = None) -> list[Split | None]:
+        """What this side takes in each listed game (all when None), or None for no deal."""
+        ...
+
+    def update(self, outcomes: Sequence[Outcome]) -> None:
+        """The result of every game, from this side's view: ``scores = (mine, partner's)``."""
+        ...
+
+
+class _Ragged:
+    """Per-game sequences appended in chunks, padded on demand without in-place writes (autograd-safe)."""
+
+    def __init__(self, n: int, trailing: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+        self.n, self.trailing, self.dtype, self.device = n, trailing, dtype, device
+        self._chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def append(self, games: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor) -> None:
+        """``values`` ``(A, L, *trailing)``: row ``i`` holds ``lengths[i]`` new items of game ``games[i]``."""
+        self._chunks.append((games, values, lengths))
+        self._cache = None
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, max_len, *trailing)`` zero-padded values in append order per game, and ``(n,)`` lengths."""
+        if self._cache is not None:
+            return self._cache
+        if not self._chunks:
+            empty = torch.zeros(self.n, 0, *self.trailing, dtype=self.dtype, device=self.device)
+            return empty, torch.zeros(self.n, dtype=torch.long, device=self.device)
+        keys, vals = [], []
+        for games, values, lengths in self._chunks:
+            L = values.size(1)
+            valid = torch.arange(L, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)
+            keys.append(games.unsqueeze(1).expand(-1, L)[valid])
+            vals.append(values[valid])
+        key, val = torch.cat(keys), torch.cat(vals)
+        order = torch.sort(key, stable=True).indices
+        key, val = key[order], val[order]
+        counts = torch.bincount(key, minlength=self.n)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(key.numel(), device=self.device) - starts[key]
+        width = int(counts.max()) if key.numel() else 0
+        out = torch.zeros(self.n, width, *self.trailing, dtype=val.dtype, device=self.device)
+        self._cache = (out.index_put((key, pos), val), counts)
+        return self._cache
+
+
+class RnnAgent:
+    """A :class:`~negotiation.model.DialogModel` negotiating ``B`` games at once.
+
+    Args:
+        model: the dialogue model (its device is used for every tensor).
+        name: a label for transcripts and logs.
+        temperature: word sampling temperature (0: greedy).
+        max_words: longest message, terminator included.
+        sample_choice: sample the final choice from the softmax over legal choices instead of taking the
+            highest-scoring one.
+        dropout: keep the model in training mode (dropout on) while playing; default eval mode. The agent
+            sets the mode in :meth:`feed_context`.
+        track_grad: record differentiable log-probabilities (for REINFORCE); otherwise everything runs
+            without autograd.
+        seed: seed of the agent's own sampling generator (None: torch's global generator).
+
+    After a batch of games: :meth:`written_logprobs` (per game, every token it wrote, in order),
+    :attr:`choice_logprobs` (``(B,)``, log-probability of each choice among the legal choices) and
+    :attr:`outcomes` (set by :meth:`update`).
+    """
+
+    def __init__(self, model: DialogModel, *, name: str = "rnn", temperature: float = DEFAULT_TEMPERATURE,
+                 max_words: int = DEFAULT_MAX_WORDS, sample_choice: bool = False, dropout: bool = False,
+                 track_grad: bool = False, seed: int | None = None) -> None:
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if max_words < 1:
+            raise ValueError(f"max_words must be >= 1, got {max_words}")
+        self.model = model
+        self.name = name
+        self.temperature = temperature
+        self.max_words = max_words
+        self.sample_choice = sample_choice
+        self.dropout = dropout
+        self.track_grad = track_grad
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self.contexts: list[Context] = []
+        self.outcomes: list[Outcome] | None = None
+        self._reset(0)
+
+    # --- state -----------------------------------------------------------------------------------------
+
+    def _reset(self, n: int) -> None:
+        dev, H = self.model.device, self.model.config.lang_hidden
+        dtype = self.model.word_embed.weight.dtype
+        self._ctx = torch.zeros(n, self.model.config.ctx_hidden, device=dev, dtype=dtype)
+        self._state = torch.zeros(n, H, device=dev, dtype=dtype)
+        self._tokens = _Ragged(n, (), torch.long, dev)
+        self._hiddens = _Ragged(n, (H,), dtype, dev)
+        self._logprobs = _Ragged(n, (), dtype, dev)
+        self.choice_logprobs = torch.zeros(n, device=dev, dtype=dtype)
+        self.choices: list[Split | None] = [None] * n
+
+    @property
+    def num_games(self) -> int:
+        return len(self.contexts)
+
+    def _index(self, games: Sequence[int]) -> torch.Tensor:
+        ids = [int(g) for g in games]
+        bad = [g for g in ids if not 0 <= g < self.num_games]
+        if bad:
+            raise IndexError(f"{self.name}: game ids {bad} out of range 0..{self.num_games - 1}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{self.name}: repeated game ids in {ids}")
+        return torch.tensor(ids, dtype=torch.long, device=self.model.device)
+
+    def _grad(self) -> torch.autograd.grad_mode.set_grad_enabled:
+        return torch.set_grad_enabled(self.track_grad)
+
+    def _read_ids(self, idx: torch.Tensor, seqs: Sequence[Sequence[int]]) -> None:
+        dev = self.model.device
+        width = max(len(s) for s in seqs)
+        rows = [[*s, *([self.model.pad_id] * (width - len(s)))] for s in seqs]
+        tokens = torch.tensor(rows, dtype=torch.long).to(dev)  # built on the CPU, one copy to the device
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long).to(dev)
+        hiddens, last = self.model.read(tokens, lengths, self._state[idx], self._ctx[idx])
+        self._state = self._state.index_put((idx,), last)
+        self._tokens.append(idx, tokens, lengths)
+        self._hiddens.append(idx, hiddens, lengths)
+
+    # --- the Agent interface ----------------------------------------------------------------------------
+
+    def feed_context(self, contexts: Sequence[Context]) -> None:
+        self.model.train(self.dropout)
+        self.contexts = list(contexts)
+        self.outcomes = None
+        self._reset(len(self.contexts))
+        dev = self.model.device
+        if self.seed is not None and (self._generator is None or self._generator.device != dev):
+            self._generator = torch.Generator(device=dev)
+            self._generator.manual_seed(self.seed)
+        if self.contexts:
+            ctx = torch.tensor([c.to_ints() for c in self.contexts], dtype=torch.long, device=dev)
+            with self._grad():
+                self._ctx = self.model.encode_context(ctx)
+
+    def read(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
+        if len(games) != len(messages):
+            raise ValueError(f"{self.name}: {len(messages)} messages for {len(games)} games")
+        if not games:
+            return
+        for g, m in zip(games, messages):
+            if not m or m[-1] not in (EOS, SELECTION):
+                raise ValueError(f"{self.name}: message in game {g} must end with {EOS} or {SELECTION}, got {list(m)}")
+        idx = self._index(games)
+        words = self.model.words
+        with self._grad():
+            self._read_ids(idx, [[self.model.them_id, *words.ids(m)] for m in messages])
+
+    def write(self, games: Sequence[int]) -> list[list[str]]:
+        if not games:
+            return []
+        idx = self._index(games)
+        with self._grad():
+            self._read_ids(idx, [[self.model.you_id]] * len(games))
+            out = self.model.write(self._state[idx], self._ctx[idx], max_words=self.max_words,
+                                   temperature=self.temperature, generator=self._generator)
+            self._state = self._state.index_put((idx,), out.state)
+            self._tokens.append(idx, out.tokens, out.lengths)
+            self._hiddens.append(idx, out.hiddens, out.lengths)
+            self._logprobs.append(idx, out.logprobs, out.lengths)
+        rows, lengths = out.tokens.tolist(), out.lengths.tolist()
+        return [self.model.words.tokens(r[:n]) for r, n in zip(rows, lengths)]
+
+    def choice_logits(self, games: Sequence[int] | None = None) -> ChoiceLogits:
+        """Scores of every legal choice in the listed games (all when None), from the dialogue so far."""
+        games = range(self.num_games) if games is None else games
+        idx = self._index(games)
+        with self._grad():
+            tokens, lengths = self._tokens.padded()
+            hiddens, _ = self._hiddens.padded()
+            slots = self.model.selection_logits(tokens[idx], hiddens[idx], lengths[idx], self._ctx[idx])
+            return self.model.choice_logits(slots, [self.contexts[g].counts for g in games])
+
+    def choose(self, games: Sequence[int] | None = None) -> list[Split | None]:
+        games = list(range(self.num_games) if games is None else games)
+        if not games:
+            return []
+        scores = self.choice_logits(games)
+        with self._grad():
+            logp = torch.log_softmax(scores.logits, dim=-1)
+            if self.sample_choice:
+                pick = torch.multinomial(logp.detach().exp(), 1, generator=self._generator).squeeze(1)
+            else:
+                pick = scores.logits.argmax(dim=-1)
+            lp = logp.gather(1, pick.unsqueeze(1)).squeeze(1)
+            self.choice_logprobs = self.choice_logprobs.index_put((self._index(games),), lp)
+        out = [scores.choices[i][c] for i, c in enumerate(pick.tolist())]
+        for g, c in zip(games, out):
+            self.choices[g] = c
+        return out
+
+    def update(self, outcomes: Sequence[Outcome]) -> None:
+        """Store the outcomes (a supervised agent does not learn from them; an RL agent overrides this)."""
+        if len(outcomes) != self.num_games:
+            raise ValueError(f"{self.name}: {len(outcomes)} outcomes for {self.num_games} games")
+        self.outcomes = list(outcomes)
+
+    # --- inspection -------------------------------------------------------------------------------------
+
+    def written_logprobs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, N)`` log-probability of every token this agent wrote in each game, in order (0-padded),
+        and ``(B,)`` how many; forced ``<eos>`` tokens count with log-prob 0."""
+        return self._logprobs.padded()
+
+    def token_ids(self, game: int) -> list[int]:
+        """Every token this agent has read or written in ``game``, from its own view (prefixes included)."""
+        self._index([game])
+        tokens, lengths = self._tokens.padded()
+        return tokens[game, : int(lengths[game])].tolist()
+
+    def transcript(self, game: int) -> list[str]:
+        """:meth:`token_ids` as tokens: ``YOU: ... <eos> THEM: ... <selection>``."""
+        return self.model.words.tokens(self.token_ids(game))
+
+
+__all__ = ["DEFAULT_MAX_WORDS", "DEFAULT_TEMPERATURE", "Agent", "RnnAgent"]
