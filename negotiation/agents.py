@@ -13,17 +13,21 @@ model uses GRUs). It keeps, per game, the goal vector, the GRU state, every toke
 state after it (for the selection module), and the log-probability of every token it wrote and of its
 choice, so REINFORCE (thesis eq. 3.8) can be built on it: with ``track_grad=True`` those log-probabilities
 carry gradients.
+
+:class:`HumanAgent` is a person at a terminal (one game at a time), for ``negotiation chat``.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TextIO, runtime_checkable
 
 import torch
 
 from negotiation.corpus import EOS, SELECTION
-from negotiation.domain import Context, Outcome, Split
+from negotiation.domain import ITEMS, Context, Outcome, Split
 from negotiation.model import ChoiceLogits, DialogModel
 
 DEFAULT_TEMPERATURE = 0.5
@@ -279,4 +283,119 @@ class RnnAgent:
         return self.model.words.tokens(self.token_ids(game))
 
 
-__all__ = ["DEFAULT_MAX_WORDS", "DEFAULT_TEMPERATURE", "Agent", "RnnAgent"]
+_WORD = re.compile(r"[a-z0-9]+(?:['`][a-z]+)*|[^\sa-z0-9]")
+SELECT_COMMANDS: tuple[str, ...] = (SELECTION, "/select", "/selection")
+"""What a person types to end the negotiation (the message ``<selection>``)."""
+
+
+def tokenize_message(text: str) -> list[str]:
+    """A typed line as corpus tokens: lower case, punctuation split off (``"Deal, thanks!"`` ->
+    ``["deal", ",", "thanks", "!"]``), apostrophes kept inside words (``"i'll"``)."""
+    return _WORD.findall(text.lower())
+
+
+def _plural(n: int, item: str) -> str:
+    return f"{n} {item}" + ("" if n == 1 else "s")
+
+
+class HumanAgent:
+    """A person negotiating one game at a time through text streams (a terminal by default).
+
+    :meth:`write` reads a line (``<selection>`` or ``/select`` ends the negotiation; end of input too),
+    :meth:`read` prints the partner's message, :meth:`choose` asks what the person takes (``"1 0 2"`` books,
+    hats, balls, or ``"no deal"``) until the answer is valid. Typed words go through :func:`tokenize_message`.
+
+    Args:
+        name: a label for transcripts.
+        partner: how the partner is called in prompts.
+        input: where lines are read (default ``sys.stdin``).
+        output: where prompts and messages go (default ``sys.stdout``).
+    """
+
+    def __init__(self, *, name: str = "you", partner: str = "agent", input: TextIO | None = None,
+                 output: TextIO | None = None) -> None:
+        self.name = name
+        self.partner = partner
+        self._input = input
+        self._output = output
+        self.contexts: list[Context] = []
+        self.outcomes: list[Outcome] | None = None
+
+    @property
+    def _in(self) -> TextIO:
+        return self._input if self._input is not None else sys.stdin
+
+    def _say(self, text: str) -> None:
+        out = self._output if self._output is not None else sys.stdout
+        out.write(text + "\n")
+        out.flush()
+
+    def _ask(self, prompt: str) -> str | None:
+        """One line of input after ``prompt``; None at the end of the input."""
+        out = self._output if self._output is not None else sys.stdout
+        out.write(prompt)
+        out.flush()
+        line = self._in.readline()
+        return None if line == "" else line.strip()
+
+    def feed_context(self, contexts: Sequence[Context]) -> None:
+        if len(contexts) != 1:
+            raise ValueError(f"{self.name}: a person plays one game at a time, got {len(contexts)} contexts")
+        self.contexts = list(contexts)
+        self.outcomes = None
+        ctx = contexts[0]
+        self._say("There are " + ", ".join(_plural(c, item) for c, item in zip(ctx.counts, ITEMS)) + ".")
+        self._say("Your values: " + ", ".join(f"{item} {v}" for item, v in zip(ITEMS, ctx.values))
+                  + f" (all the items are worth {ctx.score(ctx.counts)} to you).")
+        self._say(f"Type a message and press Enter; type {SELECTION} or /select to end the negotiation.")
+
+    def _check(self, games: Sequence[int]) -> None:
+        if list(games) not in ([], [0]):
+            raise IndexError(f"{self.name}: a person plays game 0 only, got games {list(games)}")
+
+    def write(self, games: Sequence[int]) -> list[list[str]]:
+        self._check(games)
+        if not games:
+            return []
+        while True:
+            line = self._ask(f"{self.name}> ")
+            if line is None or line.lower() in SELECT_COMMANDS:
+                return [[SELECTION]]
+            tokens = [t for t in tokenize_message(line) if t not in (EOS, SELECTION)]
+            if tokens:
+                return [[*tokens, EOS]]
+
+    def read(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
+        self._check(games)
+        for m in messages:
+            if list(m) == [SELECTION]:
+                self._say(f"{self.partner} ends the negotiation ({SELECTION}).")
+            else:
+                self._say(f"{self.partner}> " + " ".join(t for t in m if t != EOS))
+
+    def choose(self, games: Sequence[int] | None = None) -> list[Split | None]:
+        games = [0] if games is None else list(games)
+        self._check(games)
+        if not games:
+            return []
+        counts = self.contexts[0].counts
+        prompt = (f"What do you take? Numbers of {', '.join(i + 's' for i in ITEMS)} (at most "
+                  f"{' '.join(map(str, counts))}), or 'no deal': ")
+        while True:
+            line = self._ask(prompt)
+            if line is None or line.lower() in ("no deal", "nodeal", "none", "-"):
+                return [None]
+            try:
+                take = tuple(int(x) for x in line.replace(",", " ").split())
+            except ValueError:
+                take = ()
+            if len(take) == len(ITEMS) and all(0 <= t <= c for t, c in zip(take, counts)):
+                return [take]
+            self._say(f"Please type {len(ITEMS)} numbers within {' '.join(map(str, counts))}, or 'no deal'.")
+
+    def update(self, outcomes: Sequence[Outcome]) -> None:
+        self.outcomes = list(outcomes)
+
+
+__all__ = ["DEFAULT_MAX_WORDS", "DEFAULT_TEMPERATURE", "SELECT_COMMANDS", "Agent", "HumanAgent", "RnnAgent",
+           "tokenize_message"]

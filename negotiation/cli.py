@@ -1,18 +1,282 @@
-"""``negotiation`` console entry point."""
+"""``negotiation`` console entry point.
+
+    negotiation train-sv --preset small --out runs/negotiation_sv_small
+    negotiation train-rl --preset small --sv runs/negotiation_sv_small --out runs/negotiation_rl_small
+    negotiation selfplay runs/negotiation_rl_small runs/negotiation_sv_small --n 2000 --out selfplay.json
+    negotiation chat runs/negotiation_rl_small
+
+Data come from ``--data-dir`` or ``NLPROBUST_DATA`` (the folder that holds ``negotiate/``), else
+``../shared/data``. Training commands resume an interrupted run when given the same ``--out`` and settings.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PRESETS = ("tiny", "small", "paper")
+
+
+class CliError(Exception):
+    """A problem with the command's arguments or inputs, reported without a traceback."""
+
+
+def _load_model(path: str, device: str | None = None) -> Any:
+    """A finished checkpoint folder, with an error that says what is wrong with it."""
+    from negotiation.model import DialogModel
+    from negotiation.train import CHECKPOINT_DIR, is_complete
+
+    p = Path(path)
+    if not p.is_dir():
+        raise CliError(f"checkpoint not found: {p} (expected a folder written by `negotiation train-sv` or "
+                       f"`negotiation train-rl`)")
+    if (p / CHECKPOINT_DIR).is_dir() and not is_complete(p):
+        raise CliError(f"{p} holds a training run that has not finished; run the same training command again "
+                       f"to resume it")
+    try:
+        return DialogModel.from_pretrained(p, device=device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(f"cannot load the checkpoint {p}: {exc}") from None
+
+
+def _overrides(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
+    """Config fields from the options in ``names`` (option dest -> field) that were given."""
+    return {field: getattr(args, dest) for dest, field in names.items() if getattr(args, dest, None) is not None}
+
+
+def _num(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def cmd_train_sv(args: argparse.Namespace) -> int:
+    from negotiation.train import load_examples, sv_preset, train_supervised
+
+    cfg = sv_preset(args.preset, **_overrides(args, {"seed": "seed", "epochs": "epochs", "batch_size": "batch_size",
+                                                   "lr": "lr", "max_train": "max_train", "max_valid": "max_valid",
+                                                   "patience": "patience"}))
+    train = load_examples("train", args.data_dir, limit=cfg.max_train)
+    valid = load_examples("val", args.data_dir, limit=cfg.max_valid)
+    t = time.time()
+    out = train_supervised(train, valid, args.out, cfg, device=args.device, progress=not args.quiet)
+    from negotiation.train import read_log
+
+    summary: dict[str, Any] = next((r for r in reversed(read_log(out)) if r.get("kind") == "summary"), {})
+    print(f"SV model in {out} ({time.time() - t:.0f}s this run): best epoch {summary.get('best_epoch')}, "
+          f"validation perplexity {_num(summary.get('best_val_ppl'))} "
+          f"(FAIR's convention: {_num(summary.get('best_val_ppl_fair'))})")
+    return 0
+
+
+def cmd_train_rl(args: argparse.Namespace) -> int:
+    from negotiation.train import load_examples, load_scenarios, read_log, rl_preset, train_rl
+
+    _load_model(args.sv)  # a clear error for a missing or unfinished SV model
+    if args.partner:
+        _load_model(args.partner)
+    cfg = rl_preset(args.preset, **_overrides(args, {"seed": "seed", "epochs": "epochs", "batch_size": "batch_size",
+                                                   "lr": "lr", "scenarios": "max_scenarios", "reward": "reward",
+                                                   "max_train": "max_train", "max_valid": "max_valid"}))
+    scenarios = load_scenarios(args.data_dir, limit=cfg.max_scenarios)
+    train = load_examples("train", args.data_dir, limit=cfg.max_train) if cfg.sv_every else []
+    valid = load_examples("val", args.data_dir, limit=cfg.max_valid)
+    t = time.time()
+    out = train_rl(args.sv, args.out, cfg, scenarios=scenarios, train=train, valid=valid, partner_dir=args.partner,
+                   device=args.device, progress=not args.quiet)
+    last: dict[str, Any] = next((r for r in reversed(read_log(out)) if r.get("kind") == "epoch"), {})
+    agreement = last.get("agreement")
+    print(f"RL model in {out} ({time.time() - t:.0f}s this run): last epoch score {_num(last.get('score'), '.2f')}"
+          f" vs {_num(last.get('partner_score'), '.2f')}, agreement "
+          f"{_num(None if agreement is None else 100 * agreement, '.1f')}%, "
+          f"validation perplexity {_num(last.get('val_ppl'))}")
+    return 0
+
+
+def metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """A markdown table of self-play metrics, one row per (label, ``SelfPlayMetrics.to_dict()``)."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    out = ["| pairing | games | score A | score B | advantage | agreement % | PAR % | Pareto % | turns |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for label, m in rows:
+        out.append(f"| {label} | {m['games']} | {m['score_a']:.2f} | {m['score_b']:.2f} | {m['advantage']:.2f} | "
+                   f"{pct(m['agreement'])} | {pct(m['par'])} | {pct(m['pareto'])} | {m['turns']:.2f} |")
+    return "\n".join(out)
+
+
+def cmd_selfplay(args: argparse.Namespace) -> int:
+    from negotiation.dialog import format_game
+    from negotiation.train import evaluate_selfplay, load_scenarios
+
+    if args.n is not None and args.n < 1:
+        raise CliError(f"--n must be >= 1, got {args.n}")
+    model_a = _load_model(args.a, args.device)
+    model_b = model_a if Path(args.b).resolve() == Path(args.a).resolve() else _load_model(args.b, args.device)
+    scenarios = load_scenarios(args.data_dir)
+    if args.n is not None:
+        if args.n > len(scenarios):
+            raise CliError(f"--n {args.n} exceeds the {len(scenarios)} scenarios of selfplay.txt")
+        scenarios = [scenarios[i] for i in sorted(random.Random(args.seed).sample(range(len(scenarios)), args.n))]
+    names = (args.name_a, args.name_b)
+    t = time.time()
+    records, metrics = evaluate_selfplay(model_a, model_b, scenarios, temperature=args.temperature,
+                                         batch_size=args.batch_size, seed=args.seed, names=names,
+                                         progress=not args.quiet)
+    elapsed = time.time() - t
+    label = f"{names[0]} (A) vs {names[1]} (B)"
+    print(f"A = {args.a}, B = {args.b}: {len(records)} scenarios from selfplay.txt, {elapsed:.0f}s")
+    print(metrics_table([(label, metrics.to_dict())]))
+    shown = [format_game(r, names) for r in records[: args.transcripts]]
+    for text in shown:
+        print()
+        print(text)
+    if args.out:
+        from nlprobust.results import run_metadata, write_recipe_results
+
+        payload: dict[str, Any] = {"a": args.a, "b": args.b, "names": list(names), "n": len(records),
+                                   "seed": args.seed, "temperature": args.temperature, "wall_time_s": round(elapsed, 1),
+                                   **run_metadata(), "metrics": metrics.to_dict(),
+                                   "transcripts": [{"text": s, "record": r.to_dict()}
+                                                   for s, r in zip(shown, records)]}
+        if args.records:
+            payload["records"] = [r.to_dict() for r in records]
+        write_recipe_results(args.out, payload)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from negotiation.agents import HumanAgent, RnnAgent
+    from negotiation.dialog import format_game, play
+    from negotiation.domain import random_scenario
+    from negotiation.train import load_scenarios
+
+    model = _load_model(args.model, args.device)
+    rng = random.Random(args.seed)
+    if args.random_scenario:
+        scenario = random_scenario(rng)
+    else:
+        try:
+            scenarios = load_scenarios(args.data_dir)
+        except FileNotFoundError as exc:
+            raise CliError(f"{exc}; or pass --random-scenario to play a randomly drawn game") from None
+        if args.scenario is not None and not 0 <= args.scenario < len(scenarios):
+            raise CliError(f"--scenario must be 0..{len(scenarios) - 1}, got {args.scenario}")
+        scenario = scenarios[args.scenario if args.scenario is not None else rng.randrange(len(scenarios))]
+    if args.as_second:
+        scenario = scenario.swapped()
+    first = {"you": "a", "agent": "b"}.get(args.first) or rng.choice(["a", "b"])
+    human = HumanAgent(name="you", partner="agent")
+    agent = RnnAgent(model, name="agent", temperature=args.temperature, seed=args.seed)
+    print(f"You negotiate with the agent of {args.model}; {'you start' if first == 'a' else 'the agent starts'}.")
+    (record,) = play(human, agent, [scenario], first=[first])
+    print()
+    print(format_game(record, ("you", "agent")))
+    if record.agreed:
+        print(f"Deal: you score {record.scores[0]}, the agent {record.scores[1]}.")
+    else:
+        print("No agreement: both score 0.")
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder holding negotiate/ (default: $NLPROBUST_DATA or "
+                   "../shared/data)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: a GPU when there is one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="negotiation", description="Deal-or-No-Deal negotiation agents (Lewis et al. "
+                                "2017) and AdvAgent.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = p.add_subparsers(dest="cmd")
+
+    sv = sub.add_parser("train-sv", help="supervised training of the SV agent on train.txt (resumes --out)")
+    sv.add_argument("--out", required=True, help="run folder (checkpoints, log, final model)")
+    sv.add_argument("--preset", choices=PRESETS, default="small")
+    _add_common(sv)
+    sv.add_argument("--seed", type=int, default=None)
+    sv.add_argument("--epochs", type=int, default=None, help="epochs at the initial learning rate at most")
+    sv.add_argument("--patience", type=int, default=None)
+    sv.add_argument("--batch-size", type=int, default=None)
+    sv.add_argument("--lr", type=float, default=None)
+    sv.add_argument("--max-train", type=int, default=None, help="use only the first N lines of train.txt")
+    sv.add_argument("--max-valid", type=int, default=None, help="use only the first N lines of val.txt")
+    sv.add_argument("--quiet", action="store_true", help="no progress bars")
+    sv.set_defaults(func=cmd_train_sv)
+
+    rl = sub.add_parser("train-rl", help="REINFORCE self-play against a frozen SV partner (resumes --out)")
+    rl.add_argument("--sv", required=True, help="the SV model to start from (train-sv's --out)")
+    rl.add_argument("--out", required=True, help="run folder (checkpoints, log, final model)")
+    rl.add_argument("--partner", default=None, help="the frozen partner (default: --sv)")
+    rl.add_argument("--preset", choices=PRESETS, default="small")
+    _add_common(rl)
+    rl.add_argument("--seed", type=int, default=None)
+    rl.add_argument("--epochs", type=int, default=None, help="passes over the scenarios")
+    rl.add_argument("--scenarios", type=int, default=None, help="use the first N scenarios of selfplay.txt")
+    rl.add_argument("--batch-size", type=int, default=None, help="dialogues per update")
+    rl.add_argument("--lr", type=float, default=None)
+    rl.add_argument("--reward", choices=["score", "advantage"], default=None)
+    rl.add_argument("--max-train", type=int, default=None, help="train.txt lines for the supervised batches")
+    rl.add_argument("--max-valid", type=int, default=None, help="val.txt lines for the perplexity")
+    rl.add_argument("--quiet", action="store_true", help="no progress bars")
+    rl.set_defaults(func=cmd_train_rl)
+
+    sp = sub.add_parser("selfplay", help="two checkpoints negotiate on scenarios from selfplay.txt")
+    sp.add_argument("a", help="checkpoint of side A (the first context of each scenario)")
+    sp.add_argument("b", help="checkpoint of side B (may equal A)")
+    sp.add_argument("--n", type=int, default=None, help="a seeded sample of N scenarios (default: all)")
+    _add_common(sp)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--temperature", type=float, default=0.5)
+    sp.add_argument("--batch-size", type=int, default=128, help="games played in parallel")
+    sp.add_argument("--name-a", default="A")
+    sp.add_argument("--name-b", default="B")
+    sp.add_argument("--transcripts", type=int, default=0, help="print (and save) the first K games")
+    sp.add_argument("--out", default=None, help="write the metrics (and transcripts) as JSON")
+    sp.add_argument("--records", action="store_true", help="save every game's record in --out")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_selfplay)
+
+    ch = sub.add_parser("chat", help="negotiate with an agent in the terminal")
+    ch.add_argument("model", help="the agent's checkpoint")
+    _add_common(ch)
+    ch.add_argument("--scenario", type=int, default=None, help="index of the game in selfplay.txt (default: random)")
+    ch.add_argument("--random-scenario", action="store_true", help="draw a game from the rules (no data needed)")
+    ch.add_argument("--as-second", action="store_true", help="take the second context of the scenario")
+    ch.add_argument("--first", choices=["you", "agent", "random"], default="random", help="who writes first")
+    ch.add_argument("--temperature", type=float, default=0.5)
+    ch.add_argument("--seed", type=int, default=None, help="seeds the scenario and the agent (default: random)")
+    ch.set_defaults(func=cmd_chat)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="negotiation", description="Deal-or-No-Deal negotiation and AdvAgent.")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    from negotiation import __version__
-
     if args.version:
+        from negotiation import __version__
+
         print(__version__)
         return 0
-    parser.print_help()
-    return 0
+    if args.cmd is None:
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if getattr(args, "seed", 0) is None and args.cmd == "chat":
+        args.seed = random.randrange(2**31)
+    try:
+        return int(args.func(args))
+    except (CliError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"negotiation {args.cmd}: error: {exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

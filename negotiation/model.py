@@ -383,7 +383,11 @@ class DialogModel(nn.Module):
 
     def loss(self, batch: Batch) -> DialogLoss:
         """LM cross-entropy + ``sel_weight`` x selection cross-entropy."""
-        out = self(batch)
+        return self.loss_from_output(self(batch), batch)
+
+    def loss_from_output(self, out: DialogOutput, batch: Batch) -> DialogLoss:
+        """:meth:`loss` from the outputs of a forward pass already made (e.g. through a wrapper such as
+        ``accelerate``'s, whose ``forward`` is the only method it exposes)."""
         target_mask = self.lm_target_mask(batch)
         n = int(target_mask.sum())
         if n:

@@ -1,0 +1,180 @@
+"""The ``negotiation`` CLI (train-sv, train-rl, selfplay, chat with a fake stdin, clear errors) on a data folder
+of templated dialogues, and the tiny recipes on the real corpus (skipped when it is absent)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from test_negotiation_train import synthetic_examples, synthetic_scenarios
+
+from negotiation.cli import main
+from negotiation.dialog import format_game
+from negotiation.model import DialogModel
+from nlprobust.corpora import data_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder whose negotiate/ holds templated dialogues and random scenarios (not corpus data)."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "negotiate"
+    folder.mkdir()
+    for name, n, seed in (("train", 80, 0), ("val", 16, 1), ("test", 8, 2)):
+        (folder / f"{name}.txt").write_text("".join(ex.to_line() + "\n" for ex in synthetic_examples(n, seed)))
+    lines = [" ".join(map(str, c.to_ints())) for sc in synthetic_scenarios(40, 3) for c in sc.contexts]
+    (folder / "selfplay.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(fake_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny SV and RL agent trained through the CLI."""
+    out = tmp_path_factory.mktemp("runs")
+    sv, rl = out / "sv", out / "rl"
+    assert main(["train-sv", "--preset", "tiny", "--out", str(sv), "--data-dir", str(fake_data), "--quiet",
+                 "--epochs", "1", "--device", "cpu"]) == 0
+    assert main(["train-rl", "--preset", "tiny", "--sv", str(sv), "--out", str(rl), "--data-dir", str(fake_data),
+                 "--quiet", "--scenarios", "16", "--device", "cpu"]) == 0
+    return {"sv": sv, "rl": rl}
+
+
+def test_train_commands_write_finished_runs(runs: dict[str, Path], fake_data: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    for run in runs.values():
+        assert (run / "train_log.jsonl").is_file() and (run / "train_config.json").is_file()
+        DialogModel.from_pretrained(run)
+    rl_log = [json.loads(x) for x in (runs["rl"] / "train_log.jsonl").read_text().splitlines()]
+    assert rl_log[-1]["kind"] == "summary" and rl_log[-1]["dialogues"] == 16
+    # running the same command again finds the finished run
+    assert main(["train-sv", "--preset", "tiny", "--out", str(runs["sv"]), "--data-dir", str(fake_data), "--quiet",
+                 "--epochs", "1"]) == 0
+    assert "SV model in" in capsys.readouterr().out
+
+
+def test_selfplay_command(runs: dict[str, Path], fake_data: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sp.json"
+    assert main(["selfplay", str(runs["rl"]), str(runs["sv"]), "--n", "6", "--data-dir", str(fake_data), "--quiet",
+                 "--transcripts", "1", "--name-a", "RL", "--name-b", "SV", "--out", str(out), "--records"]) == 0
+    text = capsys.readouterr().out
+    assert "| RL (A) vs SV (B) | 6 |" in text and "Input" in text and "Reward" in text
+    res = json.loads(out.read_text())
+    assert res["n"] == 6 and res["metrics"]["games"] == 6 and len(res["records"]) == 6
+    assert 0.0 <= res["metrics"]["agreement"] <= 1.0 and res["transcripts"][0]["text"].startswith("Input")
+    assert res["command"] and res["hardware"]
+
+
+def test_chat_with_a_fake_terminal(runs: dict[str, Path], fake_data: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture) -> None:
+    # the person writes first, then ends the negotiation; a stray line is refused as a selection
+    monkeypatch.setattr(sys, "stdin", io.StringIO("I want the books, you get the rest.\n<selection>\n"
+                                                  "lots\n9 9 9\n0 0 0\n"))
+    assert main(["chat", str(runs["sv"]), "--data-dir", str(fake_data), "--scenario", "2", "--first", "you",
+                 "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Your values: book" in text and "you> " in text and "What do you take?" in text
+    assert "Please type 3 numbers" in text
+    assert "Dialogue\n  you    i want the books , you get the rest" in text
+    assert "Output" in text and ("Deal: you score" in text or "No agreement: both score 0." in text)
+    # end of input ends the negotiation and means no deal
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["chat", str(runs["rl"]), "--random-scenario", "--first", "you", "--seed", "2"]) == 0
+    assert "No agreement: both score 0." in capsys.readouterr().out
+
+
+def test_clear_errors(runs: dict[str, Path], fake_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        main(["selfplay", str(tmp_path / "nothing"), str(runs["sv"]), "--data-dir", str(fake_data)])
+    with pytest.raises(SystemExit, match="negotiation data file not found"):
+        main(["train-sv", "--preset", "tiny", "--out", str(tmp_path / "x"), "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="data folder not found"):
+        main(["train-sv", "--preset", "tiny", "--out", str(tmp_path / "x"), "--data-dir", str(tmp_path / "no")])
+    with pytest.raises(SystemExit, match="--random-scenario"):
+        main(["chat", str(runs["sv"]), "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="exceeds the 40 scenarios"):
+        main(["selfplay", str(runs["sv"]), str(runs["sv"]), "--n", "41", "--data-dir", str(fake_data)])
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoint").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="has not finished"):
+        main(["train-rl", "--sv", str(unfinished), "--out", str(tmp_path / "rl"), "--data-dir", str(fake_data)])
+    with pytest.raises(SystemExit, match="other settings"):
+        main(["train-sv", "--preset", "tiny", "--out", str(runs["sv"]), "--data-dir", str(fake_data), "--quiet",
+              "--epochs", "3"])
+    assert main(["--version"]) == 0
+
+
+# --- recipes at --scale tiny on the real corpus ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def negotiate_data() -> Path:
+    root = data_root(os.environ.get("NLPROBUST_DATA"), required=False)
+    missing = [n for n in ("train.txt", "val.txt", "selfplay.txt")
+               if root is None or not (root / "negotiate" / n).is_file()]
+    if missing:
+        pytest.skip(f"Deal-or-No-Deal corpus not found (no {missing} under {root}/negotiate); set NLPROBUST_DATA")
+    assert root is not None
+    return root
+
+
+def test_selfplay_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import negotiation_selfplay
+
+    out = tmp_path / "res.json"
+    args = ["--scale", "tiny", "--data-dir", str(negotiate_data), "--runs", str(tmp_path / "runs"), "--out", str(out),
+            "--quiet"]
+    assert negotiation_selfplay.main(args) == 0
+    res = json.loads(out.read_text())
+    assert res["recipe"] == "negotiation_selfplay" and res["scale"] == "tiny" and res["seed"] == 0
+    assert res["wall_time_s"] > 0 and res["hardware"] and res["command"]
+    games = [r for r in res["rows"] if r["table"] == "3.10"]
+    assert [r["pairing"] for r in games] == ["RL vs SV", "SV vs SV", "RL vs RL"]
+    for r in games:
+        assert r["n"] == 20 and 0.0 <= r["agreement"] <= 1.0 and 0.0 <= r["par"] <= 1.0
+        assert r["advantage"] == pytest.approx(r["score_a"] - r["score_b"])
+    assert games[0]["paper"] == {"score_a": 7.23, "score_b": 4.55, "advantage": 2.68, "agreement": 0.8957,
+                                 "par": 0.7579}
+    ppl = {r["model"]: r for r in res["rows"] if r["table"] == "3.2.5 (text)"}
+    assert ppl["SV"]["paper"] == {"val_ppl_fair": 5.47} and ppl["RL"]["paper"] == {"val_ppl_fair": 5.86}
+    assert ppl["SV"]["val_ppl"] > 1 and ppl["SV"]["val_ppl"] == pytest.approx(
+        res["models"]["sv"]["summary"]["best_val_ppl"], rel=1e-5)
+    assert res["transcripts"] and res["transcripts"][0]["text"].startswith("Input")
+    assert res["transcripts"][0]["text"] == format_game(_record(res["transcripts"][0]["record"]), ("RL", "SV"))
+    # a second run reuses the finished agents
+    assert negotiation_selfplay.main(args) == 0
+    again = json.loads(out.read_text())
+    assert not again["models"]["sv"]["trained_in_this_run"]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again["rows"]] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in res["rows"]]
+
+
+def _record(d: dict):  # type: ignore[no-untyped-def]
+    """A GameRecord back from its to_dict() (for the transcript check)."""
+    from negotiation.dialog import GameRecord, Message
+    from negotiation.domain import Context, Scenario
+
+    sc = Scenario(Context.from_ints(d["contexts"][0]), Context.from_ints(d["contexts"][1]))
+    msgs = tuple(Message(s, tuple(t.split())) for s, t in d["messages"])
+    choices = tuple(None if c is None else tuple(c) for c in d["choices"])
+    return GameRecord(sc, d["first"], msgs, choices, d["agreed"], tuple(d["scores"]), d["selected"], d["pareto"])
+
+
+def test_bench_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import bench_selfplay
+
+    out = tmp_path / "bench.json"
+    assert bench_selfplay.main(["--scale", "tiny", "--data-dir", str(negotiate_data), "--runs", str(tmp_path),
+                                "--n", "4", "--batch-size", "4", "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads(out.read_text())
+    (row,) = res["rows"]
+    assert row["games"] == 4 and row["batch_size"] == 4 and row["model"].startswith("untrained")
+    assert row["one_at_a_time_per_s"] > 0 and row["batched_per_s"] > 0
