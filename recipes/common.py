@@ -14,11 +14,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nlprobust.corpora import load_multi30k  # noqa: E402
+from nlprobust.training.marian import preset as marian_preset  # noqa: E402
+from nlprobust.training.marian import train_marian  # noqa: E402
 from nlprobust.training.opennmt import preset as onmt_preset  # noqa: E402
 from nlprobust.training.opennmt import train_onmt  # noqa: E402
+from nlprobust.victims.huggingface import HFVictim  # noqa: E402
 from nlprobust.victims.opennmt import OpenNMTVictim  # noqa: E402
 
 SCALES = ("tiny", "small", "paper")
+VICTIMS = ("lstm", "marian")
+TINY_TRAIN = 3000  # training pairs used at --scale tiny
 
 
 def multi30k_lstm(scale: str, data_dir: str | None, runs: Path, *, device: str | None = None) -> OpenNMTVictim:
@@ -28,10 +33,39 @@ def multi30k_lstm(scale: str, data_dir: str | None, runs: Path, *, device: str |
     if not ckpt.exists():
         train = load_multi30k("train", data_dir)
         if scale == "tiny":
-            train = type(train)(train.src[:3000], train.tgt[:3000])
+            train = type(train)(train.src[:TINY_TRAIN], train.tgt[:TINY_TRAIN])
         cfg = onmt_preset(scale, train_steps=200, valid_steps=200) if scale == "tiny" else onmt_preset(scale)
         train_onmt(train, load_multi30k("val", data_dir), run, cfg)
     return OpenNMTVictim(ckpt, trust_checkpoint=True, device=device)  # trained by this recipe
+
+
+def multi30k_marian(scale: str, data_dir: str | None, runs: Path, *, device: str | None = None) -> HFVictim:
+    """The Multi30k Marian transformer victim of ``scale``, trained into ``runs/multi30k_marian_<scale>`` when
+    missing, and loaded by path exactly as a Hub checkpoint would be."""
+    run = runs / f"multi30k_marian_{scale}"
+    if not (run / "config.json").exists():
+        train = load_multi30k("train", data_dir)
+        if scale == "tiny":
+            train = type(train)(train.src[:TINY_TRAIN], train.tgt[:TINY_TRAIN])
+            cfg = marian_preset("tiny", vocab_size=1000, max_steps=150, eval_every=75)
+        else:
+            cfg = marian_preset(scale)
+        train_marian(train, load_multi30k("val", data_dir), run, cfg)
+    return HFVictim(run, device=device, local_files_only=True)
+
+
+def recipe_victim(name: str, scale: str, data_dir: str | None, runs: Path, *,
+                  device: str | None = None) -> tuple[Any, Path, dict[str, Any]]:
+    """Victim ``name`` (``lstm`` or ``marian``) of ``scale``: the model, its folder and its training config."""
+    if name == "lstm":
+        victim: Any = multi30k_lstm(scale, data_dir, runs, device=device)
+        folder = runs / f"multi30k_lstm_{scale}"
+        return victim, folder, json.loads((folder / "config.json").read_text())
+    if name == "marian":
+        victim = multi30k_marian(scale, data_dir, runs, device=device)
+        folder = runs / f"multi30k_marian_{scale}"
+        return victim, folder, json.loads((folder / "train_config.json").read_text())
+    raise ValueError(f"unknown victim {name!r}; expected one of {VICTIMS}")
 
 
 def test_bleu(victim: Any, data_dir: str | None, cache: Path, *, split: str = "test_2016_flickr",
@@ -55,15 +89,18 @@ def test_bleu(victim: Any, data_dir: str | None, cache: Path, *, split: str = "t
 
 
 def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir: str | None,
-                 seed: int) -> tuple[list[int], list[str], dict[int, list[list[str]]]]:
+                 seed: int, *, subset: int | None = None) -> tuple[list[int], list[str], dict[int, list[list[str]]]]:
     """Seeded sentence indices of ``split``, their texts and, per ``k`` in ``ks``, keyword draws per the protocol.
 
-    The sentences are translated and the keyword pool is built once, whatever the number of ``k``s."""
+    ``subset``: keep only the first ``subset`` sentences of the seeded draw of ``n`` (the same sentences for
+    every victim attacked on fewer sentences). The sentences are translated and the keyword pool is built
+    once, whatever the number of ``k``s."""
     from nlprobust.keywords import draw_keyword_sets, frequent_content_words
     from nlprobust.text import tokenize
 
     data = load_multi30k(split, data_dir)
-    idx = sorted(random.Random(seed).sample(range(len(data)), n))
+    drawn = random.Random(seed).sample(range(len(data)), n)
+    idx = sorted(drawn[:subset] if subset is not None else drawn)
     sents = [data.src[i] for i in idx]
     draws: dict[int, list[list[str]]] = {0: [[] for _ in idx]}
     if any(k > 0 for k in ks):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "recipes" / "results"
 OUT = ROOT / "docs" / "RESULTS.md"
 SKIP = {"config", "paper", "table", "dataset"}
-RATE_KEYS = {"success", "agreement", "accuracy", "robust_accuracy", "rate"}
+RATE_KEYS = {"success", "agreement", "accuracy", "robust_accuracy", "rate", "par", "pareto", "selected"}
 
 HEADER = """# Results
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, attack_setup, multi30k_lstm  # noqa: E402
+from common import ROOT, VICTIMS, attack_setup, recipe_victim  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
 from nlprobust.results import run_metadata, summarize, write_recipe_results  # noqa: E402
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--victim", choices=VICTIMS, default="lstm")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--modes", default="nonoverlap,keywords")
@@ -49,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", default=None, help='JSON {"param": [values]} replacing the built-in grid of each mode')
     ap.add_argument("--tag", default="", help="suffix of the default output file name")
     ap.add_argument("--no-baselines", action="store_true", help="skip the paper and original-code presets")
+    ap.add_argument("--records", default=None, help="also write every per-sentence record to this JSONL file")
     ap.add_argument("--out", default=None, help="default: recipes/results/tune_seq2sick_<modes>.json")
     args = ap.parse_args(argv)
     t0 = time.time()
-    out = args.out or str(ROOT / "recipes" / "results" / f"tune_seq2sick_{args.modes.replace(',', '_')}{args.tag}.json")
-    victim = multi30k_lstm(args.scale, args.data_dir, Path(args.runs))
+    stem = f"tune_seq2sick_{'' if args.victim == 'lstm' else args.victim + '_'}{args.modes.replace(',', '_')}"
+    out = args.out or str(ROOT / "recipes" / "results" / f"{stem}{args.tag}.json")
+    victim, _, _ = recipe_victim(args.victim, args.scale, args.data_dir, Path(args.runs))
     idx, sents, draws = attack_setup(victim, "val", args.n, (1,), args.data_dir, args.seed)
     kws = draws[1]
     rows = []
@@ -69,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             t = time.time()
             res = Seq2Sick(victim, cfg).run(items, batch_size=args.n)
             s = summarize(r.to_dict() for r in res)
-            row = {"table": f"tuning ({mode}, validation)", "mode": mode, "preset": name,
+            if args.records:
+                with open(args.records, "a", encoding="utf-8") as fh:
+                    for r in res:
+                        fh.write(json.dumps({"setting": name, **over, **r.to_dict()}, ensure_ascii=False) + "\n")
+            row = {"table": f"tuning ({mode}, validation)", "victim": args.victim, "mode": mode, "preset": name,
                    "lr": cfg.lr, "lr_late": cfg.lr_late, "lambda1": cfg.lambda1, "lambda2": cfg.lambda2,
                    "epsilon": cfg.epsilon, "n": s["n"], "success": s["success"], "bleu": s["bleu"],
                    "changed": s["changed"], "seconds": round(time.time() - t, 1)}
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         b = select_best(cand)
         best[mode] = {k: b[k] for k in ("lr", "lr_late", "lambda1", "lambda2", "epsilon", "success", "changed")}
     write_recipe_results(out, {
-        "recipe": "tune_seq2sick", "title": f"Seq2Sick hyperparameters tuned on Multi30k validation ({args.modes})",
+        "recipe": "tune_seq2sick",
+        "title": f"Seq2Sick hyperparameters tuned on Multi30k validation ({args.victim} victim, {args.modes})",
         "scale": args.scale, "seed": args.seed, "wall_time_s": round(time.time() - t0, 1), **run_metadata(),
         "validation_sentences": idx, "keywords": {str(i): k for i, k in zip(idx, kws)}, "rows": rows,
         "best": best, "notes": [f"{args.n} validation sentences, {args.iterations} iterations, beam-5 judged; "

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 EOS, UNK, PAD = "</s>", "<unk>", "<pad>"
 _IGNORE = -100  # label value ignored by the loss
+STOP_FILE = "STOP"  # create out_dir/STOP to end training gracefully at the next validation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -385,6 +386,7 @@ def train_marian(train: ParallelCorpus, valid: ParallelCorpus, out_dir: str | os
     ``accelerate`` training loop (AdamW, inverse-sqrt warm-up schedule, label-smoothed cross-entropy that
     ignores padding, gradient clipping at 1.0, length-bucketed batches), validation every ``cfg.eval_every``
     steps with early stopping, and finally ``save_pretrained`` of the weights with the lowest validation loss.
+    Creating a file ``out_dir/STOP`` during training ends it at the next validation, as early stopping would.
 
     Args:
         train: training pairs (empty pairs are skipped, pairs longer than ``cfg.max_len`` tokens dropped).
@@ -414,6 +416,9 @@ def train_marian(train: ParallelCorpus, valid: ParallelCorpus, out_dir: str | os
     out = _prepare_out_dir(out_dir)
     accelerator = Accelerator()
     main = accelerator.is_main_process
+    if main:
+        (out / STOP_FILE).unlink(missing_ok=True)  # a request left over from an earlier run
+    accelerator.wait_for_everyone()
     set_seed(cfg.seed)
 
     # (1) tokenizer: trained once by the main process, read by all
@@ -498,6 +503,13 @@ def train_marian(train: ParallelCorpus, valid: ParallelCorpus, out_dir: str | os
         run_loss, run_steps = torch.zeros((), device=device), 0
         return cfg.patience > 0 and bad_evals >= cfg.patience
 
+    def stop_requested() -> bool:
+        """A file named STOP in ``out_dir`` ends training at this validation (the best weights are saved)."""
+        if (out / STOP_FILE).exists():
+            log.info("found %s: stopping at step %d", out / STOP_FILE, step)
+            return True
+        return False
+
     try:
         model.train()
         epoch = 0
@@ -519,7 +531,7 @@ def train_marian(train: ParallelCorpus, valid: ParallelCorpus, out_dir: str | os
                 seen_tokens += sum(len(tr_tgt[i]) for i in idx)
                 train_s += time.perf_counter() - t_step
                 bar.update(1)
-                if step % cfg.eval_every == 0 and evaluate():
+                if step % cfg.eval_every == 0 and (evaluate() or stop_requested()):
                     stopped_early = True
                     break
                 if step >= total:
