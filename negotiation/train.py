@@ -523,6 +523,24 @@ def _seed_for(*parts: int) -> int:
 # --- supervised training --------------------------------------------------------------------------------
 
 
+def _begin_run(out: Path, run_config: dict[str, Any], seed: int, device: Any) -> tuple[Path | None, Any] | None:
+    """Create ``out``, check ``run_config`` against a run being resumed there, seed everything.
+
+    Returns ``None`` when ``out`` already holds a finished run, else (the checkpoint to resume from or
+    ``None``, the accelerator)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = _checkpoint_dir(out)
+    _check_run_config(out, run_config, resuming=ckpt is not None)
+    if is_complete(out):
+        logger.info("%s holds a finished run", out)
+        return None
+    accelerator = _accelerator(device)
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+    return ckpt, accelerator
+
+
 def train_supervised(train: Sequence[Example], valid: Sequence[Example], out_dir: str | os.PathLike[str],
                      cfg: SupervisedConfig, *, device: str | torch.device | None = None, progress: bool = True,
                      on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -547,19 +565,13 @@ def train_supervised(train: Sequence[Example], valid: Sequence[Example], out_dir
     if not train or not valid:
         raise ValueError(f"need training and validation dialogues, got {len(train)} and {len(valid)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = _checkpoint_dir(out)
     run_config = {"kind": "supervised", "config": cfg.to_dict(), "train_dialogues": len(train),
                   "valid_dialogues": len(valid)}
-    _check_run_config(out, run_config, resuming=ckpt is not None)
-    if is_complete(out):
-        logger.info("%s holds a finished run", out)
+    started = _begin_run(out, run_config, cfg.seed, device)
+    if started is None:
         return out
-    accelerator = _accelerator(device)
+    ckpt, accelerator = started
     dev = accelerator.device
-    from accelerate.utils import set_seed
-
-    set_seed(cfg.seed)
     if ckpt is None:
         model = DialogModel(build_word_vocab(train, min_freq=cfg.min_freq), config=cfg.model)
     else:
@@ -813,21 +825,15 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         raise ValueError(f"need validation dialogues (got {len(valid)}) and, with sv_every > 0, training dialogues "
                          f"(got {len(train)})")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     partner_path = Path(partner_dir) if partner_dir is not None else Path(sv_dir)
-    ckpt = _checkpoint_dir(out)
     run_config = {"kind": "reinforce", "config": cfg.to_dict(), "sv_model": str(Path(sv_dir).resolve()),
                   "partner": str(partner_path.resolve()), "scenarios": len(scen), "train_dialogues": len(train),
                   "valid_dialogues": len(valid)}
-    _check_run_config(out, run_config, resuming=ckpt is not None)
-    if is_complete(out):
-        logger.info("%s holds a finished run", out)
+    started = _begin_run(out, run_config, cfg.seed, device)
+    if started is None:
         return out
-    accelerator = _accelerator(device)
+    ckpt, accelerator = started
     dev = accelerator.device
-    from accelerate.utils import set_seed
-
-    set_seed(cfg.seed)
     model = DialogModel.from_pretrained(ckpt if ckpt is not None else sv_dir)
     partner = DialogModel.from_pretrained(partner_path, device=dev).requires_grad_(False)
     rl_opt = _make_optimizer(model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.nesterov)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
@@ -88,6 +89,15 @@ def test_bleu(victim: Any, data_dir: str | None, cache: Path, *, split: str = "t
     return data[key]
 
 
+@functools.lru_cache(maxsize=4)
+def keyword_pool(data_dir: str | None) -> list[str]:
+    """The keyword protocol's pool: the 2,000 most frequent German content words of the training targets
+    (read once per process, whatever the number of victims)."""
+    from nlprobust.keywords import frequent_content_words
+
+    return frequent_content_words(load_multi30k("train", data_dir).tgt, lang="de", top=2000)
+
+
 def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir: str | None,
                  seed: int, *, subset: int | None = None) -> tuple[list[int], list[str], dict[int, list[list[str]]]]:
     """Seeded sentence indices of ``split``, their texts and, per ``k`` in ``ks``, keyword draws per the protocol.
@@ -95,7 +105,7 @@ def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir:
     ``subset``: keep only the first ``subset`` sentences of the seeded draw of ``n`` (the same sentences for
     every victim attacked on fewer sentences). The sentences are translated and the keyword pool is built
     once, whatever the number of ``k``s."""
-    from nlprobust.keywords import draw_keyword_sets, frequent_content_words
+    from nlprobust.keywords import draw_keyword_sets
     from nlprobust.text import tokenize
 
     data = load_multi30k(split, data_dir)
@@ -105,7 +115,7 @@ def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir:
     draws: dict[int, list[list[str]]] = {0: [[] for _ in idx]}
     if any(k > 0 for k in ks):
         outputs = [tokenize(o) for o in victim.translate(sents, beam_size=5)]
-        pool = frequent_content_words(load_multi30k("train", data_dir).tgt, lang="de", top=2000)
+        pool = keyword_pool(data_dir)
         for k in ks:
             if k > 0:
                 draws[k] = draw_keyword_sets(victim, outputs, pool, k, seed)
