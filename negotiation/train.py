@@ -34,7 +34,10 @@ Deviations from the paper / FAIR code:
 * Perplexity is measured on the LM target tokens (words and terminators; see ``DialogModelConfig.lm_targets``)
   and is exact over the whole validation set (summed NLL / number of targets). FAIR also counts the speaker
   prefixes ``YOU:``/``THEM:`` (about 9% of the tokens, nearly free to predict), which lowers its numbers;
-  :func:`evaluate_supervised` reports that convention too, as ``ppl_fair``, for comparison with the thesis.
+  :func:`evaluate_supervised` reports that convention too, as ``ppl_fair``, for comparison with the thesis:
+  the same summed NLL divided by the targets plus the prefixes (our model never predicts the prefixes, as
+  turn-taking decides them, so they count as certain; FAIR's model pays a little for them, so ``ppl_fair``
+  is a slight lower bound of what FAIR's script would report for the same model).
 * The supervised validation criterion is the total loss (LM + 0.5 x selection); FAIR keeps the weights of
   the best selection loss. Optional early stopping (``patience``) ends the constant-rate phase sooner.
 * The decay phase keeps the configured optimiser (its momentum buffers reset) instead of FAIR's new plain SGD.
@@ -340,15 +343,16 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
 
     Returns:
         ``lm`` (mean NLL per LM target token, summed over the whole set and divided once), ``ppl``
-        (``exp(lm)``), ``ppl_fair`` (the same with the speaker prefixes counted as targets, FAIR's
-        convention), ``sel`` (selection cross-entropy per slot), ``sel_acc`` (share of dialogues whose six
+        (``exp(lm)``), ``ppl_fair`` (FAIR's convention: the speaker prefixes counted as targets too; ours
+        are never predicted, the turn-taking decides them, so they count with probability 1), ``sel``
+        (selection cross-entropy per slot), ``sel_acc`` (share of dialogues whose six
         slots are all predicted right), ``loss`` (``lm + sel_weight * sel``), ``tokens`` and ``dialogues``.
     """
     if not examples:
         raise ValueError("no examples to evaluate")
     was_training = model.training
     model.eval()
-    nll = nll_fair = sel = 0.0
+    nll = sel = 0.0
     tokens = tokens_fair = correct = 0
     n_items = len(model.items)
     try:
@@ -358,17 +362,17 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
             out = model(batch)
             tgt = batch.tokens[:, 1:]
             mask = model.lm_target_mask(batch)
-            fair = batch.mask[:, 1:]
+            prefix = batch.mask[:, 1:] & ((tgt == model.you_id) | (tgt == model.them_id))
             nll += float(F.cross_entropy(out.word_logits[mask], tgt[mask], reduction="sum"))
-            nll_fair += float(F.cross_entropy(out.word_logits[fair], tgt[fair], reduction="sum"))
             tokens += int(mask.sum())
-            tokens_fair += int(fair.sum())
+            tokens_fair += int(mask.sum()) + int(prefix.sum())
             sel += float(F.cross_entropy(out.slot_logits.reshape(-1, n_items), batch.choices.reshape(-1),
                                          reduction="sum")) / batch.choices.size(1)
             correct += int((out.slot_logits.argmax(-1) == batch.choices).all(-1).sum())
     finally:
         model.train(was_training)
     lm = nll / max(1, tokens)
+    nll_fair = nll  # the speaker prefixes join the count as free targets (turn-taking decides them)
     sel /= len(examples)
     return {"loss": lm + model.config.sel_weight * sel, "lm": lm, "ppl": math.exp(min(lm, 50.0)),
             "ppl_fair": math.exp(min(nll_fair / max(1, tokens_fair), 50.0)), "sel": sel,

@@ -232,3 +232,55 @@ def test_prefix_merging_with_text_freezes_the_boundary_token(built: dict[str, tu
     dog = next(i for i, t in enumerate(toks) if t.endswith("dog"))
     assert not any(enc.editable[: dog + 1]) and all(enc.editable[dog + 1 : -1])
     assert victim.decode_source(enc.ids) == "g runs"
+
+
+# ---- the attack's decoding path ------------------------------------------------------------------------------
+def test_greedy_with_logits_matches_generate_and_teacher_forcing(victim: HFVictim) -> None:
+    _check_greedy_with_logits(victim, forced_bos=False)
+
+
+def test_greedy_with_logits_replays_a_forced_bos(built: dict[str, tuple[Any, Any]]) -> None:
+    model, tok = built["bart"]
+    model.generation_config.forced_bos_token_id = tok.bos_token_id  # as bart-large checkpoints
+    try:
+        _check_greedy_with_logits(HFVictim(model, tok, device="cpu"), forced_bos=True)
+    finally:
+        model.generation_config.forced_bos_token_id = None
+
+
+def _check_greedy_with_logits(victim: HFVictim, forced_bos: bool) -> None:
+    ids, mask = _batch(victim)
+    src = victim.embed(ids).detach().clone().requires_grad_(True)
+    outs, logits, valid = victim.greedy_with_logits(src, mask, max_len=8)
+    assert victim._plain_greedy  # the cached loop, not the library's generate
+    assert outs == victim.generate(victim.embed(ids), mask, beam_size=1, max_len=8)
+    assert valid.sum(1).tolist() == [len(o) + 1 for o in outs]
+    # step t predicts output token t: the argmax of the aligned logits is the greedy output itself
+    for row, out in zip(logits, outs, strict=True):
+        assert row[: len(out)].argmax(-1).tolist() == out
+    if forced_bos:  # generate emits the forced BOS first; both paths strip it
+        raw = victim.model.generate(input_ids=ids, attention_mask=mask.long(),
+                                    **victim.generation_kwargs(beam_size=1, max_len=8))
+        assert raw[:, 1].eq(victim.tokenizer.bos_token_id).all()
+    # the logits equal a teacher-forced pass over what the decoder read (the start token, then a forced BOS)
+    lead = [victim.tgt_bos_id] + ([victim.tokenizer.bos_token_id] if forced_bos else [])
+    for i, out in enumerate(outs):
+        tgt_in = torch.tensor([lead + out])
+        ref = victim.logits(victim.embed(ids[i : i + 1, : int(mask[i].sum())]), mask[i : i + 1, : int(mask[i].sum())],
+                            tgt_in)[0, len(lead) - 1 :]
+        assert torch.allclose(logits[i, : len(out) + 1], ref, atol=1e-4)
+    logits[valid].logsumexp(-1).sum().backward()
+    assert src.grad is not None and src.grad.abs().sum() > 0
+
+
+def test_greedy_falls_back_to_generate_for_altered_decoding(built: dict[str, tuple[Any, Any]]) -> None:
+    model, tok = built["marian"]
+    model.generation_config.no_repeat_ngram_size = 2
+    try:
+        victim = HFVictim(model, tok, device="cpu")
+        assert not victim._plain_greedy
+        ids, mask = _batch(victim)
+        outs, _, _ = victim.greedy_with_logits(victim.embed(ids), mask, max_len=8)
+        assert outs == victim.generate(victim.embed(ids), mask, beam_size=1, max_len=8)
+    finally:
+        model.generation_config.no_repeat_ngram_size = 0

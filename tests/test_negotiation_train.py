@@ -109,7 +109,7 @@ def test_validation_perplexity_is_exact_over_the_lm_targets() -> None:
     exs = synthetic_examples(13, seed=1)
     torch.manual_seed(0)
     model = DialogModel(C.build_word_vocab(exs, min_freq=1), config=TINY).eval()
-    nll, n = 0.0, 0
+    nll, n, prefixes = 0.0, 0, 0
     with torch.no_grad():
         for ex in exs:  # one dialogue at a time: the token-weighted mean is the same for any batching
             batch = C.make_batch([ex], model.words, model.items)
@@ -117,11 +117,14 @@ def test_validation_perplexity_is_exact_over_the_lm_targets() -> None:
             mask = model.lm_target_mask(batch)
             nll += float(F.cross_entropy(out.word_logits[mask], batch.tokens[:, 1:][mask], reduction="sum"))
             n += int(mask.sum())
+            tgt = batch.tokens[:, 1:]
+            prefixes += int(((tgt == model.you_id) | (tgt == model.them_id)).sum())
+    assert 0 < prefixes < n
     for bs in (1, 5, 64):
         val = T.evaluate_supervised(model, exs, batch_size=bs)
         assert val["tokens"] == n and val["dialogues"] == 13
         assert val["ppl"] == pytest.approx(math.exp(nll / n), rel=1e-5)
-        assert val["ppl_fair"] != pytest.approx(val["ppl"])  # the prefixes count there
+        assert val["ppl_fair"] == pytest.approx(math.exp(nll / (n + prefixes)), rel=1e-5)  # certain targets
     assert not model.training
 
 

@@ -2,7 +2,10 @@
 
 Adversarial embeddings enter the model as ``inputs_embeds``; decoding runs the encoder once on them and hands
 its states to ``model.generate(encoder_outputs=...)``, so positional encodings, masking, caching and beam search
-stay the library's own.
+stay the library's own. One attack iteration (``greedy_with_logits``) runs the encoder once under autograd,
+decodes greedily with the model's key/value cache without gradient, and replays the output in one
+teacher-forced decoder pass for the loss (``generate`` instead of the loop when the generation config alters
+greedy decoding).
 
 Pitfalls handled here:
 
@@ -37,6 +40,7 @@ Pitfalls handled here:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import re
@@ -48,7 +52,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError
+from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError, pad_targets
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _DEFAULT_MAX_LEN = 512
@@ -207,6 +211,10 @@ class HFVictim(Seq2SeqVictim):
         self._src_specials = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
         self._candidates: Tensor | None = None
         self.embed_scale = self._detect_embed_scale()
+        self._forced_bos = _first_id(getattr(gen, "forced_bos_token_id", None))
+        self._banned, self._plain_greedy = _greedy_bans(gen, self.tgt_pad_id, self._eos_ids)
+        # the key/value cache argument: ``cache`` from transformers 5.x on, ``past_key_values`` before
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     # ---- set-up helpers ------------------------------------------------------------------------
     def _find_embedding(self) -> torch.nn.Embedding:
@@ -386,6 +394,73 @@ class HFVictim(Seq2SeqVictim):
                                       **self.generation_kwargs(beam_size=beam_size, max_len=max_len))
         return [self._strip_output(row) for row in out.tolist()]
 
+    def greedy_with_logits(self, src_embeds: Tensor, src_mask: Tensor, *,
+                           max_len: int) -> tuple[list[list[int]], Tensor, Tensor]:
+        """One encoder pass under autograd, a cached greedy loop without gradient, one teacher-forced decoder pass.
+
+        The greedy ids equal :meth:`generate` with ``beam_size=1`` (the library's ``generate`` is used instead of
+        the loop when the model's generation config changes greedy decoding: repetition penalties, n-gram bans,
+        minimum lengths, suppressed tokens). The teacher-forced pass replays what the decoder actually read,
+        including a forced BOS, and the returned logits are aligned with the stripped output ids.
+        """
+        from transformers.modeling_outputs import BaseModelOutput
+
+        mask = src_mask.long()
+        with self._eval_mode():
+            enc = self._encoder(inputs_embeds=self._scaled(src_embeds), attention_mask=mask, return_dict=True)
+            frozen = BaseModelOutput(last_hidden_state=enc.last_hidden_state.detach())
+            with torch.no_grad():
+                if self._plain_greedy:
+                    raw = self._greedy_loop(frozen, mask, max_len)
+                else:
+                    raw = self._hf.generate(encoder_outputs=frozen, attention_mask=mask,
+                                            **self.generation_kwargs(beam_size=1, max_len=max_len))
+            rows = raw.tolist()
+            outs = [self._strip_output(r) for r in rows]
+            skips = [1 if len(r) > 1 and self._out_bos is not None and r[1] == self._out_bos else 0 for r in rows]
+            dev = src_embeds.device
+            tgt_in = pad_targets([r[: 1 + k] + o for r, k, o in zip(rows, skips, outs, strict=True)],
+                                 self.tgt_pad_id, dev)
+            full = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=tgt_in, use_cache=False,
+                            return_dict=True).logits.float()
+        steps = max(len(o) for o in outs) + 1
+        index = torch.tensor(skips, device=dev).unsqueeze(1) + torch.arange(steps, device=dev).unsqueeze(0)
+        index = index.clamp(max=full.shape[1] - 1)
+        logits = full.gather(1, index.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+        lengths = torch.tensor([len(o) + 1 for o in outs], device=dev)
+        valid = torch.arange(steps, device=dev).unsqueeze(0) < lengths.unsqueeze(1)
+        return outs, logits, valid
+
+    def _greedy_loop(self, enc: Any, mask: Tensor, max_len: int) -> Tensor:
+        """Greedy decoding with the key/value cache: ``[B, 1 + steps]`` ids laid out as ``generate`` returns them."""
+        b, dev = mask.shape[0], mask.device
+        seq = torch.full((b, 1), self.tgt_bos_id, dtype=torch.long, device=dev)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        eos = torch.tensor(sorted(self._eos_ids), device=dev)
+        fill = self.tgt_pad_id if self.tgt_pad_id >= 0 else self.tgt_eos_id
+        past, cur = None, seq
+        for step in range(max_len):
+            out = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=cur, use_cache=True,
+                           return_dict=True, **{self._cache_kw: past})
+            past = getattr(out, self._cache_kw)
+            if step == 0 and self._forced_bos is not None:
+                nxt = torch.full((b,), self._forced_bos, dtype=torch.long, device=dev)
+            else:
+                scores = out.logits[:, -1, :]
+                if self._banned:
+                    scores = scores.index_fill(1, self._banned_ids(dev), float("-inf"))
+                nxt = scores.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, fill), nxt)
+            seq = torch.cat([seq, nxt.unsqueeze(1)], dim=1)
+            done = done | torch.isin(nxt, eos)
+            if bool(done.all()):
+                break
+            cur = nxt.unsqueeze(1)
+        return seq
+
+    def _banned_ids(self, device: torch.device) -> Tensor:
+        return torch.tensor(sorted(self._banned), dtype=torch.long, device=device)
+
     def generation_kwargs(self, *, beam_size: int = 1, max_len: int = 100) -> dict[str, Any]:
         """The explicit ``model.generate`` settings :meth:`generate` uses (they override the model's defaults)."""
         kw: dict[str, Any] = {
@@ -408,6 +483,34 @@ class HFVictim(Seq2SeqVictim):
             seq = seq[1:]
         cut = next((i for i, t in enumerate(seq) if t in self._eos_ids), len(seq))
         return [t for t in seq[:cut] if t != self.tgt_pad_id]
+
+
+def _greedy_bans(gen: Any, pad: int, eos: set[int]) -> tuple[set[int], bool]:
+    """The token ids greedy :meth:`HFVictim.generate` never emits, and whether nothing else alters its choice.
+
+    :meth:`HFVictim.generation_kwargs` bans the pad token (unless it doubles as EOS); then the model's own
+    ``bad_words_ids`` are overridden. Settings that change greedy decoding in other ways send
+    :meth:`HFVictim.greedy_with_logits` back to the library's ``generate``.
+    """
+    banned = {pad} if pad >= 0 and pad not in eos else set()
+    plain = True
+    if gen is None:
+        return banned, plain
+    if not banned:
+        words = getattr(gen, "bad_words_ids", None) or []
+        if any(len(w) != 1 for w in words):
+            plain = False
+        banned |= {int(w[0]) for w in words if len(w) == 1}
+    neutral = {"no_repeat_ngram_size": (0, None), "encoder_no_repeat_ngram_size": (0, None),
+               "repetition_penalty": (1.0, None), "encoder_repetition_penalty": (1.0, None),
+               "min_length": (0, None), "min_new_tokens": (0, None), "suppress_tokens": (None,),
+               "begin_suppress_tokens": (None,), "sequence_bias": (None,), "forced_decoder_ids": (None,),
+               "exponential_decay_length_penalty": (None,), "guidance_scale": (None, 1.0)}
+    for name, ok in neutral.items():
+        value = getattr(gen, name, None)
+        if value not in ok and value != [] and value != {}:
+            plain = False
+    return banned, plain
 
 
 def _first_id(*values: Any) -> int | None:
