@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(ROOT / "recipes" / "results" / "multi30k_seq2sick.json"))
     ap.add_argument("--no-render", action="store_true", help="do not re-render docs/RESULTS.md")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a sentence to add to the results' notes (repeatable; e.g. how the runs were split)")
     ap.add_argument("--report-only", action="store_true",
                     help="attack nothing: summarise the per-sentence records written so far (rows of unfinished "
                          "runs are marked in the notes)")
@@ -173,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
                   "# changed counts changed words on the detokenised text for both victims (a word whose "
                   "subwords changed counts once)."],
     }
+    spent = {}
+    for r in payload["rows"]:
+        spent[r["victim"]] = spent.get(r["victim"], 0.0) + r["n"] * (r["seconds_per_sentence"] or 0.0)
+    if spent:
+        payload["attack_time_s"] = {v: round(t, 1) for v, t in spent.items()}
+        payload["notes"].append("Attack time, summed over the per-sentence records of the reported rows: "
+                                + ", ".join(f"{v} {t / 3600:.2f} h" for v, t in spent.items()) + ".")
+    payload["notes"] += args.note
     incomplete = [x for p in per.values() for x in p["incomplete"]]
     if incomplete:
         payload["notes"].insert(0, "UNFINISHED run; rows not reported yet: "

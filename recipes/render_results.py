@@ -102,9 +102,19 @@ def render_one(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# the thesis tables first, in the order of the thesis; then tuning runs and benchmarks
+ORDER = ("multi30k_seq2sick", "multi30k_ablation", "peer_textattack", "summarization", "negotiation_selfplay",
+         "negotiation", "vision", "tune_", "bench_")
+
+
+def _rank(path: Path) -> tuple[int, str]:
+    stem = path.stem
+    return next((i for i, p in enumerate(ORDER) if stem.startswith(p)), len(ORDER)), stem
+
+
 def render(results_dir: Path = RESULTS, out: Path = OUT) -> str:
     parts = [HEADER]
-    for p in sorted(results_dir.glob("*.json")):
+    for p in sorted(results_dir.glob("*.json"), key=_rank):
         data = json.loads(p.read_text())
         if "recipe" not in data:
             continue
