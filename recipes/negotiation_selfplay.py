@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "negotiation_selfplay.json"))
     ap.add_argument("--no-render", action="store_true", help="do not re-render docs/RESULTS.md")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--note", action="append", default=[], help="a sentence to add to the results' notes (repeatable)")
     args = ap.parse_args(argv)
     t0 = time.time()
     pairings = args.pairings.split(",")
@@ -158,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             "Scores average all games (0 without agreement); PAR is the share of games A wins outright; Pareto "
             "is the share of agreed deals that are Pareto optimal.",
             "val_ppl counts the LM targets of our model (words and terminators, not the speaker prefixes); "
-            "val_ppl_fair also counts the YOU:/THEM: prefixes as FAIR's code (and the thesis) does, which gives "
-            "lower numbers.",
+            "val_ppl_fair also counts the YOU:/THEM: prefixes, as FAIR's code (and the thesis) does, as certain "
+            "targets (turn-taking decides them), which gives lower numbers.",
             "The RL agent trains on selfplay.txt scenarios, as in Lewis et al.; the evaluation scenarios are a "
             "seeded sample of the same file.",
             f"Scale '{args.scale}': see SV_PRESETS/RL_PRESETS in negotiation/train.py.",
+            *args.note,
         ],
     }
     write_recipe_results(args.out, payload)
