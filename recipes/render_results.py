@@ -87,13 +87,15 @@ def render_one(data: dict[str, Any]) -> str:
     if data.get("notes"):
         out.append("")
     ex = data.get("examples") or {}
+    if isinstance(ex, list):
+        ex = {"": ex}
     if ex:
         out.append("Examples (changed words in **bold**):")
         out.append("")
         for method, items in ex.items():
             for e in items:
                 kw = f" — keywords: {' '.join(e['keywords'])}" if e.get("keywords") else ""
-                out.append(f"- *{method}*{kw}  ")
+                out.append(f"- *{method}*{kw}  " if method else f"- {kw.removeprefix(' — ')}  ")
                 out.append(f"  input: {e['source']}  ")
                 out.append(f"  adversarial: {e['adversarial']}  ")
                 out.append(f"  output: {e['original_output']}  ")
