@@ -321,8 +321,8 @@ class DialogModel(nn.Module):
             return hiddens.new_zeros(0, SELECTION_LENGTH, len(self.items))
         if int(lengths.min()) < 1:
             raise ValueError(f"cannot select after an empty dialogue (lengths {lengths.tolist()})")
-        emb = self.embed(tokens) if embeds is None else self.dropout(embeds)
-        x = self.dropout(torch.cat([hiddens, emb], dim=-1))
+        emb = self.word_embed(tokens) if embeds is None else embeds
+        x = self.dropout(torch.cat([hiddens, emb], dim=-1))  # one dropout on the words (as FAIR)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = pad_packed_sequence(self.sel_rnn(packed)[0], batch_first=True, total_length=T)
         valid = torch.arange(T, device=tokens.device).unsqueeze(0) < lengths.to(tokens.device).unsqueeze(1)
