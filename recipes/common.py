@@ -35,7 +35,7 @@ def multi30k_lstm(scale: str, data_dir: str | None, runs: Path, *, device: str |
         train = load_multi30k("train", data_dir)
         if scale == "tiny":
             train = type(train)(train.src[:TINY_TRAIN], train.tgt[:TINY_TRAIN])
-        cfg = onmt_preset(scale, train_steps=200, valid_steps=200) if scale == "tiny" else onmt_preset(scale)
+        cfg = onmt_preset(scale, train_steps=100, valid_steps=100) if scale == "tiny" else onmt_preset(scale)
         train_onmt(train, load_multi30k("val", data_dir), run, cfg)
     return OpenNMTVictim(ckpt, trust_checkpoint=True, device=device)  # trained by this recipe
 
@@ -48,7 +48,7 @@ def multi30k_marian(scale: str, data_dir: str | None, runs: Path, *, device: str
         train = load_multi30k("train", data_dir)
         if scale == "tiny":
             train = type(train)(train.src[:TINY_TRAIN], train.tgt[:TINY_TRAIN])
-            cfg = marian_preset("tiny", vocab_size=1000, max_steps=150, eval_every=75)
+            cfg = marian_preset("tiny", vocab_size=1000, max_steps=80, eval_every=40)
         else:
             cfg = marian_preset(scale)
         train_marian(train, load_multi30k("val", data_dir), run, cfg)
