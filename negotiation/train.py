@@ -365,7 +365,7 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
             prefix = batch.mask[:, 1:] & ((tgt == model.you_id) | (tgt == model.them_id))
             nll += float(F.cross_entropy(out.word_logits[mask], tgt[mask], reduction="sum"))
             tokens += int(mask.sum())
-            tokens_fair += int(mask.sum()) + int(prefix.sum())
+            tokens_fair += int(mask.sum()) + (0 if model.config.lm_targets == "fair" else int(prefix.sum()))
             sel += float(F.cross_entropy(out.slot_logits.reshape(-1, n_items), batch.choices.reshape(-1),
                                          reduction="sum")) / batch.choices.size(1)
             correct += int((out.slot_logits.argmax(-1) == batch.choices).all(-1).sum())

@@ -92,7 +92,7 @@ def test_forward_shapes_and_vocab_checks() -> None:
         model.encode_context(torch.zeros(2, 4, dtype=torch.long))
 
 
-def test_lm_targets_all_or_own() -> None:
+def test_lm_targets_all_fair_or_own() -> None:
     exs = hand_made()
     batch = C.make_batch(exs, C.build_word_vocab(exs, min_freq=1), C.item_vocab())
     own = tiny_model(exs, DialogModelConfig(**{**TINY.to_dict(), "lm_targets": "own"}))
@@ -105,6 +105,12 @@ def test_lm_targets_all_or_own() -> None:
     # no speaker prefix is ever a target
     tgt = batch.tokens[:, 1:][every.lm_target_mask(batch)]
     assert not ((tgt == every.you_id) | (tgt == every.them_id) | (tgt == every.pad_id)).any()
+    # FAIR's convention: the prefixes after the first are targets too (never padding)
+    fair = tiny_model(exs, DialogModelConfig(**{**TINY.to_dict(), "lm_targets": "fair"}))
+    n_prefixes = sum(len(ex.turns) - 1 for ex in exs)
+    assert fair.loss(batch).lm_tokens == n_words + n_prefixes
+    tgt = batch.tokens[:, 1:][fair.lm_target_mask(batch)]
+    assert int(((tgt == fair.you_id) | (tgt == fair.them_id)).sum()) == n_prefixes and not (tgt == fair.pad_id).any()
 
 
 def _train(model: DialogModel, batch: C.Batch, steps: int) -> list[float]:
