@@ -438,6 +438,7 @@ class HFVictim(Seq2SeqVictim):
         done = torch.zeros(b, dtype=torch.bool, device=dev)
         eos = torch.tensor(sorted(self._eos_ids), device=dev)
         fill = self.tgt_pad_id if self.tgt_pad_id >= 0 else self.tgt_eos_id
+        banned = torch.tensor(sorted(self._banned), dtype=torch.long, device=dev) if self._banned else None
         past, cur = None, seq
         for step in range(max_len):
             out = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=cur, use_cache=True,
@@ -447,8 +448,8 @@ class HFVictim(Seq2SeqVictim):
                 nxt = torch.full((b,), self._forced_bos, dtype=torch.long, device=dev)
             else:
                 scores = out.logits[:, -1, :]
-                if self._banned:
-                    scores = scores.index_fill(1, self._banned_ids(dev), float("-inf"))
+                if banned is not None:
+                    scores = scores.index_fill(1, banned, float("-inf"))
                 nxt = scores.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, fill), nxt)
             seq = torch.cat([seq, nxt.unsqueeze(1)], dim=1)
@@ -457,9 +458,6 @@ class HFVictim(Seq2SeqVictim):
                 break
             cur = nxt.unsqueeze(1)
         return seq
-
-    def _banned_ids(self, device: torch.device) -> Tensor:
-        return torch.tensor(sorted(self._banned), dtype=torch.long, device=device)
 
     def generation_kwargs(self, *, beam_size: int = 1, max_len: int = 100) -> dict[str, Any]:
         """The explicit ``model.generate`` settings :meth:`generate` uses (they override the model's defaults)."""
