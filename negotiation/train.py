@@ -365,17 +365,16 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
             prefix = batch.mask[:, 1:] & ((tgt == model.you_id) | (tgt == model.them_id))
             nll += float(F.cross_entropy(out.word_logits[mask], tgt[mask], reduction="sum"))
             tokens += int(mask.sum())
-            tokens_fair += int(mask.sum()) + (0 if model.config.lm_targets == "fair" else int(prefix.sum()))
+            tokens_fair += int((mask | prefix).sum())  # the prefixes count, as certain targets unless predicted
             sel += float(F.cross_entropy(out.slot_logits.reshape(-1, n_items), batch.choices.reshape(-1),
                                          reduction="sum")) / batch.choices.size(1)
             correct += int((out.slot_logits.argmax(-1) == batch.choices).all(-1).sum())
     finally:
         model.train(was_training)
     lm = nll / max(1, tokens)
-    nll_fair = nll  # the speaker prefixes join the count as free targets (turn-taking decides them)
     sel /= len(examples)
     return {"loss": lm + model.config.sel_weight * sel, "lm": lm, "ppl": math.exp(min(lm, 50.0)),
-            "ppl_fair": math.exp(min(nll_fair / max(1, tokens_fair), 50.0)), "sel": sel,
+            "ppl_fair": math.exp(min(nll / max(1, tokens_fair), 50.0)), "sel": sel,
             "sel_acc": correct / len(examples), "tokens": tokens, "dialogues": len(examples)}
 
 

@@ -40,3 +40,15 @@ def data_dir() -> Path:
     if root is None or not (root / "multi30k").is_dir():
         pytest.skip("real corpora not found: set NLPROBUST_DATA to the data folder (with multi30k/)")
     return root
+
+
+@pytest.fixture(scope="session")
+def negotiate_dir() -> Path:
+    """The Deal-or-No-Deal corpus folder (``<data>/negotiate``); skips when any of its files is missing."""
+    root = data_root(os.environ.get("NLPROBUST_DATA"), required=False)
+    folder = None if root is None else root / "negotiate"
+    missing = [n for n in ("train.txt", "val.txt", "test.txt", "selfplay.txt")
+               if folder is None or not (folder / n).is_file()]
+    if folder is None or missing:
+        pytest.skip(f"Deal-or-No-Deal corpus not found (no {missing} in {folder}); set NLPROBUST_DATA")
+    return folder

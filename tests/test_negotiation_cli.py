@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from test_negotiation_train import synthetic_examples, synthetic_scenarios
 from negotiation.cli import main
 from negotiation.dialog import format_game
 from negotiation.model import DialogModel
-from nlprobust.corpora import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,14 +112,8 @@ def test_clear_errors(runs: dict[str, Path], fake_data: Path, tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def negotiate_data() -> Path:
-    root = data_root(os.environ.get("NLPROBUST_DATA"), required=False)
-    missing = [n for n in ("train.txt", "val.txt", "selfplay.txt")
-               if root is None or not (root / "negotiate" / n).is_file()]
-    if missing:
-        pytest.skip(f"Deal-or-No-Deal corpus not found (no {missing} under {root}/negotiate); set NLPROBUST_DATA")
-    assert root is not None
-    return root
+def negotiate_data(negotiate_dir: Path) -> Path:
+    return negotiate_dir.parent
 
 
 def test_selfplay_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:

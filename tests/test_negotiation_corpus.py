@@ -280,14 +280,6 @@ def test_hf_selfplay_and_loader(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- the real corpus ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def negotiate_dir(data_dir: Path) -> Path:
-    folder = data_dir / "negotiate"
-    if not (folder / "val.txt").is_file():
-        pytest.skip(f"Deal-or-No-Deal corpus not found in {folder}")
-    return folder
-
-
 @pytest.mark.parametrize(("split", "lines", "pairs"), [("val", 1087, 525), ("test", 1052, 507)])
 def test_real_lines(negotiate_dir: Path, split: str, lines: int, pairs: int) -> None:
     corpus = C.load_split(split, negotiate_dir.parent)

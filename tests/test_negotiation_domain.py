@@ -205,14 +205,6 @@ def test_parse_scenario_lines(tmp_path: Path) -> None:
         D.read_scenarios(tmp_path / "missing.txt")
 
 
-@pytest.fixture
-def negotiate_dir(data_dir: Path) -> Path:
-    folder = data_dir / "negotiate"
-    if not (folder / "selfplay.txt").is_file():
-        pytest.skip(f"Deal-or-No-Deal corpus not found in {folder}")
-    return folder
-
-
 def test_real_selfplay(negotiate_dir: Path) -> None:
     games = D.selfplay_scenarios(negotiate_dir.parent)
     lines = (negotiate_dir / "selfplay.txt").read_text().splitlines()

@@ -4,7 +4,6 @@ writing, checkpoints; RnnAgent bookkeeping against teacher-forced passes."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from negotiation import corpus as C
 from negotiation.agents import RnnAgent
 from negotiation.domain import NO_AGREEMENT, Context, enumerate_splits
 from negotiation.model import DialogModel, DialogModelConfig, generation_mask_tokens
-from nlprobust.corpora import data_root
 
 # Hand-made lines in the corpus format (not corpus data).
 LINES = [
@@ -47,11 +45,8 @@ def tiny_model(examples: list[C.Example] | None = None, config: DialogModelConfi
 
 
 @pytest.fixture(scope="module")
-def real_train() -> list[C.Example]:
-    root = data_root(os.environ.get("NLPROBUST_DATA"), required=False)
-    path = None if root is None else root / "negotiate" / "train.txt"
-    if path is None or not path.is_file():
-        pytest.skip(f"Deal-or-No-Deal corpus not found (looked for {path}); set NLPROBUST_DATA")
+def real_train(negotiate_dir: Path) -> list[C.Example]:
+    path = negotiate_dir / "train.txt"
     with path.open(encoding="utf-8") as fh:
         lines = [next(fh) for _ in range(64)]
     return C.parse_lines(lines, source=str(path)).examples
