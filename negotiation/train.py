@@ -346,15 +346,15 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
         (``exp(lm)``), ``ppl_fair`` (FAIR's convention: the speaker prefixes counted as targets too; ours
         are never predicted, the turn-taking decides them, so they count with probability 1), ``sel``
         (selection cross-entropy per slot), ``sel_acc`` (share of dialogues whose six
-        slots are all predicted right), ``loss`` (``lm + sel_weight * sel``), ``tokens`` and ``dialogues``.
+        slots are all predicted right); both over the ``sel_dialogues`` dialogues with a selection target
+        (all of them unless ``config.sel_skip_unknown``), ``loss`` (``lm + sel_weight * sel``), ``tokens`` and ``dialogues``.
     """
     if not examples:
         raise ValueError("no examples to evaluate")
     was_training = model.training
     model.eval()
     nll = sel = 0.0
-    tokens = tokens_fair = correct = 0
-    n_items = len(model.items)
+    tokens = tokens_fair = correct = sel_slots = sel_dialogues = 0
     try:
         for batch in tqdm(iter_batches(examples, batch_size, model.words, model.items, shuffle=False,
                                        device=model.device), desc="validation", unit="batch",
@@ -366,16 +366,19 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
             nll += float(F.cross_entropy(out.word_logits[mask], tgt[mask], reduction="sum"))
             tokens += int(mask.sum())
             tokens_fair += int((mask | prefix).sum())  # the prefixes count, as certain targets unless predicted
-            sel += float(F.cross_entropy(out.slot_logits.reshape(-1, n_items), batch.choices.reshape(-1),
-                                         reduction="sum")) / batch.choices.size(1)
-            correct += int((out.slot_logits.argmax(-1) == batch.choices).all(-1).sum())
+            sel += float(model.selection_loss(out.slot_logits, batch.choices, reduction="sum"))
+            counted = model.sel_target_ok[batch.choices].all(-1)  # dialogues with a selection target
+            sel_slots += int(model.sel_target_ok[batch.choices].sum())
+            sel_dialogues += int(counted.sum())
+            correct += int(((out.slot_logits.argmax(-1) == batch.choices).all(-1) & counted).sum())
     finally:
         model.train(was_training)
     lm = nll / max(1, tokens)
-    sel /= len(examples)
+    sel /= max(1, sel_slots)
     return {"loss": lm + model.config.sel_weight * sel, "lm": lm, "ppl": math.exp(min(lm, 50.0)),
             "ppl_fair": math.exp(min(nll / max(1, tokens_fair), 50.0)), "sel": sel,
-            "sel_acc": correct / len(examples), "tokens": tokens, "dialogues": len(examples)}
+            "sel_acc": correct / max(1, sel_dialogues), "tokens": tokens, "dialogues": len(examples),
+            "sel_dialogues": sel_dialogues}
 
 
 @torch.no_grad()

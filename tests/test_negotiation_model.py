@@ -198,7 +198,10 @@ def test_incremental_reading_matches_the_teacher_forced_pass() -> None:
         cut = 5
         h1, state = model.read(batch.tokens[:, :cut], torch.full((len(batch),), cut), state, ctx)
         rest = batch.lengths - cut
-        h2, _ = model.read(batch.tokens[:, cut:], rest, state, ctx)
+        with pytest.raises(ValueError, match="explicit speakers"):  # a chunk that starts mid-turn
+            model.read(batch.tokens[:, cut:], rest, state, ctx)
+        speakers = model.speaker_ids(batch.tokens)[:, cut:]
+        h2, _ = model.read(batch.tokens[:, cut:], rest, state, ctx, speakers=speakers)
     for b in range(len(batch)):
         n = int(batch.lengths[b])
         pieces = torch.cat([h1[b], h2[b, : n - cut]])
@@ -267,6 +270,65 @@ def test_agent_records_gradients_only_when_asked() -> None:
         agent.write([3])
     with pytest.raises(ValueError, match="must end with"):
         agent.read([0], [["hello"]])
+
+
+def test_speaker_ids_follow_the_latest_prefix() -> None:
+    model = tiny_model()
+    w = model.words
+    rows = [["YOU:", "i", "want", "THEM:", "ok", "<eos>", "<pad>"], ["book", "<eos>", "YOU:", "no", "<pad>",
+                                                                     "<pad>", "<pad>"]]
+    tokens = torch.tensor([w.ids(r) for r in rows])
+    assert model.speaker_ids(tokens).tolist() == [[1, 1, 1, 2, 2, 2, 0], [0, 0, 1, 1, 0, 0, 0]]
+    assert model.speaker_ids(tokens, first=torch.tensor([1, 2])).tolist()[1] == [2, 2, 1, 1, 0, 0, 0]
+
+
+def test_speaker_embedding_tells_the_speakers_apart() -> None:
+    """The same words after YOU: and after THEM: reach different states through the speaker vectors only."""
+    model = tiny_model(seed=2)
+    with torch.no_grad():
+        model.word_embed.weight[[model.you_id, model.them_id]] = 0.0  # the prefixes' own vectors are equal
+        ids = torch.tensor([model.words.ids(["YOU:", "i", "want", "the", "book"]),
+                            model.words.ids(["THEM:", "i", "want", "the", "book"])])
+        ctx = model.encode_context(torch.tensor([[1, 4, 1, 3, 3, 1]] * 2))
+        h, _ = model.read(ids, torch.tensor([5, 5]), model.initial_state(2), ctx)
+        assert not torch.allclose(h[0, -1], h[1, -1], atol=1e-4)
+        plain = tiny_model(config=DialogModelConfig(**{**TINY.to_dict(), "speaker_embed": False}), seed=2)
+        assert plain.speaker_embed is None
+        plain.word_embed.weight[[plain.you_id, plain.them_id]] = 0.0
+        h, _ = plain.read(ids, torch.tensor([5, 5]), plain.initial_state(2), plain.encode_context(
+            torch.tensor([[1, 4, 1, 3, 3, 1]] * 2)))
+        assert torch.allclose(h[0, -1], h[1, -1])
+
+
+def test_selection_loss_skips_unknown_human_selections() -> None:
+    exs = hand_made()
+    model = tiny_model(exs)
+    batch = C.make_batch(exs, model.words, model.items)
+    disagree = torch.full_like(batch.choices, model.items.id("<disagree>"))
+    with torch.no_grad():
+        slots = model(batch).slot_logits
+        assert model.selection_loss(slots, disagree).item() == 0.0  # nothing counts: 0, not nan
+        mixed = torch.cat([disagree[:2], batch.choices[2:]])
+        ref = torch.nn.functional.cross_entropy(slots[2:].reshape(-1, len(model.items)), batch.choices[2:].reshape(-1))
+        torch.testing.assert_close(model.selection_loss(slots, mixed), ref)
+        keep = tiny_model(exs, config=DialogModelConfig(**{**TINY.to_dict(), "sel_skip_unknown": False}))
+        assert keep.selection_loss(slots, disagree).item() > 0
+
+
+def test_checkpoints_from_before_the_speaker_option_still_load(tmp_path: Path) -> None:
+    exs = hand_made()
+    old = tiny_model(exs, config=DialogModelConfig(**{**TINY.to_dict(), "speaker_embed": False,
+                                                      "sel_skip_unknown": False}), seed=4)
+    d = old.save_pretrained(tmp_path / "old")
+    meta = json.loads((d / "config.json").read_text())
+    for k in ("speaker_embed", "sel_skip_unknown"):
+        del meta["config"][k]
+    (d / "config.json").write_text(json.dumps(meta))
+    loaded = DialogModel.from_pretrained(d)
+    assert loaded.config == old.config
+    batch = C.make_batch(exs, old.words, old.items)
+    with torch.no_grad():
+        assert torch.equal(loaded(batch).slot_logits, old(batch).slot_logits)
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
