@@ -80,7 +80,8 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
         _load_model(args.partner)
     cfg = rl_preset(args.preset, **_overrides(args, {"seed": "seed", "epochs": "epochs", "batch_size": "batch_size",
                                                    "lr": "lr", "scenarios": "max_scenarios", "reward": "reward",
-                                                   "max_train": "max_train", "max_valid": "max_valid"}))
+                                                   "max_train": "max_train", "max_valid": "max_valid",
+                                                   "complement": "complement"}))
     scenarios = load_scenarios(args.data_dir, limit=cfg.max_scenarios)
     train = load_examples("train", args.data_dir, limit=cfg.max_train) if cfg.sv_every else []
     valid = load_examples("val", args.data_dir, limit=cfg.max_valid)
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--batch-size", type=int, default=None, help="dialogues per update")
     rl.add_argument("--lr", type=float, default=None)
     rl.add_argument("--reward", choices=["score", "advantage"], default=None)
+    rl.add_argument("--complement", action="store_const", const=True, default=None,
+                    help="the agent takes the complement of the partner's choice (forced agreement)")
     rl.add_argument("--max-train", type=int, default=None, help="train.txt lines for the supervised batches")
     rl.add_argument("--max-valid", type=int, default=None, help="val.txt lines for the perplexity")
     rl.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -250,6 +250,30 @@ def test_rl_update_changes_the_agent_not_the_partner() -> None:
     assert all(torch.equal(v, before[k]) for k, v in partner.state_dict().items())
 
 
+@pytest.mark.parametrize("forced", [False, True])
+def test_rl_update_with_forced_agreement_and_advantage_reward(forced: bool) -> None:
+    """With ``complement`` the agent takes the complement of the partner's choice: every dialogue that reaches
+    <selection> with a partner's deal agrees; the advantage reward is score minus the partner's."""
+    exs = synthetic_examples(20)
+    torch.manual_seed(1)
+    model = DialogModel(C.build_word_vocab(exs, min_freq=1), config=TINY)
+    partner = DialogModel(model.words, config=TINY).requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    base = T.RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)  # past rewards: advantages != 0
+    cfg = tiny_rl(complement=forced, reward="advantage", max_words=4, max_turns=2)
+    stats = T.reinforce_update(model, partner, synthetic_scenarios(16), cfg=cfg, optimizer=opt, baseline=base,
+                               seed=0)
+    rewards = [r.scores[0] - r.scores[1] for r in stats.records]
+    assert stats.reward == pytest.approx(sum(rewards) / len(rewards))
+    deals = [r for r in stats.records if r.selected and r.choices[1] is not None]
+    if forced:
+        assert deals and all(r.agreed for r in deals)
+        assert all(r.choices[0] == complement(r.choices[1], r.scenario.counts) for r in deals)
+    else:
+        assert not any(r.agreed for r in deals if r.choices[0] != complement(r.choices[1], r.scenario.counts))
+    assert stats.grad_norm > 0
+
+
 def _sv_checkpoint(path: Path) -> tuple[Path, list[C.Example]]:
     exs = synthetic_examples(24)
     torch.manual_seed(0)
