@@ -1,0 +1,1 @@
+"""AdvAgent: attacks on negotiation agents (thesis section 3.2); see :mod:`negotiation.attacks.objectives`."""
