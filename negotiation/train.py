@@ -373,8 +373,9 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
             tokens += int(mask.sum())
             tokens_fair += int((mask | prefix).sum())  # the prefixes count, as certain targets unless predicted
             sel += float(model.selection_loss(out.slot_logits, batch.choices, reduction="sum"))
-            counted = model.sel_target_ok[batch.choices].all(-1)  # dialogues with a selection target
-            sel_slots += int(model.sel_target_ok[batch.choices].sum())
+            ok = model.sel_target_ok[batch.choices]
+            counted = ok.all(-1)  # dialogues with a selection target
+            sel_slots += int(ok.sum())
             sel_dialogues += int(counted.sum())
             correct += int(((out.slot_logits.argmax(-1) == batch.choices).all(-1) & counted).sum())
     finally:
