@@ -5,8 +5,9 @@ One network reads and writes the dialogue and makes the final selection:
 * **Context encoder**: for each item, an embedding of its count times an embedding of its value (element-wise),
   concatenated over the three items, ``tanh``, a linear layer and ``tanh`` -> the goal vector ``g``.
 * **Language model**: a word-level GRU over the dialogue tokens (speaker prefixes included); each input is the
-  word embedding (plus a speaker vector, see below) concatenated with ``g``. The hidden state after token ``t`` predicts token ``t + 1``
-  through a linear layer to the word-embedding size and the transposed word embeddings (tied output).
+  word embedding (plus a speaker vector, see below) concatenated with ``g``. The hidden state after token
+  ``t`` predicts token ``t + 1`` through a linear layer to the word-embedding size and the transposed word
+  embeddings (tied output).
 * **Selection**: a bidirectional GRU over ``[lm hidden state; word embedding]`` of every dialogue token,
   attention pooling, a ``tanh`` layer on ``[pooled; g]`` and six classifiers over the item vocabulary: my
   ``item0 item1 item2`` then the partner's. The score of a legal choice (every split from

@@ -353,7 +353,8 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
         are never predicted, the turn-taking decides them, so they count with probability 1), ``sel``
         (selection cross-entropy per slot), ``sel_acc`` (share of dialogues whose six
         slots are all predicted right); both over the ``sel_dialogues`` dialogues with a selection target
-        (all of them unless ``config.sel_skip_unknown``), ``loss`` (``lm + sel_weight * sel``), ``tokens`` and ``dialogues``.
+        (all of them unless ``config.sel_skip_unknown``), ``loss`` (``lm + sel_weight * sel``), ``tokens``
+        and ``dialogues``.
     """
     if not examples:
         raise ValueError("no examples to evaluate")

@@ -64,7 +64,8 @@ def decision_hinge(choice_logits: torch.Tensor, favourable: torch.Tensor, kappa:
     return torch.clamp(best_other - best_fav, min=-kappa)
 
 
-def selection_margin(word_logits: torch.Tensor, sel_id: int, generation_mask: torch.Tensor | None = None) -> torch.Tensor:
+def selection_margin(word_logits: torch.Tensor, sel_id: int,
+                     generation_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Constraint 3.9 per row, ``(B,)``: the ``<selection>`` logit minus the best other generable logit.
 
     ``word_logits`` ``(B, V)`` are the target's next-token logits; ``generation_mask`` (``(V,)``, 0 or
