@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
-from typing import Protocol, TextIO, runtime_checkable
+from typing import NamedTuple, Protocol, TextIO, runtime_checkable
 
 import torch
 
@@ -104,6 +104,19 @@ class _Ragged:
         out = torch.zeros(self.n, width, *self.trailing, dtype=val.dtype, device=self.device)
         self._cache = (out.index_put((key, pos), val), counts)
         return self._cache
+
+
+class AgentSnapshot(NamedTuple):
+    """An :class:`RnnAgent`'s view of some games: GRU ``state`` ``(A, H)``, goal vectors ``ctx``, every token read
+    or written (``tokens`` ``(A, T)``, ``lengths`` ``(A,)``) with the state after it (``hiddens`` ``(A, T, H)``),
+    and the contexts."""
+
+    state: torch.Tensor
+    ctx: torch.Tensor
+    tokens: torch.Tensor
+    hiddens: torch.Tensor
+    lengths: torch.Tensor
+    contexts: list[Context]
 
 
 class RnnAgent:
@@ -230,6 +243,43 @@ class RnnAgent:
             self._logprobs.append(idx, out.logprobs, out.lengths)
         rows, lengths = out.tokens.tolist(), out.lengths.tolist()
         return [self.model.words.tokens(r[:n]) for r, n in zip(rows, lengths)]
+
+    def draft(self, games: Sequence[int]) -> list[list[str]]:
+        """What :meth:`write` would say in the listed games, without saying it (the agent's state is unchanged;
+        the sampling generator advances). White-box attackers edit these drafts before :meth:`say`."""
+        if not games:
+            return []
+        idx = self._index(games)
+        with torch.no_grad():
+            you = torch.full((len(games), 1), self.model.you_id, dtype=torch.long, device=self.model.device)
+            _, state = self.model.read(you, torch.ones(len(games), dtype=torch.long, device=you.device),
+                                       self._state[idx], self._ctx[idx])
+            out = self.model.write(state, self._ctx[idx], max_words=self.max_words, temperature=self.temperature,
+                                   generator=self._generator)
+        rows, lengths = out.tokens.tolist(), out.lengths.tolist()
+        return [self.model.words.tokens(r[:n]) for r, n in zip(rows, lengths)]
+
+    def say(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
+        """Record ``messages`` as written by this agent in the listed games (no log-probabilities: they are not
+        the agent's own samples). Tokens outside its vocabulary become ``<unk>``."""
+        if len(games) != len(messages):
+            raise ValueError(f"{self.name}: {len(messages)} messages for {len(games)} games")
+        if not games:
+            return
+        for g, m in zip(games, messages):
+            if not m or m[-1] not in (EOS, SELECTION):
+                raise ValueError(f"{self.name}: message in game {g} must end with {EOS} or {SELECTION}, got {list(m)}")
+        idx = self._index(games)
+        with self._grad():
+            self._read_ids(idx, [[self.model.you_id, *self.model.words.ids(m)] for m in messages])
+
+    def snapshot(self, games: Sequence[int]) -> AgentSnapshot:
+        """The agent's state in the listed games, detached (white-box access for attacks)."""
+        idx = self._index(games)
+        tokens, lengths = self._tokens.padded()
+        hiddens, _ = self._hiddens.padded()
+        return AgentSnapshot(self._state[idx].detach(), self._ctx[idx].detach(), tokens[idx], hiddens[idx].detach(),
+                             lengths[idx], [self.contexts[g] for g in games])
 
     def choice_logits(self, games: Sequence[int] | None = None) -> ChoiceLogits:
         """Scores of every legal choice in the listed games (all when None), from the dialogue so far."""
@@ -397,5 +447,6 @@ class HumanAgent:
         self.outcomes = list(outcomes)
 
 
-__all__ = ["DEFAULT_MAX_WORDS", "DEFAULT_TEMPERATURE", "SELECT_COMMANDS", "Agent", "HumanAgent", "RnnAgent",
+__all__ = ["DEFAULT_MAX_WORDS", "DEFAULT_TEMPERATURE", "SELECT_COMMANDS", "Agent", "AgentSnapshot", "HumanAgent",
+           "RnnAgent",
            "tokenize_message"]

@@ -4,6 +4,10 @@
     negotiation train-rl --preset small --sv runs/negotiation_sv_small --out runs/negotiation_rl_small
     negotiation selfplay runs/negotiation_rl_small runs/negotiation_sv_small --n 2000 --out selfplay.json
     negotiation chat runs/negotiation_rl_small
+    negotiation attack --method ra-pa-da --target runs/negotiation_rl_small --speaker runs/negotiation_rl_small \
+        --n 200 --out runs/attack_ra_pa_da.jsonl
+    negotiation adv-train --target runs/negotiation_rl_small --attacker runs/advagent_rl_attacker_small \
+        --out runs/advtrain_small
 
 Data come from ``--data-dir`` or ``NLPROBUST_DATA`` (the folder that holds ``negotiate/``), else
 ``../shared/data``. Training commands resume an interrupted run when given the same ``--out`` and settings.
@@ -186,6 +190,71 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pick_scenarios(args: argparse.Namespace) -> list[Any]:
+    from negotiation.train import load_scenarios
+
+    scenarios = load_scenarios(args.data_dir)
+    if args.n is not None:
+        if not 1 <= args.n <= len(scenarios):
+            raise CliError(f"--n must be 1..{len(scenarios)}, got {args.n}")
+        scenarios = [scenarios[i] for i in sorted(random.Random(args.seed).sample(range(len(scenarios)), args.n))]
+    return scenarios
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from negotiation.attacks.run import run_attack, summarize_games
+    from negotiation.attacks.transfer import collect_transfer_sentences
+
+    target = _load_model(args.target, args.device)
+    speaker = _load_model(args.speaker, args.device)
+    scenarios = _pick_scenarios(args)
+    pool = None
+    if args.method in ("transfer", "ra-pa-ta"):
+        if not args.rl_attacker:
+            raise CliError(f"--method {args.method} needs --rl-attacker (the RL attacker whose high-reward "
+                           f"dialogues give the transfer sentences)")
+        from negotiation.train import load_scenarios
+
+        chosen = {s for s in scenarios}
+        others = [s for s in load_scenarios(args.data_dir) if s not in chosen][: args.transfer_games]
+        pool = collect_transfer_sentences(_load_model(args.rl_attacker, args.device), target, others,
+                                          seed=args.seed)
+        print(f"{len(pool)} transfer sentences from {len(others)} dialogues of the RL attacker")
+    t = time.time()
+    games = run_attack(args.method, target=target, speaker=speaker, scenarios=scenarios, out_jsonl=args.out,
+                       batch_size=args.batch_size, seed=args.seed, start_turn=args.start_turn, kappa=args.kappa,
+                       sel_margin=args.sel_margin, replies=args.replies, max_changes=args.max_changes,
+                       transfer_sentences=pool, temperature=args.temperature, progress=not args.quiet)
+    s = summarize_games(games)
+    print(f"{args.method} against {args.target} ({len(games)} games, {time.time() - t:.0f}s this run): "
+          f"PAR {100 * s['par']:.1f}%, score {s['score_attacker']:.2f} vs {s['score_target']:.2f} "
+          f"(advantage {s['advantage']:.2f}), agreement {100 * s['agreement']:.1f}%")
+    return 0
+
+
+def cmd_adv_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from negotiation.adversarial_training import ADV_PRESETS, adversarial_training, read_log
+    from negotiation.train import load_examples, load_scenarios
+
+    _load_model(args.target)
+    _load_model(args.attacker)
+    cfg = dataclasses.replace(ADV_PRESETS[args.preset], **_overrides(args, {"rounds": "rounds", "seed": "seed"}))
+    scenarios = load_scenarios(args.data_dir)
+    held = scenarios[-cfg.eval_scenarios :]
+    train = load_examples("train", args.data_dir) if cfg.sv_every else []
+    t = time.time()
+    out = adversarial_training(args.target, args.attacker, args.out, cfg, scenarios=scenarios[: -cfg.eval_scenarios],
+                               eval_scenarios=held, train=train, device=args.device, progress=not args.quiet)
+    log = read_log(out)
+    for r in log:
+        print(f"round {r['round']}: attacker advantage {r['eval']['advantage']:.2f} "
+              f"({r['eval']['score_a']:.2f} vs {r['eval']['score_b']:.2f})")
+    print(f"adversarially trained target in {out}/target ({time.time() - t:.0f}s this run)")
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder holding negotiate/ (default: $NLPROBUST_DATA or "
                    "../shared/data)")
@@ -247,6 +316,40 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--records", action="store_true", help="save every game's record in --out")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_selfplay)
+
+    at = sub.add_parser("attack", help="an AdvAgent attack against a target on scenarios from selfplay.txt")
+    at.add_argument("--method", required=True, choices=["none", "rl", "transfer", "reactive", "preemptive",
+                                                        "ra-pa-da", "ra-pa-ta"])
+    at.add_argument("--target", required=True, help="the target agent's checkpoint (white-box for the greedy "
+                    "methods)")
+    at.add_argument("--speaker", required=True, help="the attacker's speaking module (for --method rl: the RL "
+                    "attacker)")
+    at.add_argument("--rl-attacker", default=None, help="RL attacker for the transfer sentences")
+    at.add_argument("--transfer-games", type=int, default=1000, help="dialogues played to collect them")
+    at.add_argument("--n", type=int, default=None, help="a seeded sample of N scenarios (default: all)")
+    _add_common(at)
+    at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--temperature", type=float, default=0.5)
+    at.add_argument("--batch-size", type=int, default=64, help="games played in parallel")
+    at.add_argument("--start-turn", type=int, default=2, help="messages before the first attack turn (n)")
+    at.add_argument("--kappa", type=float, default=0.5, help="hinge margin of the greedy loss")
+    at.add_argument("--sel-margin", type=float, default=0.0, help="lead of <selection> the reactive attack demands")
+    at.add_argument("--replies", type=int, default=1, help="target replies per preemptive trial")
+    at.add_argument("--max-changes", type=int, default=2, help="words the greedy search may change")
+    at.add_argument("--out", default=None, help="JSONL of the games, appended chunk by chunk (resumes)")
+    at.add_argument("--quiet", action="store_true", help="no progress bar")
+    at.set_defaults(func=cmd_attack)
+
+    av = sub.add_parser("adv-train", help="adversarial self-play training against the RL attacker (resumes --out)")
+    av.add_argument("--target", required=True, help="the agent to make robust (e.g. the RL agent)")
+    av.add_argument("--attacker", required=True, help="the RL attacker (train-rl --reward advantage --complement)")
+    av.add_argument("--out", required=True, help="run folder; the robust agent ends in OUT/target")
+    av.add_argument("--preset", choices=PRESETS, default="small")
+    av.add_argument("--rounds", type=int, default=None)
+    _add_common(av)
+    av.add_argument("--seed", type=int, default=None)
+    av.add_argument("--quiet", action="store_true", help="no progress bars")
+    av.set_defaults(func=cmd_adv_train)
 
     ch = sub.add_parser("chat", help="negotiate with an agent in the terminal")
     ch.add_argument("model", help="the agent's checkpoint")

@@ -10,10 +10,12 @@
    another, so games of different lengths simply drop out of later calls.
 3. A game ends when a message ends with ``<selection>`` (the other side has read it), or after ``max_turns``
    messages (thesis 3.2.1: 10; the ``<selection>`` message counts as a turn). A game that hits the cap
-   without ``<selection>`` is a no deal: 0 for both, whatever they choose.
+   without ``<selection>`` is a no deal: 0 for both, whatever they choose (unless forced agreement, below).
 4. Both agents choose (what they take, or no deal) for every game; :func:`negotiation.domain.score_selections`
    decides agreement and scores. With ``complement="a"`` (or ``"b"``) that side does not choose but takes
-   the complement of the other's choice (the AdvAgent attacker's forced agreement, thesis 3.2.2).
+   the complement of the other's choice (the AdvAgent attacker's forced agreement, thesis 3.2.2: "the deal
+   always closes"); such a game closes at the cap too, on the other side's choice after the last message
+   (``close_at_cap``, default on under forced agreement; off gives the plain cap rule).
 5. Both agents get the outcomes from their own view (:meth:`~negotiation.agents.Agent.update`).
 
 :func:`selfplay_metrics` summarises records (each side's score, agreement, PAR, advantage, Pareto
@@ -72,7 +74,8 @@ class GameRecord:
         first: the side that wrote the first message.
         messages: the transcript.
         choices: what A and B selected to take (None: no deal).
-        agreed: whether the game ended with ``<selection>`` and the choices are complementary.
+        agreed: whether the game ended with ``<selection>`` (or closed at the cap, see ``close_at_cap``) and the
+            choices are complementary.
         scores: A's and B's scores (both 0 without agreement).
         selected: whether the game ended with ``<selection>`` (False: it hit the turn cap).
         pareto: whether the agreed deal is Pareto optimal (None without agreement).
@@ -141,7 +144,7 @@ def _check_message(agent: Agent, game: int, msg: Sequence[str]) -> tuple[str, ..
 
 
 def _play_batch(agents: tuple[Agent, Agent], scenarios: Sequence[Scenario], firsts: Sequence[str], *,
-                max_turns: int, complement_side: str | None) -> list[GameRecord]:
+                max_turns: int, complement_side: str | None, close_at_cap: bool) -> list[GameRecord]:
     n = len(scenarios)
     agents[0].feed_context([s.first for s in scenarios])
     agents[1].feed_context([s.second for s in scenarios])
@@ -181,7 +184,7 @@ def _play_batch(agents: tuple[Agent, Agent], scenarios: Sequence[Scenario], firs
     records = []
     for g, sc in enumerate(scenarios):
         ca, cb = chosen[0][g], chosen[1][g]
-        out = score_selections(ca, cb, sc) if selected[g] else Outcome(False, (0, 0))
+        out = score_selections(ca, cb, sc) if selected[g] or close_at_cap else Outcome(False, (0, 0))
         pareto = is_pareto_optimal(ca, sc) if out.agreed and ca is not None else None
         records.append(GameRecord(sc, firsts[g], tuple(messages[g]), (ca, cb), out.agreed, out.scores,
                                   selected[g], pareto))
@@ -192,7 +195,8 @@ def _play_batch(agents: tuple[Agent, Agent], scenarios: Sequence[Scenario], firs
 
 def play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario], *, max_turns: int = MAX_TURNS,
          first: FirstMover | Sequence[str] = "alternate", seed: int = 0, batch_size: int | None = None,
-         complement: Literal["a", "b"] | None = None, progress: bool = False) -> list[GameRecord]:
+         complement: Literal["a", "b"] | None = None, close_at_cap: bool | None = None,
+         progress: bool = False) -> list[GameRecord]:
     """Play every scenario between ``agent_a`` (``scenario.first``) and ``agent_b`` (``scenario.second``).
 
     Args:
@@ -204,6 +208,8 @@ def play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario], *, max_t
         batch_size: games played in parallel (None: all; 1: one at a time). Each chunk starts fresh agents'
             state with ``feed_context`` and ends with ``update``.
         complement: the side that does not choose but takes the complement of the other's choice.
+        close_at_cap: score a game that hit the turn cap on the choices made after its last message instead
+            of as a no deal (default: True with ``complement``, else False).
         progress: show a progress bar over chunks.
 
     Returns:
@@ -217,6 +223,8 @@ def play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario], *, max_t
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     if complement not in (None, *SIDES):
         raise ValueError(f"complement must be None, 'a' or 'b', got {complement!r}")
+    if close_at_cap is None:
+        close_at_cap = complement is not None
     scenarios = list(scenarios)
     firsts = first_movers(len(scenarios), first, seed=seed)
     size = batch_size or max(1, len(scenarios))
@@ -224,7 +232,7 @@ def play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario], *, max_t
     starts = range(0, len(scenarios), size)
     for k in tqdm(starts, desc="dialogues", unit="batch", disable=not progress):
         records += _play_batch((agent_a, agent_b), scenarios[k : k + size], firsts[k : k + size],
-                               max_turns=max_turns, complement_side=complement)
+                               max_turns=max_turns, complement_side=complement, close_at_cap=close_at_cap)
     return records
 
 
@@ -311,8 +319,10 @@ def format_game(record: GameRecord, names: tuple[str, str] = ("A", "B")) -> str:
     for m in record.messages:
         text = " ".join(m.tokens[:-1] if m.tokens[-1] == EOS else m.tokens) or EOS  # an empty message shows <eos>
         rows.append(f"  {names[SIDES.index(m.speaker)]:<{width}}  {text}")
-    if not record.selected:
+    if not record.selected and not record.agreed:
         rows.append("  (turn cap reached without <selection>: no deal)")
+    elif not record.selected:
+        rows.append("  (turn cap reached: closed on the target's choice)")
     elif not record.agreed:
         rows.append("  (choices do not match: no agreement)")
     takes = [describe_take(c) for c in record.choices]

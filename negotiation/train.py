@@ -770,7 +770,7 @@ class UpdateStats:
 def reinforce_update(model: DialogModel, partner: DialogModel, scenarios: Sequence[Scenario], *,
                      cfg: ReinforceConfig, optimizer: Any, baseline: RewardBaseline, seed: int,
                      backward: Callable[[torch.Tensor], None] | None = None,
-                     clip: Callable[[Any, float], Any] | None = None) -> UpdateStats:
+                     clip: Callable[[Any, float], Any] | None = None, partner_complement: bool = False) -> UpdateStats:
     """Play ``scenarios`` (the agent is side A, first in even games) and take one REINFORCE step.
 
     Args:
@@ -783,16 +783,22 @@ def reinforce_update(model: DialogModel, partner: DialogModel, scenarios: Sequen
         seed: seeds both agents' sampling.
         backward: how to back-propagate (default ``loss.backward()``; ``accelerator.backward`` in training).
         clip: how to clip (default ``torch.nn.utils.clip_grad_norm_``).
+        partner_complement: the partner takes the complement of the agent's choice (training a target against
+            a forced-agreement attacker, :mod:`negotiation.adversarial_training`); excludes ``cfg.complement``.
     """
+    if partner_complement and cfg.complement:
+        raise ValueError("only one side can take the complement of the other's choice")
     agent = RnnAgent(model, name="rl", temperature=cfg.temperature, max_words=cfg.max_words,
                      sample_choice=cfg.sample_choice, track_grad=True, seed=_seed_for(seed, 0))
     other = RnnAgent(partner, name="partner", temperature=cfg.temperature, max_words=cfg.max_words,
                      seed=_seed_for(seed, 1))
-    records = play(agent, other, scenarios, max_turns=cfg.max_turns, complement="a" if cfg.complement else None)
+    side = "a" if cfg.complement else ("b" if partner_complement else None)
+    records = play(agent, other, scenarios, max_turns=cfg.max_turns, complement=side)
     rewards = [float(r.scores[0] - (r.scores[1] if cfg.reward == "advantage" else 0)) for r in records]
     adv = torch.tensor(baseline.advantages(rewards), device=model.device)
     lps, counts = agent.written_logprobs()
-    selected = torch.tensor([r.selected for r in records], device=model.device)
+    # the choice decides the outcome where the game reached <selection>, and everywhere under forced agreement
+    selected = torch.tensor([r.selected or side is not None for r in records], device=model.device)
     loss = reinforce_loss(lps, counts, adv, gamma=cfg.gamma,
                           choice_logprobs=agent.choice_logprobs if cfg.train_choice and not cfg.complement else None,
                           choice_mask=selected)

@@ -101,6 +101,19 @@ def render_one(data: dict[str, Any]) -> str:
                 out.append(f"  output: {e['original_output']}  ")
                 out.append(f"  adversarial output: {e['adversarial_output']}")
         out.append("")
+    dialogues = [t for t in data.get("transcripts") or [] if isinstance(t, dict) and "attack" in t]
+    if dialogues:
+        out.append("Example dialogues:")
+        out.append("")
+        for t in dialogues:
+            out.append(f"*{t['attack']}*" + (f" (scenario {t['index']})" if "index" in t else ""))
+            out.append("")
+            out.append("```")
+            out.append(t["text"])
+            out.append("```")
+            for edit in t.get("edits", []):
+                out.append(f"- {edit}")
+            out.append("")
     return "\n".join(out)
 
 

@@ -1,0 +1,295 @@
+"""Adversarial self-play training of a negotiation agent against the RL attacker (thesis 3.2.4, eq. 3.13).
+
+``min_target max_attacker  S_adv - S_target`` by alternating REINFORCE updates. Each round:
+
+1. ``target_updates`` updates of the target against the frozen attacker (the attacker takes the complement
+   of the target's choice, so the target's decision is what it is rewarded for), reward
+   ``S_target - S_adv``, with a supervised batch every ``sv_every`` dialogues to keep its language;
+2. ``attacker_updates`` updates of the attacker against the frozen target (reward ``S_adv - S_target``,
+   forced agreement), as in the RL attack (3.2.2.1);
+3. the attacker's advantage against the target on ``eval_scenarios`` held-out scenarios (fixed seeds).
+
+Training stops after ``rounds`` rounds or when that advantage has not dropped below its best for
+``patience`` rounds (the attacker's advantage stopped improving from the target's side); the target of the
+round with the lowest advantage is kept as ``out_dir/target`` and the attacker of that round as
+``out_dir/attacker``. Every round is checkpointed (``out_dir/checkpoint``: both models, both optimisers'
+states, the RNG state, the history) and logged to ``out_dir/train_log.jsonl``; a stopped run resumes there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from negotiation.agents import RnnAgent
+from negotiation.corpus import Example, iter_batches
+from negotiation.dialog import play, selfplay_metrics
+from negotiation.domain import Scenario
+from negotiation.model import DialogModel
+from negotiation.train import (
+    ReinforceConfig,
+    RewardBaseline,
+    _accelerator,
+    _make_optimizer,
+    _rng_state,
+    _seed_for,
+    _set_rng_state,
+    reinforce_update,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdvTrainConfig:
+    """Settings of :func:`adversarial_training`.
+
+    Args:
+        rounds: most rounds.
+        target_updates, attacker_updates: REINFORCE updates of each side per round.
+        batch_size: dialogues per update.
+        target_lr, attacker_lr: SGD learning rates (the RL attack's 0.1 for the attacker).
+        patience: rounds without a new lowest attacker advantage before stopping.
+        eval_scenarios: held-out scenarios of the per-round evaluation.
+        sv_every: a supervised batch of the target per this many of its dialogues (0: none).
+        sv_lr: its learning rate.
+        temperature, gamma, clip, momentum: as in :class:`~negotiation.train.ReinforceConfig`.
+        seed: seeds every dialogue and the scenario order.
+    """
+
+    rounds: int = 8
+    target_updates: int = 64
+    attacker_updates: int = 64
+    batch_size: int = 16
+    target_lr: float = 0.2
+    attacker_lr: float = 0.1
+    patience: int = 2
+    eval_scenarios: int = 256
+    sv_every: int = 4
+    sv_lr: float = 0.5
+    temperature: float = 0.5
+    gamma: float = 0.95
+    clip: float = 1.0
+    momentum: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "target_updates", "attacker_updates", "batch_size", "patience", "eval_scenarios"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AdvTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("target_lr", "attacker_lr", "sv_lr", "clip"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"AdvTrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.sv_every < 0:
+            raise ValueError(f"AdvTrainConfig.sv_every must be >= 0, got {self.sv_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def side(self, which: str) -> ReinforceConfig:
+        """The REINFORCE settings of the ``"target"`` or the ``"attacker"`` updates."""
+        attacker = which == "attacker"
+        return ReinforceConfig(lr=self.attacker_lr if attacker else self.target_lr, momentum=self.momentum,
+                               clip=self.clip, gamma=self.gamma, temperature=self.temperature,
+                               batch_size=self.batch_size, reward="advantage", complement=attacker,
+                               sv_every=0 if attacker else self.sv_every, sv_lr=self.sv_lr, seed=self.seed)
+
+
+ADV_PRESETS: dict[str, AdvTrainConfig] = {
+    "tiny": AdvTrainConfig(rounds=2, target_updates=2, attacker_updates=2, batch_size=4, patience=2,
+                           eval_scenarios=8),
+    # about 2.5 min per round on one CPU thread (2 x 64 updates of 16 dialogues, 256 evaluation games)
+    "small": AdvTrainConfig(rounds=5),
+    "paper": AdvTrainConfig(rounds=20, target_updates=256, attacker_updates=256, patience=3, eval_scenarios=1000),
+}
+
+CHECKPOINT = "checkpoint"
+LOG_FILE = "train_log.jsonl"
+
+
+def attacker_advantage(target: DialogModel, attacker: DialogModel, scenarios: Sequence[Scenario], *,
+                       temperature: float = 0.5, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
+    """The attacker (side A, complement of the target's choice) against the target: metrics dict."""
+    a = RnnAgent(attacker, name="attacker", temperature=temperature, seed=_seed_for(seed, 0))
+    b = RnnAgent(target, name="target", temperature=temperature, seed=_seed_for(seed, 1))
+    return selfplay_metrics(play(a, b, scenarios, complement="a", batch_size=batch_size)).to_dict()
+
+
+def _save(out: Path, models: Mapping[str, DialogModel], optimizers: Mapping[str, Any], state: dict[str, Any]) -> None:
+    tmp, final = out / f"{CHECKPOINT}.tmp", out / CHECKPOINT
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, m in models.items():
+        m.save_pretrained(tmp / name)
+    torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / "optimizers.pt")
+    torch.save(_rng_state(), tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def is_complete(out_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``out_dir`` holds a finished adversarial-training run."""
+    state = Path(out_dir) / CHECKPOINT / "state.json"
+    return state.is_file() and bool(json.loads(state.read_text(encoding="utf-8")).get("done"))
+
+
+def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str | os.PathLike[str],
+                         out_dir: str | os.PathLike[str], cfg: AdvTrainConfig, *, scenarios: Sequence[Scenario],
+                         eval_scenarios: Sequence[Scenario], train: Sequence[Example] = (),
+                         device: str | torch.device | None = None, progress: bool = True) -> Path:
+    """Alternate REINFORCE updates of the target (from ``target_dir``) and the RL attacker (from
+    ``attacker_dir``), see the module docstring. Returns ``out_dir``; ``out_dir/target`` is the robust agent.
+
+    Args:
+        scenarios: training games, cycled through in seeded order.
+        eval_scenarios: the per-round evaluation games (the first ``cfg.eval_scenarios``).
+        train: dialogues for the target's supervised batches (needed when ``cfg.sv_every > 0``).
+    """
+    scen, held = list(scenarios), list(eval_scenarios)[: cfg.eval_scenarios]
+    if not scen or not held:
+        raise ValueError(f"need training scenarios ({len(scen)}) and evaluation scenarios ({len(held)})")
+    if cfg.sv_every and not train:
+        raise ValueError("sv_every > 0 needs training dialogues for the target's supervised batches")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = {"config": cfg.to_dict(), "target": str(Path(target_dir).resolve()),
+           "attacker": str(Path(attacker_dir).resolve()), "scenarios": len(scen), "eval_scenarios": len(held)}
+    cfg_file = out / "train_config.json"
+    ckpt = out / CHECKPOINT
+    resuming = (ckpt / "state.json").is_file()
+    if resuming and cfg_file.is_file() and json.loads(cfg_file.read_text(encoding="utf-8")) != run:
+        raise ValueError(f"{out} holds an adversarial-training run with other settings; use a new folder")
+    cfg_file.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    if is_complete(out):
+        return out
+    accelerator = _accelerator(device)
+    dev = accelerator.device
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    target = DialogModel.from_pretrained(ckpt / "target" if resuming else target_dir, device=dev)
+    attacker = DialogModel.from_pretrained(ckpt / "attacker" if resuming else attacker_dir, device=dev)
+    t_cfg, a_cfg = cfg.side("target"), cfg.side("attacker")
+    t_opt = _make_optimizer(target.parameters(), "sgd", cfg.target_lr, cfg.momentum, True)
+    a_opt = _make_optimizer(attacker.parameters(), "sgd", cfg.attacker_lr, cfg.momentum, True)
+    sv_opt = _make_optimizer(target.parameters(), "sgd", cfg.sv_lr, cfg.momentum, True)
+    target, attacker, t_opt, a_opt, sv_opt = accelerator.prepare(target, attacker, t_opt, a_opt, sv_opt)
+    target, attacker = accelerator.unwrap_model(target), accelerator.unwrap_model(attacker)
+    optimizers = {"target": t_opt, "attacker": a_opt, "sv": sv_opt}
+    if resuming:
+        states = torch.load(ckpt / "optimizers.pt", map_location="cpu", weights_only=True)
+        for k, o in optimizers.items():
+            o.load_state_dict(states[k])
+        _set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True))
+        st: dict[str, Any] = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        logger.info("resuming adversarial training in %s after round %d", out, st["round"])
+    else:
+        base = attacker_advantage(target, attacker, held, temperature=cfg.temperature, seed=cfg.seed)
+        st = {"round": 0, "done": False, "best_round": 0, "best_advantage": base["advantage"], "since_best": 0,
+              "cursor": 0, "elapsed_s": 0.0, "baselines": {"target": RewardBaseline().to_dict(),
+                                                             "attacker": RewardBaseline().to_dict()},
+              "history": [{"kind": "round", "round": 0, "eval": base}]}
+        (out / LOG_FILE).write_text(json.dumps(st["history"][0]) + "\n", encoding="utf-8")
+        for name, m in (("target", target), ("attacker", attacker)):
+            m.save_pretrained(out / name)
+        logger.info("adversarial training: attacker advantage before %.2f", base["advantage"])
+    baselines = {k: RewardBaseline(**v) for k, v in st["baselines"].items()}
+    order = list(range(len(scen)))
+    random.Random(cfg.seed).shuffle(order)
+    sv_batches = list(iter_batches(list(train), 16, target.words, target.items, seed=cfg.seed)) if cfg.sv_every else []
+
+    def next_games() -> list[Scenario]:
+        games = [scen[order[(st["cursor"] + i) % len(order)]] for i in range(cfg.batch_size)]
+        st["cursor"] = (st["cursor"] + cfg.batch_size) % len(order)
+        return games
+
+    while not st["done"]:
+        rnd = st["round"] + 1
+        t0 = time.perf_counter()
+        sums: dict[str, list[float]] = {"target": [], "attacker": [], "sv_loss": []}
+        total = cfg.target_updates + cfg.attacker_updates
+        bar = tqdm(total=total, desc=f"adv-train round {rnd}", unit="update", disable=not progress,
+                   dynamic_ncols=True)
+        attacker.requires_grad_(False)
+        target.requires_grad_(True)
+        seen = 0
+        for k in range(cfg.target_updates):
+            stats = reinforce_update(target, attacker, next_games(), cfg=t_cfg, optimizer=t_opt,
+                                     baseline=baselines["target"], seed=_seed_for(cfg.seed, rnd, 0, k),
+                                     backward=accelerator.backward, clip=accelerator.clip_grad_norm_,
+                                     partner_complement=True)
+            sums["target"].append(stats.reward)
+            before, seen = seen, seen + stats.dialogues
+            n_sv = seen // cfg.sv_every - before // cfg.sv_every if cfg.sv_every else 0
+            if n_sv:
+                rng = random.Random(_seed_for(cfg.seed, rnd, k, 2))
+                target.train()
+                sv_opt.zero_grad(set_to_none=True)
+                for _ in range(n_sv):
+                    batch = sv_batches[rng.randrange(len(sv_batches))].to(dev)
+                    loss = target.loss(batch).loss / n_sv
+                    accelerator.backward(loss)
+                    sums["sv_loss"].append(float(loss.detach()) * n_sv)
+                accelerator.clip_grad_norm_(target.parameters(), 1.0)
+                sv_opt.step()
+                target.eval()
+            bar.update(1)
+            bar.set_postfix(side="target", reward=f"{stats.reward:.2f}")
+        target.requires_grad_(False)
+        attacker.requires_grad_(True)
+        for k in range(cfg.attacker_updates):
+            stats = reinforce_update(attacker, target, next_games(), cfg=a_cfg, optimizer=a_opt,
+                                     baseline=baselines["attacker"], seed=_seed_for(cfg.seed, rnd, 1, k),
+                                     backward=accelerator.backward, clip=accelerator.clip_grad_norm_)
+            sums["attacker"].append(stats.reward)
+            bar.update(1)
+            bar.set_postfix(side="attacker", reward=f"{stats.reward:.2f}")
+        bar.close()
+        attacker.requires_grad_(False)
+        ev = attacker_advantage(target, attacker, held, temperature=cfg.temperature, seed=cfg.seed)
+        st["elapsed_s"] += time.perf_counter() - t0
+        record = {"kind": "round", "round": rnd, "target_reward": sum(sums["target"]) / len(sums["target"]),
+                  "attacker_reward": sum(sums["attacker"]) / len(sums["attacker"]),
+                  "sv_loss": sum(sums["sv_loss"]) / len(sums["sv_loss"]) if sums["sv_loss"] else None,
+                  "eval": ev, "elapsed_s": round(st["elapsed_s"], 1)}
+        logger.info("round %d: attacker advantage %.2f (best %.2f at round %d)", rnd, ev["advantage"],
+                    st["best_advantage"], st["best_round"])
+        if ev["advantage"] < st["best_advantage"]:
+            st.update(best_round=rnd, best_advantage=ev["advantage"], since_best=0)
+            for name, m in (("target", target), ("attacker", attacker)):
+                m.save_pretrained(out / name)
+        else:
+            st["since_best"] += 1
+        st["round"] = rnd
+        st["done"] = rnd >= cfg.rounds or st["since_best"] >= cfg.patience
+        st["baselines"] = {k: b.to_dict() for k, b in baselines.items()}
+        st["history"].append(record)
+        with open(out / LOG_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        _save(out, {"target": target, "attacker": attacker}, optimizers, st)
+    logger.info("adversarial training done: best round %d, attacker advantage %.2f", st["best_round"],
+                st["best_advantage"])
+    return out
+
+
+def read_log(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The round records of an adversarial-training run."""
+    path = Path(out_dir) / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+__all__ = ["ADV_PRESETS", "AdvTrainConfig", "adversarial_training", "attacker_advantage", "is_complete", "read_log"]

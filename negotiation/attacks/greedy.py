@@ -1,0 +1,318 @@
+"""Batched candidate scoring and the greedy word-substitution search of the white-box AdvAgent attacks.
+
+Thesis 3.2.3: the attacker's regular speaking module drafts a message; the attack edits at most
+``max_changes`` words of it. Each greedy iteration (a modified Yang et al. greedy, eq. 3.11):
+
+1. **position**: every not-yet-changed word of the message is replaced by ``<pad>`` in turn; the position
+   whose blanking lowers the loss most is chosen;
+2. **word**: every candidate word (the target's generable vocabulary without ``<eos>``, ``<selection>``,
+   ``<unk>``) is tried at that position; among the trials that satisfy the constraint the lowest loss wins
+   (none satisfies it: the one closest to it). The change is kept when it improves the message.
+
+Every trial of a step, for every attacked game, is scored in one batched pass through the target model
+(:class:`CandidateScorer`, chunked by ``max_rows``): the target reads ``THEM: <message>`` from its cached
+state, then
+
+* **reactive** (eqs. 3.9-3.11): ``YOU:``; the constraint is that its next token is ``<selection>``
+  (:func:`~negotiation.attacks.objectives.selection_margin` >= 0); then it reads ``<selection>`` and its
+  decision module scores the choices over the whole dialogue;
+* **preemptive** (eq. 3.12, unconstrained): ``YOU:`` and the target's own reply, sampled at its temperature
+  from a generator re-seeded for every batch (common random numbers, so trials differ only by the message);
+  then the attacker's ``<selection>`` (unless the reply already ended with it) and the decision.
+
+The loss is :func:`~negotiation.attacks.objectives.decision_hinge` with margin ``kappa``: below 0 exactly
+when the target's best choice is one where the attacker, taking the complement, scores more.
+
+Departure from the published code: it evaluates every position and word one forward pass at a time (about
+60 s per dialogue); here they are rows of a few batched passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from negotiation.agents import AgentSnapshot
+from negotiation.attacks.objectives import decision_hinge, favourable_choices, selection_margin
+from negotiation.corpus import EOS, SELECTION, UNK
+from negotiation.domain import Context
+from negotiation.model import DialogModel
+
+Mode = Literal["reactive", "preemptive"]
+MODES: tuple[str, ...] = ("reactive", "preemptive")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per trial: ``loss`` (eq. 3.10/3.12, < 0 = the target decides in the attacker's favour), ``margin``
+    (constraint 3.9; ``+inf`` for the unconstrained preemptive mode) and ``feasible`` (margin >= 0)."""
+
+    loss: torch.Tensor
+    margin: torch.Tensor
+
+    @property
+    def feasible(self) -> torch.Tensor:
+        return self.margin >= 0
+
+    @property
+    def success(self) -> torch.Tensor:
+        return self.feasible & (self.loss < 0)
+
+
+def candidate_words(model: DialogModel) -> torch.Tensor:
+    """Ids of the words an attack may write: those the model can generate, without ``<eos>``,
+    ``<selection>`` and ``<unk>``."""
+    ok = model.generation_mask == 0
+    for tok in (EOS, SELECTION, UNK):
+        if tok in model.words:
+            ok[model.words.id(tok)] = False
+    return ok.nonzero().squeeze(1)
+
+
+def _place(prefix: torch.Tensor, prefix_len: torch.Tensor, new: torch.Tensor, new_len: torch.Tensor) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """Row-wise concatenation of ``prefix[:, :prefix_len]`` and ``new[:, :new_len]`` (zero padded): tensors
+    ``(N, T, ...)``; returns the joined tensor and its lengths."""
+    N, Tn = new.shape[:2]
+    total = prefix_len + new_len
+    width = max(int(total.max()) if N else 0, 1)
+    out = new.new_zeros((N, width, *new.shape[2:]))
+    Tp = min(prefix.size(1), width)
+    keep = torch.arange(Tp, device=new.device).unsqueeze(0) < prefix_len.unsqueeze(1)
+    out[:, :Tp] = prefix[:, :Tp] * keep.view(N, Tp, *([1] * (new.dim() - 2))).to(prefix.dtype)
+    pos = torch.arange(Tn, device=new.device).unsqueeze(0)
+    valid = pos < new_len.unsqueeze(1)
+    rows = torch.arange(N, device=new.device).unsqueeze(1).expand(N, Tn)[valid]
+    cols = (prefix_len.unsqueeze(1) + pos)[valid]
+    out[rows, cols] = new[valid]
+    return out, total
+
+
+class CandidateScorer:
+    """Scores candidate attacker messages against a white-box target in the games of ``view``.
+
+    Args:
+        target: the target's model.
+        view: the target's state in the attacked games (:meth:`negotiation.agents.RnnAgent.snapshot`).
+        attackers: the attacker's context in each of those games (same counts).
+        kappa: confidence margin of the hinge (> 0, so that success is ``loss < 0``).
+        sel_margin: how far the ``<selection>`` logit must lead (constraint 3.9 is ``>= 0``; the target samples
+            its words at a temperature, so a tie makes it say ``<selection>`` only about half the time).
+        temperature: the target's sampling temperature (preemptive mode: its reply).
+        max_words: longest target reply (preemptive mode).
+        replies: target replies sampled per preemptive trial; the trial's loss is the worst over them (1: the
+            thesis' single reply; the target's decision swings with its reply, so one sample is a noisy guide).
+        seed: seed of the replies' generator (preemptive mode).
+        max_rows: trials per forward pass (memory bound).
+    """
+
+    def __init__(self, target: DialogModel, view: AgentSnapshot, attackers: Sequence[Context], *,
+                 kappa: float = 0.5, sel_margin: float = 0.0, temperature: float = 0.5, max_words: int = 20,
+                 replies: int = 1, seed: int = 0,
+                 max_rows: int = 2048) -> None:
+        if kappa <= 0:
+            raise ValueError(f"kappa must be > 0 (success is a negative loss), got {kappa}")
+        if len(attackers) != view.state.size(0):
+            raise ValueError(f"{len(attackers)} attacker contexts for {view.state.size(0)} games")
+        self.model, self.view, self.kappa, self.sel_margin = target, view, kappa, sel_margin
+        if replies < 1:
+            raise ValueError(f"replies must be >= 1, got {replies}")
+        self.temperature, self.max_words, self.seed, self.max_rows = temperature, max_words, seed, max_rows
+        self.replies = replies
+        self.counts = [c.counts for c in view.contexts]
+        cl = target.choice_logits(torch.zeros(len(self.counts), 6, len(target.items), device=target.device),
+                                  self.counts)
+        self.favourable = favourable_choices(cl.choices, view.contexts, attackers, device=target.device)
+
+    @torch.no_grad()
+    def score(self, games: torch.Tensor, messages: torch.Tensor, lengths: torch.Tensor, mode: Mode) -> Scores:
+        """Scores of trials: row ``i`` is message ``messages[i, :lengths[i]]`` (target ids, ending with the
+        terminator; ``<pad>`` allowed inside) said in game ``games[i]`` (an index into the view)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        losses, margins = [], []
+        step = max(1, self.max_rows // (self.replies if mode == "preemptive" else 1))
+        for k in range(0, games.numel(), step):
+            sl = slice(k, k + step)
+            loss, margin = self._score(games[sl], messages[sl], lengths[sl], mode)
+            losses.append(loss)
+            margins.append(margin)
+        if not losses:
+            empty = torch.zeros(0, device=self.model.device)
+            return Scores(empty, empty)
+        return Scores(torch.cat(losses), torch.cat(margins))
+
+    def _score(self, games: torch.Tensor, msg: torch.Tensor, msg_len: torch.Tensor, mode: Mode) -> tuple[
+            torch.Tensor, torch.Tensor]:
+        m, v = self.model, self.view
+        N, dev = games.numel(), m.device
+        ctx = v.ctx[games]
+        if N == 0:
+            empty = torch.zeros(0, device=dev)
+            return empty, empty
+        # THEM: <message> YOU:
+        L = msg.size(1) + 2
+        toks = torch.full((N, L), m.pad_id, dtype=torch.long, device=dev)
+        toks[:, 0] = m.them_id
+        toks[:, 1 : msg.size(1) + 1] = msg
+        rows = torch.arange(N, device=dev)
+        toks[rows, msg_len + 1] = m.you_id
+        read_len = msg_len + 2
+        speakers = torch.full_like(toks, 2)
+        speakers[rows, msg_len + 1] = 1
+        speakers = speakers.masked_fill(toks == m.pad_id, 0)
+        hid, state = m.read(toks, read_len, v.state[games], ctx, speakers=speakers)
+        if mode == "reactive":
+            margin = selection_margin(m.word_logits(state), m.sel_id, m.generation_mask) - self.sel_margin
+            # the decision loss only matters where the constraint holds: infeasible trials rank by margin alone
+            ok = (margin >= 0).nonzero().squeeze(1)
+            loss = torch.full((N,), float("inf"), device=dev)
+            if ok.numel():
+                loss[ok] = self._decide_reactive(games[ok], toks[ok], read_len[ok], hid[ok], state[ok])
+            return loss, margin
+        margin = torch.full((N,), float("inf"), device=dev)
+        K = self.replies
+        if K > 1:  # every trial against K sampled replies; its loss is the worst of them
+            games, toks, read_len, hid = (t.repeat_interleave(K, 0) for t in (games, toks, read_len, hid))
+            state, ctx, rows = state.repeat_interleave(K, 0), ctx.repeat_interleave(K, 0), torch.arange(N * K,
+                                                                                                        device=dev)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(self.seed)
+        out = m.write(state, ctx, max_words=self.max_words, temperature=self.temperature, generator=gen)
+        new_tok, new_len = _place(toks, read_len, out.tokens, out.lengths)
+        new_hid, _ = _place(hid, read_len, out.hiddens, out.lengths)
+        ended = out.tokens[rows, out.lengths - 1] == m.sel_id
+        # the attacker answers <selection> where the target did not end the dialogue itself
+        them_sel = torch.tensor([[m.them_id, m.sel_id]], device=dev).expand(rows.numel(), 2)
+        two = torch.full((rows.numel(),), 2, dtype=torch.long, device=dev)
+        sel_hid, _ = m.read(them_sel, two, out.state, ctx)
+        add_len = torch.where(ended, torch.zeros_like(two), two)
+        new_tok, new_len2 = _place(new_tok, new_len, them_sel, add_len)
+        new_hid, _ = _place(new_hid, new_len, sel_hid, add_len)
+        loss = self._decision(games, new_tok, new_hid, new_len2)
+        return loss.view(N, K).amax(dim=1), margin
+
+    def _decide_reactive(self, games: torch.Tensor, toks: torch.Tensor, read_len: torch.Tensor, hid: torch.Tensor,
+                         state: torch.Tensor) -> torch.Tensor:
+        m, N, dev = self.model, games.numel(), self.model.device
+        ctx = self.view.ctx[games]
+        sel = torch.full((N, 1), m.sel_id, dtype=torch.long, device=dev)
+        ones = torch.ones(N, dtype=torch.long, device=dev)
+        sel_hid, _ = m.read(sel, ones, state, ctx, speakers=ones.unsqueeze(1))
+        new_tok, new_len = _place(toks, read_len, sel, ones)
+        new_hid, _ = _place(hid, read_len, sel_hid, ones)
+        return self._decision(games, new_tok, new_hid, new_len)
+
+    def _decision(self, games: torch.Tensor, new_tok: torch.Tensor, new_hid: torch.Tensor,
+                  new_len: torch.Tensor) -> torch.Tensor:
+        """The hinge of the target's decision after the cached dialogue plus ``new_tok`` (and its states)."""
+        m, v = self.model, self.view
+        ctx = v.ctx[games]
+        all_tok, all_len = _place(v.tokens[games], v.lengths[games], new_tok, new_len)
+        all_hid, _ = _place(v.hiddens[games], v.lengths[games], new_hid, new_len)
+        slots = m.selection_logits(all_tok, all_hid, all_len, ctx)
+        choice = m.choice_logits(slots, [self.counts[g] for g in games.tolist()])
+        return decision_hinge(choice.logits, self.favourable[games, : choice.logits.size(1)], self.kappa)
+
+
+@dataclass
+class GreedyResult:
+    """Outcome of :func:`greedy_attack` per game: the edited message (target tokens), its loss and margin,
+    whether it succeeded, and the positions changed."""
+
+    messages: list[list[str]]
+    loss: list[float]
+    margin: list[float]
+    success: list[bool]
+    changed: list[list[int]]
+    trials: int
+
+
+def _key(loss: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """Ordering of trials, lower is better: feasible ones by loss; infeasible ones after them by violation."""
+    return torch.where(margin >= 0, loss, 1e6 - margin)
+
+
+def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode: Mode, *, max_changes: int = 2,
+                  words: torch.Tensor | None = None, stop_on_success: bool = True) -> GreedyResult:
+    """Edit ``drafts`` (one per game of the scorer's view, tokens ending with ``<eos>``/``<selection>``) by at
+    most ``max_changes`` word substitutions to minimise the ``mode`` loss (see the module docstring).
+
+    Args:
+        scorer: the batched trial scorer of these games.
+        drafts: the attacker's regular messages.
+        mode: ``"reactive"`` (constrained, eq. 3.11) or ``"preemptive"`` (eq. 3.12).
+        max_changes: greedy iterations, i.e. words changed at most (thesis: 2).
+        words: candidate word ids (default :func:`candidate_words`).
+        stop_on_success: stop editing a game once its message succeeds.
+    """
+    m = scorer.model
+    dev = m.device
+    n = len(drafts)
+    if n != scorer.view.state.size(0):
+        raise ValueError(f"{n} drafts for {scorer.view.state.size(0)} games")
+    for d in drafts:
+        if not d or d[-1] not in (EOS, SELECTION):
+            raise ValueError(f"a draft must end with {EOS} or {SELECTION}, got {list(d)}")
+    words = candidate_words(m) if words is None else words.to(dev)
+    width = max(len(d) for d in drafts)
+    cur = torch.full((n, width), m.pad_id, dtype=torch.long, device=dev)
+    for i, d in enumerate(drafts):
+        cur[i, : len(d)] = torch.tensor(m.words.ids(d), dtype=torch.long)
+    lengths = torch.tensor([len(d) for d in drafts], dtype=torch.long, device=dev)
+    everyone = torch.arange(n, device=dev)
+    s = scorer.score(everyone, cur, lengths, mode)
+    loss, margin = s.loss.clone(), s.margin.clone()
+    changed: list[list[int]] = [[] for _ in range(n)]
+    trials = n
+    for _ in range(max_changes):
+        active = [g for g in range(n) if not (stop_on_success and margin[g] >= 0 and loss[g] < 0)]
+        active = [g for g in active if any(p not in changed[g] for p in range(int(lengths[g]) - 1))]
+        if not active:
+            break
+        # 1. position: blank each unchanged word with <pad>
+        rows_g, rows_p = [], []
+        for g in active:
+            for p in range(int(lengths[g]) - 1):
+                if p not in changed[g]:
+                    rows_g.append(g)
+                    rows_p.append(p)
+        gi = torch.tensor(rows_g, dtype=torch.long, device=dev)
+        pi = torch.tensor(rows_p, dtype=torch.long, device=dev)
+        trial = cur[gi].clone()
+        trial[torch.arange(gi.numel(), device=dev), pi] = m.pad_id
+        ts = scorer.score(gi, trial, lengths[gi], mode)
+        trials += gi.numel()
+        key = _key(ts.loss, ts.margin) if mode == "reactive" else ts.loss
+        best_pos: dict[int, int] = {}
+        best_val: dict[int, float] = {}
+        for r, (g, p) in enumerate(zip(rows_g, rows_p)):
+            val = float(key[r])
+            if g not in best_val or val < best_val[g]:
+                best_val[g], best_pos[g] = val, p
+        # 2. word: every candidate word at the chosen position
+        V = words.numel()
+        ga = torch.tensor(active, dtype=torch.long, device=dev)
+        gi = ga.repeat_interleave(V)
+        pi = torch.tensor([best_pos[g] for g in active], dtype=torch.long, device=dev).repeat_interleave(V)
+        trial = cur[gi].clone()
+        trial[torch.arange(gi.numel(), device=dev), pi] = words.repeat(len(active))
+        ws = scorer.score(gi, trial, lengths[gi], mode)
+        trials += gi.numel()
+        key = _key(ws.loss, ws.margin).view(len(active), V)
+        pick = key.argmin(dim=1)
+        for a, g in enumerate(active):
+            r = a * V + int(pick[a])
+            if float(key[a, pick[a]]) < float(_key(loss[g : g + 1], margin[g : g + 1])[0]):
+                cur[g] = trial[r]
+                loss[g], margin[g] = ws.loss[r], ws.margin[r]
+                changed[g].append(best_pos[g])
+    success = ((margin >= 0) & (loss < 0)).tolist()
+    out = [m.words.tokens(cur[g, : int(lengths[g])].tolist()) for g in range(n)]
+    return GreedyResult(out, loss.tolist(), margin.tolist(), success, changed, trials)
+
+
+__all__ = ["MODES", "CandidateScorer", "GreedyResult", "Scores", "candidate_words", "greedy_attack"]
