@@ -6,7 +6,8 @@
 Needs the SV and RL agents of ``recipes/negotiation_selfplay.py`` (trained here when missing). Then:
 
 1. the RL attacker: REINFORCE from the RL agent against the frozen RL agent, reward ``S_adv - S_target``
-   (eq. 3.7), forced agreement, lr 0.1, 4 epochs (``<runs>/advagent_rl_attacker_<scale>``);
+   (eq. 3.7), forced agreement (``<runs>/advagent_rl_attacker_<scale>``; thesis: lr 0.1, 4 epochs, one
+   dialogue per update; ``small``: 16 dialogues per update, lr 0.5, 2 epochs, see ``ATTACKER``);
 2. adversarial training of the RL agent against that attacker (eq. 3.13, ``<runs>/advtrain_<scale>``);
 3. every attack against the SV agent, the RL agent and the adversarially trained agent (``--targets``):
    ``none`` (the RL agent without attack and without forced agreement), ``rl``, ``transfer`` (sentences of
@@ -74,6 +75,9 @@ PAPER = {  # thesis Tables 3.10 (vs SV, vs RL) and 3.14 (vs the adversarially tr
                     "ra-pa-ta": _p(73.45, 8.06, 4.13, 100)},
 }
 PAPER_START = {1: _p(94.02, 8.84, 3.32, 100), 2: _p(90.23, 8.72, 3.77, 100), 3: _p(92.02, 8.81, 3.62, 100)}
+# the RL attacker's REINFORCE settings beyond the RL preset: the thesis' lr 0.1 and 4 epochs for one dialogue
+# per update; the small scale updates on 16 dialogues at a time, so (as for the RL agent) lr 0.5, and 2 epochs
+ATTACKER = {"tiny": {"lr": 0.1}, "small": {"lr": 0.5, "epochs": 2}, "paper": {"lr": 0.1, "batch_size": 1}}
 N = {"tiny": 8, "small": 2000, "paper": 2000}
 N_WHITEBOX = {"tiny": 6, "small": 300, "paper": 2000}
 N_SHORT = {"tiny": 4, "small": 100, "paper": 2000}  # preemptive, RA+PA+TA and each start turn
@@ -92,7 +96,7 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
     info = train_agents(scale, runs, data_dir, seed, device, progress)
     rl_dir = runs / f"negotiation_rl_{scale}"
     att_dir = runs / f"advagent_rl_attacker_{scale}"
-    cfg = rl_preset(scale, seed=seed, lr=0.1, reward="advantage", complement=True)
+    cfg = rl_preset(scale, seed=seed, reward="advantage", complement=True, **ATTACKER[scale])
     if not is_complete(att_dir):
         print(f"training the RL attacker into {att_dir}", flush=True)
     scen = load_scenarios(data_dir, limit=cfg.max_scenarios)

@@ -170,3 +170,45 @@ def test_bench_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:
     (row,) = res["rows"]
     assert row["games"] == 4 and row["batch_size"] == 4 and row["model"].startswith("untrained")
     assert row["one_at_a_time_per_s"] > 0 and row["batched_per_s"] > 0
+
+
+def test_attack_and_adv_train_commands(runs: dict[str, Path], fake_data: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "att.jsonl"
+    common = ["--target", str(runs["rl"]), "--speaker", str(runs["rl"]), "--n", "6", "--data-dir", str(fake_data),
+              "--quiet", "--batch-size", "3"]
+    assert main(["attack", "--method", "reactive", "--out", str(out), *common]) == 0
+    assert "reactive against" in capsys.readouterr().out
+    games = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(games) == 6 and all("events" in g for g in games)
+    with pytest.raises(SystemExit, match="--rl-attacker"):
+        main(["attack", "--method", "transfer", *common])
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        main(["attack", "--method", "rl", "--target", str(tmp_path / "nope"), "--speaker", str(runs["rl"]),
+              "--data-dir", str(fake_data)])
+    adv = tmp_path / "adv"
+    assert main(["adv-train", "--target", str(runs["rl"]), "--attacker", str(runs["rl"]), "--out", str(adv),
+                 "--preset", "tiny", "--data-dir", str(fake_data), "--quiet", "--device", "cpu"]) == 0
+    assert "adversarially trained target" in capsys.readouterr().out
+    DialogModel.from_pretrained(adv / "target")
+
+
+def test_advagent_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import negotiation_advagent
+
+    out = tmp_path / "adv.json"
+    args = ["--scale", "tiny", "--data-dir", str(negotiate_data), "--runs", str(tmp_path / "runs"), "--out",
+            str(out), "--quiet"]
+    assert negotiation_advagent.main(args) == 0
+    res = json.loads(out.read_text())
+    rows = [r for r in res["rows"] if r["table"] in ("3.10", "3.14")]
+    assert {r["target"] for r in rows} == {"RL", "SV", "adv-trained"}
+    assert {r["attack"] for r in rows} == set(negotiation_advagent.LABELS.values())
+    for r in rows:
+        assert 0.0 <= r["par"] <= 1.0 and r["advantage"] == pytest.approx(r["score_attacker"] - r["score_target"])
+        if r["attack"] != "RL model (w/o attack)":
+            assert r["agreement"] <= 1.0
+    assert [r["start_turn"] for r in res["rows"] if r["table"] == "3.15"] == [1, 2, 3, 4]
+    assert any(r["table"] == "benchmark" for r in res["rows"])
+    assert res["models"]["adv-trained"]["log"][0]["round"] == 0
