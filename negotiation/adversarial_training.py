@@ -3,8 +3,10 @@
 ``min_target max_attacker  S_adv - S_target`` by alternating REINFORCE updates. Each round:
 
 1. ``target_updates`` updates of the target against the frozen attacker (the attacker takes the complement
-   of the target's choice, so the target's decision is what it is rewarded for), reward
-   ``S_target - S_adv``, with a supervised batch every ``sv_every`` dialogues to keep its language;
+   of the target's choice, so the target's decision is what it is rewarded for) by the standard policy
+   gradient of the thesis (reward: the target's own score; ``target_reward="advantage"`` rewards
+   ``S_target - S_adv``, which at small scale taught the target to refuse every deal: no deal scores 0 for
+   both, better than losing), with a supervised batch every ``sv_every`` dialogues to keep its language;
 2. ``attacker_updates`` updates of the attacker against the frozen target (reward ``S_adv - S_target``,
    forced agreement), as in the RL attack (3.2.2.1);
 3. the attacker's advantage against the target on ``eval_scenarios`` held-out scenarios (fixed seeds).
@@ -61,6 +63,7 @@ class AdvTrainConfig:
         target_updates, attacker_updates: REINFORCE updates of each side per round.
         batch_size: dialogues per update.
         target_lr, attacker_lr: SGD learning rates (the RL attack's 0.1 for the attacker).
+        target_reward: ``"score"`` (the target's own score, standard REINFORCE) or ``"advantage"``.
         patience: rounds without a new lowest attacker advantage before stopping.
         eval_scenarios: held-out scenarios of the per-round evaluation.
         sv_every: a supervised batch of the target per this many of its dialogues (0: none).
@@ -75,6 +78,7 @@ class AdvTrainConfig:
     batch_size: int = 16
     target_lr: float = 0.2
     attacker_lr: float = 0.1
+    target_reward: str = "score"
     patience: int = 2
     eval_scenarios: int = 256
     sv_every: int = 4
@@ -92,6 +96,8 @@ class AdvTrainConfig:
         for name in ("target_lr", "attacker_lr", "sv_lr", "clip"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"AdvTrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.target_reward not in ("score", "advantage"):
+            raise ValueError(f"AdvTrainConfig.target_reward must be 'score' or 'advantage', got {self.target_reward!r}")
         if self.sv_every < 0:
             raise ValueError(f"AdvTrainConfig.sv_every must be >= 0, got {self.sv_every}")
 
@@ -103,15 +109,18 @@ class AdvTrainConfig:
         attacker = which == "attacker"
         return ReinforceConfig(lr=self.attacker_lr if attacker else self.target_lr, momentum=self.momentum,
                                clip=self.clip, gamma=self.gamma, temperature=self.temperature,
-                               batch_size=self.batch_size, reward="advantage", complement=attacker,
+                               batch_size=self.batch_size,
+                               reward="advantage" if attacker else self.target_reward,  # type: ignore[arg-type]
+                               complement=attacker,
                                sv_every=0 if attacker else self.sv_every, sv_lr=self.sv_lr, seed=self.seed)
 
 
 ADV_PRESETS: dict[str, AdvTrainConfig] = {
     "tiny": AdvTrainConfig(rounds=2, target_updates=2, attacker_updates=2, batch_size=4, patience=2,
                            eval_scenarios=8),
-    # about 2.5 min per round on one CPU thread (2 x 64 updates of 16 dialogues, 256 evaluation games)
-    "small": AdvTrainConfig(rounds=5),
+    # about 2.5 min per round on one CPU thread (2 x 64 updates of 16 dialogues, 256 evaluation games); lr 0.5
+    # on both sides, as the small RL presets (16 dialogues per update instead of one)
+    "small": AdvTrainConfig(rounds=5, target_lr=0.5, attacker_lr=0.5),
     "paper": AdvTrainConfig(rounds=20, target_updates=256, attacker_updates=256, patience=3, eval_scenarios=1000),
 }
 

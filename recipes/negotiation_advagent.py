@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="RL,adv-trained,SV", help="comma-separated of RL, adv-trained, SV")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--start-turns", default="1,2,3,4")
+    ap.add_argument("--validate", type=int, default=8, help="fresh target replies a preemptive edit must win "
+                    "half of to count as a success (0: the thesis' single reply)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=50, help="games played in parallel")
     ap.add_argument("--runs", default=str(ROOT / "runs"))
@@ -172,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
              "adv-trained": runs / f"advtrain_{args.scale}" / "target"}
     models = {k: DialogModel.from_pretrained(p, device=dev) for k, p in paths.items()
               if k in args.targets.split(",") or k == "RL"}
-    need_attacker = {"rl", "transfer", "ra-pa-ta"} & set(args.methods.split(","))
-    attacker = (DialogModel.from_pretrained(runs / f"advagent_rl_attacker_{args.scale}", device=dev)
-                if need_attacker else models["RL"])
+    attacker = DialogModel.from_pretrained(runs / f"advagent_rl_attacker_{args.scale}", device=dev)
     scenarios = load_scenarios(args.data_dir)
     n = args.n or N[args.scale]
     n_wb = min(n, args.n_whitebox or N_WHITEBOX[args.scale])
@@ -192,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     def attack(target: str, method: str, k: int, start_turn: int = 2, suffix: str = "",
                pool: list[list[str]] | None = None) -> dict[str, Any]:
         t = time.time()
-        speaker = attacker if method == "rl" else models["RL"]
+        speaker = models["RL"] if method == "none" else attacker
         res = run_attack(method, target=models[target], speaker=speaker, scenarios=games[:k],
                          out_jsonl=out_dir / f"{target}_{method}{suffix}.jsonl", batch_size=args.batch_size,
-                         seed=args.seed, start_turn=start_turn, transfer_sentences=pool, progress=progress)
+                         seed=args.seed, start_turn=start_turn, transfer_sentences=pool, validate=args.validate,
+                         progress=progress)
         played[(target, method + suffix)] = res
         s = summarize_games(res)
         print(f"{LABELS[method]}{suffix} vs {target}: PAR {100 * s['par']:.1f}%, {s['score_attacker']:.2f} vs "
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             pool = collect_transfer_sentences(attacker, models[target], transfer_pool, seed=args.seed,
                                               min_advantage=4 if args.scale != "tiny" else -10)
         for method in methods:
-            k = n if method not in WHITEBOX else (n_wb if method in ("reactive", "ra-pa-da") else n_short)
+            long = method in ("reactive", "ra-pa-da") and target != "SV"
+            k = n if method not in WHITEBOX else (n_wb if long else n_short)
             s = attack(target, method, k, pool=pool)
             row = {"table": "3.10" if target != "adv-trained" else "3.14", "target": target,
                    "attack": LABELS[method], "n": s["games"], "par": s["par"],
@@ -253,13 +255,21 @@ def main(argv: list[str] | None = None) -> int:
             "Side A is the attacker. Every attack but 'RL model (w/o attack)' takes the complement of the "
             "target's choice (forced agreement); a game that reaches the 10-turn cap closes on the target's "
             "choice. Scores average all games; PAR is the share of games the attacker wins outright.",
-            "The white-box attacks speak through the RL agent and edit its drafts (at most 2 words, greedy, every "
-            "non-special word tried, all trials of a step in batched passes); a failed edit is not said (the "
-            "draft stands); the reactive constraint is the thesis' margin >= 0 on the target's next-token "
-            "logits, and the target then samples at temperature 0.5, so it says <selection> only about half the "
-            "time where the margin is small.",
+            "Every attacker speaks through the RL attacker's speaking module (the RL attack's model); the "
+            "white-box attacks edit its drafts (at most 2 words, greedy, every non-special word tried, all "
+            "trials of a step in batched passes) and a failed edit is not said (the draft stands). 'RL model "
+            "(w/o attack)' is the RL agent itself, without forced agreement.",
+            "The reactive constraint is the thesis' margin >= 0 on the target's next-token logits; the target "
+            "then samples at temperature 0.5, so after a successful edit it says <selection> at once only in "
+            "about 40% of the games (measured on the RL agent); the other games go on, and RA+PA+DA tries again "
+            "at the attacker's next turn.",
+            f"Preemptive edits are searched on one sampled target reply (the thesis) and count as a success only "
+            f"if the target's decision favours the attacker after at least half of {args.validate} fresh replies "
+            f"(--validate; without it the search overfits its one reply and 'succeeds' at nearly every turn "
+            f"while the real replies undo it).",
             f"Scale '{args.scale}': black-box rows on {n} scenarios, reactive and RA+PA+DA on the first {n_wb}, "
-            f"preemptive, RA+PA+TA and each start turn on the first {n_short} (CPU time), "
+            f"preemptive, RA+PA+TA, each start turn and every white-box row against the SV agent on the first "
+            f"{n_short} (CPU time), "
             f"{threads} torch thread(s).",
             "The RL attacker starts from the RL agent; the adversarially trained agent is the RL agent after "
             "alternating REINFORCE rounds against it (models.adv-trained.log: the attacker's advantage per round).",

@@ -263,3 +263,22 @@ def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_p
                                 attacker_updates=2, batch_size=4, eval_scenarios=6, sv_every=4),
                                 scenarios=synthetic_scenarios(20), eval_scenarios=synthetic_scenarios(6, seed=9),
                                 train=exs, device="cpu", progress=False)
+
+
+def test_preemptive_validation_on_fresh_replies(model: DialogModel) -> None:
+    a, b, scen = _after_one_turn(model, n=8, seed=2)
+    games = list(range(len(scen)))
+    drafts = [d if len(d) > 1 else ["i", "want", "the", "hats", "<eos>"] for d in a.draft(games)]
+    # a greedy target replies deterministically: every fresh reply is the searched one
+    greedy = CandidateScorer(model, b.snapshot(games), [s.first for s in scen], kappa=0.5, temperature=0.0)
+    plain = greedy_attack(greedy, drafts, "preemptive")
+    checked = greedy_attack(greedy, drafts, "preemptive", validate=4)
+    assert checked.success == plain.success and checked.win_rate is not None
+    assert all(r in (0.0, 1.0) for r in checked.win_rate)
+    assert [r == 1.0 for r in checked.win_rate] == [x < 0 for x in plain.loss]
+    # a sampling target: success needs at least half of the fresh replies to favour the attacker
+    sampled = CandidateScorer(model, b.snapshot(games), [s.first for s in scen], kappa=0.5, temperature=1.0)
+    res = greedy_attack(sampled, drafts, "preemptive", validate=6, min_win_rate=0.5)
+    assert res.win_rate is not None
+    for ok, loss, rate in zip(res.success, res.loss, res.win_rate):
+        assert ok == (loss < 0 and rate >= 0.5)

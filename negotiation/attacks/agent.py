@@ -66,6 +66,8 @@ class AttackAgent:
         sel_margin: lead of the ``<selection>`` logit the reactive constraint demands (see
             :class:`~negotiation.attacks.greedy.CandidateScorer`).
         replies: target replies sampled per preemptive trial (worst case counts; thesis: 1).
+        validate: fresh target replies on which a preemptive edit must win at least half the time to count as
+            a success (0: no check, as the thesis).
         max_changes: words the greedy search may change (thesis: 2).
         transfer_sentences: the pool of the transfer methods (token lists ending ``<eos>``).
         max_rows: trials per forward pass.
@@ -75,7 +77,7 @@ class AttackAgent:
 
     def __init__(self, speaker: RnnAgent, target: RnnAgent | None = None, *, method: str = "ra-pa-da",
                  start_turn: int = 2, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1,
-                 max_changes: int = 2,
+                 validate: int = 0, max_changes: int = 2,
                  transfer_sentences: Sequence[Sequence[str]] | None = None, max_rows: int = 2048, seed: int = 0,
                  name: str = "attacker") -> None:
         if method not in METHODS:
@@ -91,7 +93,7 @@ class AttackAgent:
             if not s or s[-1] != EOS:
                 raise ValueError(f"a transfer sentence must end with {EOS}, got {s}")
         self.speaker, self.target, self.method = speaker, target, method
-        self.sel_margin, self.replies = sel_margin, replies
+        self.sel_margin, self.replies, self.validate = sel_margin, replies, validate
         self.start_turn, self.kappa, self.max_changes, self.max_rows = start_turn, kappa, max_changes, max_rows
         self.transfer_sentences = pool
         self.seed, self.name = seed, name
@@ -169,7 +171,8 @@ class AttackAgent:
                                  sel_margin=self.sel_margin, replies=self.replies,
                                  temperature=self.target.temperature, max_words=min(20, self.target.max_words),
                                  seed=self.seed * 1_000_003 + self._calls, max_rows=self.max_rows)
-        return greedy_attack(scorer, drafts, mode, max_changes=self.max_changes)  # type: ignore[arg-type]
+        return greedy_attack(scorer, drafts, mode, max_changes=self.max_changes,  # type: ignore[arg-type]
+                             validate=self.validate)
 
     def _attack(self, games: list[int], out: dict[int, list[str]]) -> None:
         drafts = {g: list(out[g]) for g in games}

@@ -145,8 +145,27 @@ class CandidateScorer:
             return Scores(empty, empty)
         return Scores(torch.cat(losses), torch.cat(margins))
 
-    def _score(self, games: torch.Tensor, msg: torch.Tensor, msg_len: torch.Tensor, mode: Mode) -> tuple[
-            torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def win_rate(self, games: torch.Tensor, messages: torch.Tensor, lengths: torch.Tensor, *, samples: int = 8,
+                 seed: int = 1) -> torch.Tensor:
+        """Preemptive messages checked on ``samples`` fresh target replies (another seed than the search's):
+        the share of replies after which the target's decision favours the attacker, ``(N,)``. The greedy
+        search picks its message on the replies it scores, so its own loss overstates success."""
+        saved = (self.replies, self.seed)
+        self.replies, self.seed = samples, seed
+        try:
+            N, dev = games.numel(), self.model.device
+            rates = []
+            for k in range(0, N, max(1, self.max_rows // samples)):
+                sl = slice(k, k + max(1, self.max_rows // samples))
+                per = self._score(games[sl], messages[sl], lengths[sl], "preemptive", worst=False)[0]
+                rates.append((per < 0).float().mean(dim=1))
+            return torch.cat(rates) if rates else torch.zeros(0, device=dev)
+        finally:
+            self.replies, self.seed = saved
+
+    def _score(self, games: torch.Tensor, msg: torch.Tensor, msg_len: torch.Tensor, mode: Mode, *,
+               worst: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         m, v = self.model, self.view
         N, dev = games.numel(), m.device
         ctx = v.ctx[games]
@@ -192,8 +211,8 @@ class CandidateScorer:
         add_len = torch.where(ended, torch.zeros_like(two), two)
         new_tok, new_len2 = _place(new_tok, new_len, them_sel, add_len)
         new_hid, _ = _place(new_hid, new_len, sel_hid, add_len)
-        loss = self._decision(games, new_tok, new_hid, new_len2)
-        return loss.view(N, K).amax(dim=1), margin
+        loss = self._decision(games, new_tok, new_hid, new_len2).view(N, K)
+        return (loss.amax(dim=1) if worst else loss), margin
 
     def _decide_reactive(self, games: torch.Tensor, toks: torch.Tensor, read_len: torch.Tensor, hid: torch.Tensor,
                          state: torch.Tensor) -> torch.Tensor:
@@ -221,7 +240,7 @@ class CandidateScorer:
 @dataclass
 class GreedyResult:
     """Outcome of :func:`greedy_attack` per game: the edited message (target tokens), its loss and margin,
-    whether it succeeded, and the positions changed."""
+    whether it succeeded, the positions changed, and (preemptive) its share of favourable fresh replies."""
 
     messages: list[list[str]]
     loss: list[float]
@@ -229,15 +248,24 @@ class GreedyResult:
     success: list[bool]
     changed: list[list[int]]
     trials: int
+    win_rate: list[float] | None = None
+
+
+TIE_BREAK = 1e-2
+"""Weight of the constraint margin among feasible trials: once the hinge is floored at ``-kappa`` many trials
+tie, and the one whose ``<selection>`` leads most is the one the (sampling) target most likely follows."""
 
 
 def _key(loss: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
-    """Ordering of trials, lower is better: feasible ones by loss; infeasible ones after them by violation."""
-    return torch.where(margin >= 0, loss, 1e6 - margin)
+    """Ordering of trials, lower is better: feasible ones by loss (ties by margin); infeasible ones after them
+    by violation. (Preemptive trials have an infinite margin: loss alone.)"""
+    finite = torch.where(torch.isfinite(margin), margin.clamp(max=10.0), torch.zeros_like(margin))
+    return torch.where(margin >= 0, loss - TIE_BREAK * finite, 1e6 - margin)
 
 
 def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode: Mode, *, max_changes: int = 2,
-                  words: torch.Tensor | None = None, stop_on_success: bool = True) -> GreedyResult:
+                  words: torch.Tensor | None = None, stop_on_success: bool | None = None, validate: int = 0,
+                  min_win_rate: float = 0.5) -> GreedyResult:
     """Edit ``drafts`` (one per game of the scorer's view, tokens ending with ``<eos>``/``<selection>``) by at
     most ``max_changes`` word substitutions to minimise the ``mode`` loss (see the module docstring).
 
@@ -247,7 +275,11 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
         mode: ``"reactive"`` (constrained, eq. 3.11) or ``"preemptive"`` (eq. 3.12).
         max_changes: greedy iterations, i.e. words changed at most (thesis: 2).
         words: candidate word ids (default :func:`candidate_words`).
-        stop_on_success: stop editing a game once its message succeeds.
+        stop_on_success: stop editing a game once its message succeeds (default: for the preemptive mode; the
+            reactive mode spends its remaining changes on a larger ``<selection>`` lead).
+        validate: preemptive mode: also check the final message on this many fresh target replies and call it
+            a success only if at least ``min_win_rate`` of them end in the attacker's favour (0: no check, the
+            thesis' single-reply criterion).
     """
     m = scorer.model
     dev = m.device
@@ -257,6 +289,8 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
     for d in drafts:
         if not d or d[-1] not in (EOS, SELECTION):
             raise ValueError(f"a draft must end with {EOS} or {SELECTION}, got {list(d)}")
+    if stop_on_success is None:
+        stop_on_success = mode == "preemptive"
     words = candidate_words(m) if words is None else words.to(dev)
     width = max(len(d) for d in drafts)
     cur = torch.full((n, width), m.pad_id, dtype=torch.long, device=dev)
@@ -286,7 +320,7 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
         trial[torch.arange(gi.numel(), device=dev), pi] = m.pad_id
         ts = scorer.score(gi, trial, lengths[gi], mode)
         trials += gi.numel()
-        key = _key(ts.loss, ts.margin) if mode == "reactive" else ts.loss
+        key = _key(ts.loss, ts.margin)
         best_pos: dict[int, int] = {}
         best_val: dict[int, float] = {}
         for r, (g, p) in enumerate(zip(rows_g, rows_p)):
@@ -310,9 +344,15 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
                 cur[g] = trial[r]
                 loss[g], margin[g] = ws.loss[r], ws.margin[r]
                 changed[g].append(best_pos[g])
-    success = ((margin >= 0) & (loss < 0)).tolist()
+    ok = (margin >= 0) & (loss < 0)
+    rate: list[float] | None = None
+    if mode == "preemptive" and validate:
+        r = scorer.win_rate(everyone, cur, lengths, samples=validate, seed=scorer.seed + 7919)
+        rate = r.tolist()
+        ok = ok & (r >= min_win_rate)
+        trials += n * validate
     out = [m.words.tokens(cur[g, : int(lengths[g])].tolist()) for g in range(n)]
-    return GreedyResult(out, loss.tolist(), margin.tolist(), success, changed, trials)
+    return GreedyResult(out, loss.tolist(), margin.tolist(), ok.tolist(), changed, trials, rate)
 
 
 __all__ = ["MODES", "CandidateScorer", "GreedyResult", "Scores", "candidate_words", "greedy_attack"]

@@ -77,7 +77,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenarios: Sequence[Scenario],
                out_jsonl: str | os.PathLike[str] | None = None, batch_size: int = 64, seed: int = 0,
-               start_turn: int = 2, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1,
+               start_turn: int = 2, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1, validate: int = 0,
                max_changes: int = 2, transfer_sentences: Sequence[Sequence[str]] | None = None,
                temperature: float = 0.5, max_rows: int = 2048, progress: bool = True) -> list[dict[str, Any]]:
     """Play ``method`` (:data:`ATTACKS`) with ``speaker`` as the attacker's speaking module (for ``rl``: the
@@ -119,7 +119,8 @@ def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenar
             attacker = own
         else:
             attacker = AttackAgent(own, tgt, method=method, start_turn=start_turn, kappa=kappa,
-                                   sel_margin=sel_margin, replies=replies, max_changes=max_changes,
+                                   sel_margin=sel_margin, replies=replies, validate=validate,
+                                   max_changes=max_changes,
                                    transfer_sentences=transfer_sentences, max_rows=max_rows, seed=_seed_for(seed, c, 2))
         firsts = ["a" if (k + i) % 2 == 0 else "b" for i in range(len(part))]
         t0 = time.perf_counter()
