@@ -2,11 +2,12 @@
 
 ``min_target max_attacker  S_adv - S_target`` by alternating REINFORCE updates. Each round:
 
-1. ``target_updates`` updates of the target against the frozen attacker (the attacker takes the complement
-   of the target's choice, so the target's decision is what it is rewarded for) by the standard policy
-   gradient of the thesis (reward: the target's own score; ``target_reward="advantage"`` rewards
-   ``S_target - S_adv``, which at small scale taught the target to refuse every deal: no deal scores 0 for
-   both, better than losing), with a supervised batch every ``sv_every`` dialogues to keep its language;
+1. ``target_updates`` updates of the target against the frozen attacker by the standard policy gradient of
+   the thesis (reward: the target's own score), with a supervised batch every ``sv_every`` dialogues to keep
+   its language. Here the attacker makes its own choice (``target_forced=False``): with forced agreement the
+   target learns to claim everything, since the attacker takes whatever is left (measured at small scale:
+   the attacker's advantage fell to -9.3 with 2.5-turn dialogues); with ``target_reward="advantage"`` it
+   learnt to refuse every deal (no deal scores 0 for both, better than losing);
 2. ``attacker_updates`` updates of the attacker against the frozen target (reward ``S_adv - S_target``,
    forced agreement), as in the RL attack (3.2.2.1);
 3. the attacker's advantage against the target on ``eval_scenarios`` held-out scenarios (fixed seeds).
@@ -64,6 +65,7 @@ class AdvTrainConfig:
         batch_size: dialogues per update.
         target_lr, attacker_lr: SGD learning rates (the RL attack's 0.1 for the attacker).
         target_reward: ``"score"`` (the target's own score, standard REINFORCE) or ``"advantage"``.
+        target_forced: the attacker takes the complement of the target's choice during the target's updates.
         patience: rounds without a new lowest attacker advantage before stopping.
         eval_scenarios: held-out scenarios of the per-round evaluation.
         sv_every: a supervised batch of the target per this many of its dialogues (0: none).
@@ -79,6 +81,7 @@ class AdvTrainConfig:
     target_lr: float = 0.2
     attacker_lr: float = 0.1
     target_reward: str = "score"
+    target_forced: bool = False
     patience: int = 2
     eval_scenarios: int = 256
     sv_every: int = 4
@@ -238,7 +241,7 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
             stats = reinforce_update(target, attacker, next_games(), cfg=t_cfg, optimizer=t_opt,
                                      baseline=baselines["target"], seed=_seed_for(cfg.seed, rnd, 0, k),
                                      backward=accelerator.backward, clip=accelerator.clip_grad_norm_,
-                                     partner_complement=True)
+                                     partner_complement=cfg.target_forced)
             sums["target"].append(stats.reward)
             before, seen = seen, seen + stats.dialogues
             n_sv = seen // cfg.sv_every - before // cfg.sv_every if cfg.sv_every else 0

@@ -4,7 +4,7 @@
     negotiation train-rl --preset small --sv runs/negotiation_sv_small --out runs/negotiation_rl_small
     negotiation selfplay runs/negotiation_rl_small runs/negotiation_sv_small --n 2000 --out selfplay.json
     negotiation chat runs/negotiation_rl_small
-    negotiation attack --method ra-pa-da --target runs/negotiation_rl_small --speaker runs/negotiation_rl_small \
+    negotiation attack --method ra-pa-da --target runs/negotiation_rl_small --speaker runs/advagent_rl_attacker_small \
         --n 200 --out runs/attack_ra_pa_da.jsonl
     negotiation adv-train --target runs/negotiation_rl_small --attacker runs/advagent_rl_attacker_small \
         --out runs/advtrain_small
@@ -223,7 +223,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     t = time.time()
     games = run_attack(args.method, target=target, speaker=speaker, scenarios=scenarios, out_jsonl=args.out,
                        batch_size=args.batch_size, seed=args.seed, start_turn=args.start_turn, kappa=args.kappa,
-                       sel_margin=args.sel_margin, replies=args.replies, max_changes=args.max_changes,
+                       sel_margin=args.sel_margin, replies=args.replies, validate=args.validate,
+                       max_changes=args.max_changes,
                        transfer_sentences=pool, temperature=args.temperature, progress=not args.quiet)
     s = summarize_games(games)
     print(f"{args.method} against {args.target} ({len(games)} games, {time.time() - t:.0f}s this run): "
@@ -335,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--kappa", type=float, default=0.5, help="hinge margin of the greedy loss")
     at.add_argument("--sel-margin", type=float, default=0.0, help="lead of <selection> the reactive attack demands")
     at.add_argument("--replies", type=int, default=1, help="target replies per preemptive trial")
+    at.add_argument("--validate", type=int, default=8, help="fresh target replies a preemptive edit must win half "
+                    "of (0: the thesis' single reply)")
     at.add_argument("--max-changes", type=int, default=2, help="words the greedy search may change")
     at.add_argument("--out", default=None, help="JSONL of the games, appended chunk by chunk (resumes)")
     at.add_argument("--quiet", action="store_true", help="no progress bar")

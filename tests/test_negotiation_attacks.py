@@ -238,15 +238,23 @@ def test_rl_attacker_reward_is_the_advantage_under_forced_agreement(model: Dialo
 
 
 def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_path: Path) -> None:
-    cfg = AT.AdvTrainConfig(rounds=1, target_updates=2, attacker_updates=2, batch_size=4, eval_scenarios=6,
+    cfg = AT.AdvTrainConfig(rounds=1, target_updates=2, attacker_updates=4, batch_size=8, eval_scenarios=6,
                             sv_every=4)
     exs = synthetic_examples(40)
-    out = AT.adversarial_training(trained, trained, tmp_path / "adv", cfg, scenarios=synthetic_scenarios(20),
+    # two differently initialised agents: the templated model always ends its games the same way (equal
+    # rewards, no policy gradient), these vary
+    start_models = []
+    for seed, name in ((0, "t0"), (1, "a0")):
+        torch.manual_seed(seed)
+        DialogModel(DialogModel.from_pretrained(trained).words, config=TINY).save_pretrained(tmp_path / name)
+        start_models.append(tmp_path / name)
+    trained_target, trained_attacker = start_models
+    out = AT.adversarial_training(trained_target, trained_attacker, tmp_path / "adv", cfg, scenarios=synthetic_scenarios(20),
                                   eval_scenarios=synthetic_scenarios(6, seed=9), train=exs, device="cpu",
                                   progress=False)
     ckpt = out / AT.CHECKPOINT
-    start = DialogModel.from_pretrained(trained).state_dict()
-    for side in ("target", "attacker"):
+    for side, first in (("target", trained_target), ("attacker", trained_attacker)):
+        start = DialogModel.from_pretrained(first).state_dict()
         after = DialogModel.from_pretrained(ckpt / side).state_dict()
         assert any(not torch.equal(after[k], start[k]) for k in start), side
     log = AT.read_log(out)
@@ -255,11 +263,11 @@ def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_p
     state = json.loads((ckpt / "state.json").read_text())
     assert state["done"] and state["round"] == 1
     # a finished run is returned as is; other settings in the same folder are refused
-    assert AT.adversarial_training(trained, trained, out, cfg, scenarios=synthetic_scenarios(20),
+    assert AT.adversarial_training(trained_target, trained_attacker, out, cfg, scenarios=synthetic_scenarios(20),
                                    eval_scenarios=synthetic_scenarios(6, seed=9), train=exs, device="cpu",
                                    progress=False) == out
     with pytest.raises(ValueError, match="other settings"):
-        AT.adversarial_training(trained, trained, out, AT.AdvTrainConfig(rounds=2, target_updates=2,
+        AT.adversarial_training(trained_target, trained_attacker, out, AT.AdvTrainConfig(rounds=2, target_updates=2,
                                 attacker_updates=2, batch_size=4, eval_scenarios=6, sv_every=4),
                                 scenarios=synthetic_scenarios(20), eval_scenarios=synthetic_scenarios(6, seed=9),
                                 train=exs, device="cpu", progress=False)
