@@ -250,7 +250,8 @@ def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_p
         start_models.append(tmp_path / name)
     trained_target, trained_attacker = start_models
     out = AT.adversarial_training(trained_target, trained_attacker, tmp_path / "adv", cfg,
-                                  scenarios=synthetic_scenarios(20), eval_scenarios=synthetic_scenarios(6, seed=9), train=exs, device="cpu",
+                                  scenarios=synthetic_scenarios(20), eval_scenarios=synthetic_scenarios(6, seed=9),
+                                  train=exs, device="cpu",
                                   progress=False)
     ckpt = out / AT.CHECKPOINT
     for side, first in (("target", trained_target), ("attacker", trained_attacker)):
