@@ -216,7 +216,8 @@ class RnnAgent:
             with self._grad():
                 self._ctx = self.model.encode_context(ctx)
 
-    def read(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
+    def _take_in(self, games: Sequence[int], messages: Sequence[Sequence[str]], prefix: int) -> None:
+        """Read ``messages`` in the listed games after the speaker ``prefix`` (YOU: or THEM: id)."""
         if len(games) != len(messages):
             raise ValueError(f"{self.name}: {len(messages)} messages for {len(games)} games")
         if not games:
@@ -225,9 +226,11 @@ class RnnAgent:
             if not m or m[-1] not in (EOS, SELECTION):
                 raise ValueError(f"{self.name}: message in game {g} must end with {EOS} or {SELECTION}, got {list(m)}")
         idx = self._index(games)
-        words = self.model.words
         with self._grad():
-            self._read_ids(idx, [[self.model.them_id, *words.ids(m)] for m in messages])
+            self._read_ids(idx, [[prefix, *self.model.words.ids(m)] for m in messages])
+
+    def read(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
+        self._take_in(games, messages, self.model.them_id)
 
     def write(self, games: Sequence[int]) -> list[list[str]]:
         if not games:
@@ -262,16 +265,7 @@ class RnnAgent:
     def say(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
         """Record ``messages`` as written by this agent in the listed games (no log-probabilities: they are not
         the agent's own samples). Tokens outside its vocabulary become ``<unk>``."""
-        if len(games) != len(messages):
-            raise ValueError(f"{self.name}: {len(messages)} messages for {len(games)} games")
-        if not games:
-            return
-        for g, m in zip(games, messages):
-            if not m or m[-1] not in (EOS, SELECTION):
-                raise ValueError(f"{self.name}: message in game {g} must end with {EOS} or {SELECTION}, got {list(m)}")
-        idx = self._index(games)
-        with self._grad():
-            self._read_ids(idx, [[self.model.you_id, *self.model.words.ids(m)] for m in messages])
+        self._take_in(games, messages, self.model.you_id)
 
     def snapshot(self, games: Sequence[int]) -> AgentSnapshot:
         """The agent's state in the listed games, detached (white-box access for attacks)."""
