@@ -99,6 +99,15 @@ class GameRecord:
         """A's score minus B's."""
         return self.scores[0] - self.scores[1]
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GameRecord:
+        """The record back from :meth:`to_dict` (extra keys ignored)."""
+        scenario = Scenario(Context.from_ints(d["contexts"][0]), Context.from_ints(d["contexts"][1]))
+        messages = tuple(Message(s, tuple(t.split())) for s, t in d["messages"])
+        choices = tuple(None if c is None else tuple(c) for c in d["choices"])
+        return cls(scenario, d["first"], messages, choices, d["agreed"], tuple(d["scores"]),  # type: ignore[arg-type]
+                   d["selected"], d["pareto"])
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record (contexts as ``c0 v0 c1 v1 c2 v2`` lists)."""
         return {

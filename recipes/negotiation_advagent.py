@@ -41,11 +41,10 @@ import torch  # noqa: E402
 from negotiation import adversarial_training as AT  # noqa: E402
 from negotiation.attacks.run import run_attack, summarize_games  # noqa: E402
 from negotiation.attacks.transfer import collect_transfer_sentences  # noqa: E402
-from negotiation.dialog import GameRecord, Message, format_game  # noqa: E402
-from negotiation.domain import Context, Scenario  # noqa: E402
+from negotiation.dialog import GameRecord, format_game  # noqa: E402
 from negotiation.model import DialogModel  # noqa: E402
 from negotiation.train import is_complete, load_examples, load_scenarios, read_log, rl_preset, train_rl  # noqa: E402
-from nlprobust.results import run_metadata, write_recipe_results  # noqa: E402
+from nlprobust.results import run_metadata  # noqa: E402
 
 RESULTS = ROOT / "recipes" / "results"
 METHODS = ("none", "rl", "transfer", "reactive", "preemptive", "ra-pa-da", "ra-pa-ta")
@@ -119,15 +118,6 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
     return info
 
 
-def _record(d: dict[str, Any]) -> GameRecord:
-    c = d["contexts"]
-    sc = Scenario(Context(tuple(c[0][0::2]), tuple(c[0][1::2])), Context(tuple(c[1][0::2]), tuple(c[1][1::2])))
-    msgs = tuple(Message(s, tuple(t.split())) for s, t in d["messages"])
-    choices = tuple(tuple(x) if x is not None else None for x in d["choices"])
-    return GameRecord(sc, d["first"], msgs, choices, d["agreed"], tuple(d["scores"]), d["selected"],  # type: ignore[arg-type]
-                      d["pareto"])
-
-
 def _example(games: list[dict[str, Any]], label: str, want_event: str | None) -> dict[str, Any] | None:
     for g in games:
         if g["scores"][0] <= g["scores"][1]:
@@ -135,7 +125,7 @@ def _example(games: list[dict[str, Any]], label: str, want_event: str | None) ->
         ev = [e for e in g.get("events", []) if e["success"]]
         if want_event is not None and not any(e["kind"] == want_event for e in ev):
             continue
-        text = format_game(_record(g), ("Adv agent", "Target"))
+        text = format_game(GameRecord.from_dict(g), ("Adv agent", "Target"))
         edits = [f"turn {e['turn']} ({e['kind']}): draft '{e['draft']}' -> '{e['message']}'" for e in ev]
         return {"attack": label, "text": text, "edits": edits, "index": g["index"]}
     return None
@@ -283,12 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             *args.note,
         ],
     }
-    write_recipe_results(args.out, payload)
-    out = Path(args.out).resolve()
-    if not args.no_render and out.parent == RESULTS.resolve():
-        from render_results import render
+    from render_results import publish
 
-        render()
+    publish(args.out, payload, render_docs=not args.no_render)
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")
     return 0
 

@@ -40,7 +40,7 @@ from negotiation.train import (  # noqa: E402
     train_rl,
     train_supervised,
 )
-from nlprobust.results import run_metadata, write_recipe_results  # noqa: E402
+from nlprobust.results import run_metadata  # noqa: E402
 
 RESULTS = ROOT / "recipes" / "results"
 PAPER = {  # thesis Table 3.10, row "RL model (w/o attack)": side A is the RL agent
@@ -176,12 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             *args.note,
         ],
     }
-    write_recipe_results(args.out, payload)
-    out = Path(args.out).resolve()
-    if not args.no_render and out.parent == RESULTS.resolve():
-        from render_results import render
+    from render_results import publish
 
-        render()
+    publish(args.out, payload, render_docs=not args.no_render)
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")
     return 0
 

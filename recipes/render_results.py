@@ -127,6 +127,15 @@ def _rank(path: Path) -> tuple[int, str]:
     return next((i for i, p in enumerate(ORDER) if stem.startswith(p)), len(ORDER)), stem
 
 
+def publish(path: str | Path, payload: dict[str, Any], *, render_docs: bool = True) -> None:
+    """Write a recipe's results JSON; re-render ``docs/RESULTS.md`` when it lands in ``recipes/results``."""
+    from nlprobust.results import write_recipe_results
+
+    write_recipe_results(path, payload)
+    if render_docs and Path(path).resolve().parent == RESULTS.resolve():
+        render()
+
+
 def render(results_dir: Path = RESULTS, out: Path = OUT) -> str:
     parts = [HEADER]
     for p in sorted(results_dir.glob("*.json"), key=_rank):

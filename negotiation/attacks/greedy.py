@@ -320,13 +320,12 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
         trial[torch.arange(gi.numel(), device=dev), pi] = m.pad_id
         ts = scorer.score(gi, trial, lengths[gi], mode)
         trials += gi.numel()
-        key = _key(ts.loss, ts.margin)
-        best_pos: dict[int, int] = {}
-        best_val: dict[int, float] = {}
-        for r, (g, p) in enumerate(zip(rows_g, rows_p)):
-            val = float(key[r])
-            if g not in best_val or val < best_val[g]:
-                best_val[g], best_pos[g] = val, p
+        # per game, the first position of lowest key (cells without a trial can never win)
+        slot = torch.full((n,), -1, dtype=torch.long, device=dev)
+        slot[torch.tensor(active, dtype=torch.long, device=dev)] = torch.arange(len(active), device=dev)
+        table = torch.full((len(active), width), float("inf"), device=dev)
+        table[slot[gi], pi] = torch.nan_to_num(_key(ts.loss, ts.margin), posinf=1e30)
+        best_pos = dict(zip(active, table.argmin(dim=1).tolist()))
         # 2. word: every candidate word at the chosen position
         V = words.numel()
         ga = torch.tensor(active, dtype=torch.long, device=dev)
