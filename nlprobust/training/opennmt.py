@@ -39,6 +39,9 @@ class OnmtLSTMConfig:
     words_min_frequency: int = 2
     label_smoothing: float = 0.1
     seed: int = 0
+    #: a GloVe-format text file (``word v1 ... vd`` per line, d = ``word_vec_size``) that initialises the
+    #: encoder and decoder embeddings of the words it covers (OpenNMT-py ``both_embeddings``)
+    embeddings: str | None = None
 
 
 PRESETS: dict[str, OnmtLSTMConfig] = {
@@ -54,14 +57,18 @@ PRESETS: dict[str, OnmtLSTMConfig] = {
 }
 
 
-def write_parallel(corpus: ParallelCorpus, prefix: Path, *, lowercase: bool = False) -> tuple[Path, Path]:
-    """Tokenise a corpus and write ``prefix.src`` / ``prefix.tgt`` (one sentence per line)."""
+def write_parallel(corpus: ParallelCorpus, prefix: Path, *, lowercase: bool = False,
+                   pretokenized: bool = False) -> tuple[Path, Path]:
+    """Tokenise a corpus and write ``prefix.src`` / ``prefix.tgt`` (one sentence per line).
+
+    ``pretokenized``: the text is already tokenised (Gigaword, DUC): split on whitespace only."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = (prefix.with_suffix(".src"), prefix.with_suffix(".tgt"))
     for side, path in zip((corpus.src, corpus.tgt), paths):
         with open(path, "w", encoding="utf-8") as fh:
             for line in side:
-                toks = tokenize(line.lower() if lowercase else line)
+                text = line.lower() if lowercase else line
+                toks = text.split() if pretokenized else tokenize(text)
                 fh.write(" ".join(toks) + "\n")
     return paths
 
@@ -110,6 +117,7 @@ def onmt_yaml(cfg: OnmtLSTMConfig, run_dir: Path, train: tuple[Path, Path], vali
         "world_size": 1,
         "gpu_ranks": [],
         "model_dtype": "fp32",
+        **({"both_embeddings": str(cfg.embeddings), "embeddings_type": "GloVe"} if cfg.embeddings else {}),
     }
 
 
@@ -137,18 +145,24 @@ def train_onmt(
     cfg: OnmtLSTMConfig,
     *,
     lowercase: bool = False,
+    pretokenized: bool = False,
 ) -> Path:
-    """Train an OpenNMT-py LSTM and return the path of its best checkpoint (``run_dir/best.pt``)."""
+    """Train an OpenNMT-py LSTM and return the path of its best checkpoint (``run_dir/best.pt``).
+
+    ``pretokenized``: split the text on whitespace only (pass the same flag to the victim that loads it)."""
     import yaml
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    train = write_parallel(train_corpus, run / "train", lowercase=lowercase)
-    valid = write_parallel(valid_corpus, run / "valid", lowercase=lowercase)
+    if cfg.embeddings and not Path(cfg.embeddings).is_file():
+        raise FileNotFoundError(f"word-vector file not found: {cfg.embeddings}")
+    train = write_parallel(train_corpus, run / "train", lowercase=lowercase, pretokenized=pretokenized)
+    valid = write_parallel(valid_corpus, run / "valid", lowercase=lowercase, pretokenized=pretokenized)
     opts = onmt_yaml(cfg, run, train, valid)
     config_path = run / "onmt.yaml"
     config_path.write_text(yaml.safe_dump(opts, sort_keys=False))
-    (run / "config.json").write_text(json.dumps({"preset": asdict(cfg), "lowercase": lowercase}, indent=2))
+    (run / "config.json").write_text(json.dumps({"preset": asdict(cfg), "lowercase": lowercase,
+                                                     "pretokenized": pretokenized}, indent=2))
     log_path = run / "train.log"
     with open(log_path, "w") as lf:
         for module in ("onmt.bin.build_vocab", "onmt.bin.train"):

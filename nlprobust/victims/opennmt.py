@@ -55,13 +55,15 @@ class OpenNMTVictim(Seq2SeqVictim):
         device: where to run (default: CUDA when available, else CPU).
         lowercase: lowercase input text (for models trained on lowercased data).
         max_source_len: longest accepted input, in tokens.
+        pretokenized: split input text on whitespace only (models trained on tokenised corpora such as
+            Gigaword); outputs are then joined with single spaces.
     """
 
     word_level = True
 
     def __init__(self, checkpoint: str | os.PathLike[str], *, trust_checkpoint: bool = False,
                  device: str | torch.device | None = None, lowercase: bool = False,
-                 max_source_len: int = 200) -> None:
+                 max_source_len: int = 200, pretokenized: bool = False) -> None:
         from onmt.inputters.inputter import dict_to_vocabs
         from onmt.model_builder import build_base_model
         from onmt.utils.parse import ArgumentParser
@@ -91,6 +93,7 @@ class OpenNMTVictim(Seq2SeqVictim):
         self.tgt_eos_id = self.tgt_stoi["</s>"]
         self.tgt_unk_id = self.tgt_stoi["<unk>"]
         self.lowercase = lowercase
+        self.pretokenized = pretokenized
         self.max_source_len = max_source_len
         self._word_lut = self.model.encoder.embeddings.word_lut
         specials = set(SPECIALS) | {"averyunlikelytoken"}
@@ -107,7 +110,8 @@ class OpenNMTVictim(Seq2SeqVictim):
         return self._candidates
 
     def encode_source(self, text: str) -> EncodedSource:
-        toks = tokenize(text.lower() if self.lowercase else text)
+        text = text.lower() if self.lowercase else text
+        toks = text.split() if self.pretokenized else tokenize(text)
         if not toks:
             raise VictimError("empty input: nothing to attack")
         if len(toks) > self.max_source_len:
@@ -115,15 +119,18 @@ class OpenNMTVictim(Seq2SeqVictim):
         ids = [self.src_stoi.get(t, self.src_unk_id) for t in toks]
         return EncodedSource(ids, [True] * len(ids))
 
+    def _join(self, words: list[str]) -> str:
+        return " ".join(words) if self.pretokenized else detokenize(words)
+
     def decode_source(self, ids: list[int]) -> str:
-        return detokenize(self.source_tokens(ids))
+        return self._join(self.source_tokens(ids))
 
     def source_tokens(self, ids: list[int]) -> list[str]:
         return [self.src_itos[i] for i in ids if i != self.src_pad_id]
 
     # ---- target --------------------------------------------------------------------------------
     def decode_target(self, ids: list[int]) -> str:
-        return detokenize(self.target_words(ids))
+        return self._join(self.target_words(ids))
 
     def target_words(self, ids: list[int]) -> list[str]:
         return [self.tgt_itos[i] for i in ids if i not in (self.tgt_pad_id, self.tgt_bos_id, self.tgt_eos_id)]

@@ -1,0 +1,216 @@
+"""Summarization corpora (Gigaword, DUC), the n-gram perplexity model, ROUGE, and the summarization recipe."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlprobust.corpora import (
+    DataNotFoundError,
+    SummaryCorpus,
+    gigaword_articles,
+    load_duc,
+    load_gigaword,
+    preprocess_summary,
+)
+from nlprobust.metrics import KneserNeyLM, rouge
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(line + "\n" for line in lines)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture()
+def mini_data(tmp_path: Path) -> Path:
+    """A data folder laid out like the real one, with three pairs per file."""
+    arts = ["police arrest ## men in paris .", "the un calls for talks .", "UNK shares close higher ."]
+    heads = ["police arrest men", "un calls for talks", "shares close higher"]
+    _write(tmp_path / "gigaword" / "train" / "article.txt.gz", arts)
+    _write(tmp_path / "gigaword" / "train" / "title.txt.gz", heads)
+    _write(tmp_path / "gigaword" / "dev" / "valid.article.filter.4K.txt", arts)
+    _write(tmp_path / "gigaword" / "dev" / "valid.title.filter.4K.txt", heads)
+    _write(tmp_path / "gigaword" / "dev" / "valid.src.small.txt", ["a source only sentence .", ""])
+    _write(tmp_path / "gigaword" / "test_1951" / "input.txt", arts)
+    _write(tmp_path / "gigaword" / "test_1951" / "task1_ref0.txt", heads)
+    _write(tmp_path / "duc2004" / "input.txt", ["rebels entered 3 towns on friday ."] * 3)
+    for k in range(4):
+        _write(tmp_path / "duc2004" / f"task1_ref{k}.txt", [f"Rebels enter towns {k}"] * 3)
+    return tmp_path
+
+
+def test_preprocess_summary_is_the_gigaword_normalisation() -> None:
+    assert preprocess_summary("Rebels took 12 Towns  in 1998 UNK") == "rebels took ## towns in #### UNK"
+    once = preprocess_summary("A 3-0 Win")
+    assert once == "a #-# win" and preprocess_summary(once) == once
+
+
+def test_loaders_read_every_split_and_all_references(mini_data: Path) -> None:
+    for split in ("train", "dev", "test"):
+        c = load_gigaword(split, mini_data)
+        assert len(c) == 3 and c.refs[0][0] == "police arrest men" and c.src[2].startswith("UNK")
+    duc = load_duc(2004, mini_data)
+    assert len(duc) == 3 and len(duc.refs) == 4 and duc.refs[3][0] == "Rebels enter towns 3"
+    assert duc.pairs().tgt == duc.refs[0]
+    assert gigaword_articles(mini_data)[-1] == "a source only sentence ."  # blank lines dropped
+    assert len(gigaword_articles(mini_data)) == 3 + 3 + 1
+
+
+def test_misaligned_files_are_named(mini_data: Path) -> None:
+    _write(mini_data / "duc2004" / "task1_ref2.txt", ["only one line"])
+    with pytest.raises(ValueError, match=r"misaligned.*task1_ref2.txt"):
+        load_duc(2004, mini_data)
+    _write(mini_data / "gigaword" / "test_1951" / "task1_ref0.txt", ["a", "b"])
+    with pytest.raises(ValueError, match="gigaword/test: files are misaligned"):
+        load_gigaword("test", mini_data)
+    with pytest.raises(ValueError, match="reference 0 has 1 lines but there are 2 inputs"):
+        SummaryCorpus(["x", "y"], [["a"]])
+
+
+def test_bad_requests_get_clear_errors(mini_data: Path) -> None:
+    with pytest.raises(ValueError, match="unknown Gigaword split 'valid'"):
+        load_gigaword("valid", mini_data)
+    with pytest.raises(ValueError, match="unknown DUC year"):
+        load_duc(2005, mini_data)
+    with pytest.raises(DataNotFoundError, match="duc2003"):
+        load_duc(2003, mini_data)
+    _write(mini_data / "gigaword" / "dev" / "valid.article.filter.4K.txt", ["a", "", "c"])
+    with pytest.raises(ValueError, match="empty input lines .* line 2"):
+        load_gigaword("dev", mini_data)
+    with pytest.raises(DataNotFoundError, match="train.article.txt"):
+        load_gigaword("train", full_dir=mini_data)
+
+
+def test_full_release_layout_is_read(tmp_path: Path) -> None:
+    _write(tmp_path / "sumdata" / "train" / "train.article.txt.gz", ["an article ."])
+    _write(tmp_path / "sumdata" / "train" / "train.title.txt.gz", ["a title"])
+    c = load_gigaword("train", full_dir=tmp_path)
+    assert c.src == ["an article ."] and c.refs == [["a title"]]
+
+
+def _need_summarization_data(data_dir: Path) -> None:
+    if not all((data_dir / d).is_dir() for d in ("gigaword", "duc2003", "duc2004")):
+        pytest.skip(f"Gigaword/DUC folders not found under {data_dir}")
+
+
+def test_real_corpora_sizes(data_dir: Path) -> None:
+    _need_summarization_data(data_dir)
+    assert [len(load_gigaword(s, data_dir)) for s in ("train", "dev", "test")] == [11973, 4000, 1951]
+    assert [len(load_duc(y, data_dir)) for y in (2003, 2004)] == [624, 500]
+    assert all(len(r) == 4 for r in (load_duc(2003, data_dir).refs, load_duc(2004, data_dir).refs))
+
+
+# ---- language model ------------------------------------------------------------------------------------------
+
+def test_kneser_ney_is_normalised_for_seen_and_unseen_contexts() -> None:
+    sents = [s.split() for s in ["the cat sat", "the dog sat", "a cat ran", "the cat ran"]]
+    lm = KneserNeyLM(sents, order=3, min_count=1)
+    for ctx in (("the", "cat"), ("a", "dog"), ("zebra", "quux"), ()):
+        assert math.isclose(sum(lm.prob(w, ctx) for w in lm.vocab), 1.0, rel_tol=1e-9)
+    assert lm.prob("sat", ("the", "cat")) > lm.prob("ran", ("the", "dog"))
+    assert lm.prob("zebra", ("the",)) == lm.prob("<unk>", ("the",)) > 0
+
+
+def test_kneser_ney_bigram_matches_hand_computation() -> None:
+    lm = KneserNeyLM([["a", "b"], ["a", "c"]], order=2, min_count=1, discount=0.5)
+    # vocab {a, b, c, </s>, <unk>}: |V| = 5. Unigram continuation counts over bigram types
+    # (<s> a) (a b) (b </s>) (a c) (c </s>): N1+(. a) = 1, N1+(. b) = 1, N1+(. </s>) = 2, total 5, 4 types.
+    p_uni_b = max(1 - 0.5, 0) / 5 + 0.5 * 4 / 5 * (1 / 5)
+    # bigram: c(a b) = 1, c(a .) = 2, two distinct followers of a
+    expected = (1 - 0.5) / 2 + 0.5 * 2 / 2 * p_uni_b
+    assert math.isclose(lm.prob("b", ("a",)), expected, rel_tol=1e-12)
+
+
+def test_perplexity_prefers_fluent_text() -> None:
+    text = ["police arrest two men in paris on friday .", "the police said on friday that two men were held ."] * 20
+    lm = KneserNeyLM([s.split() for s in text], order=3)
+    fluent = lm.perplexity([["police", "arrest", "two", "men", "on", "friday", "."]])
+    scrambled = lm.perplexity([["friday", "men", "on", ".", "arrest", "police", "two"]])
+    assert fluent < scrambled
+    with pytest.raises(ValueError, match="no training text"):
+        KneserNeyLM([])
+    with pytest.raises(ValueError, match="order"):
+        KneserNeyLM([["a"]], order=0)
+
+
+def test_rouge_bounds_and_errors() -> None:
+    assert rouge(["police arrest men"], ["police arrest men"]) == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
+    assert rouge(["a b"], ["c d"])["rouge1"] == 0.0
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        rouge(["a", "b"], ["a"])
+
+
+# ---- victims and recipe --------------------------------------------------------------------------------------
+
+def test_pretokenized_training_text_keeps_gigaword_tokens(tmp_path: Path) -> None:
+    from nlprobust.corpora import ParallelCorpus
+    from nlprobust.training.opennmt import write_parallel
+
+    src, _ = write_parallel(ParallelCorpus(["nec 's ## -lrb- x -rrb-"], ["h"]), tmp_path / "d", pretokenized=True)
+    assert src.read_text().split() == ["nec", "'s", "##", "-lrb-", "x", "-rrb-"]
+
+
+def test_glove_vectors_initialise_the_lstm(tmp_path: Path) -> None:
+    """OpenNMT-py reads a GloVe-format file for both embeddings when the config names one."""
+    pytest.importorskip("onmt")
+    from nlprobust.corpora import ParallelCorpus
+    from nlprobust.training.opennmt import preset, train_onmt
+    from nlprobust.victims.opennmt import OpenNMTVictim
+
+    words = ["police", "arrest", "men", "in", "paris", "rebels", "enter", "towns"]
+    src = [" ".join(words[i:] + words[:i]) for i in range(8)] * 4
+    corpus = ParallelCorpus(src, [" ".join(s.split()[:3]) for s in src])
+    glove = tmp_path / "vectors.txt"
+    glove.write_text("".join(f"{w} " + " ".join(str((i + 1) * 0.01 + j * 0.001) for j in range(16)) + "\n"
+                             for i, w in enumerate(words[:5])))
+    cfg = preset("tiny", word_vec_size=16, hidden_size=16, train_steps=2, valid_steps=2, embeddings=str(glove))
+    train_onmt(corpus, corpus, tmp_path / "run", cfg, pretokenized=True)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "Reading encoder and decoder embeddings" in log and "enc: 5 match" in log
+    victim = OpenNMTVictim(tmp_path / "run" / "best.pt", trust_checkpoint=True, device="cpu", pretokenized=True)
+    assert victim.decode_source(victim.encode_source("police 's arrest").ids) == "police <unk> arrest"
+    with pytest.raises(FileNotFoundError, match="word-vector file not found"):
+        train_onmt(corpus, corpus, tmp_path / "run2", preset("tiny", embeddings=str(tmp_path / "none.txt")))
+
+
+def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
+    import summarization_seq2sick as rec
+
+    _need_summarization_data(data_dir)
+    out = tmp_path / "res.json"
+    argv = ["--scale", "tiny", "--data-dir", str(data_dir), "--runs", str(tmp_path / "runs"), "--out", str(out),
+            "--no-render"]
+    assert rec.main(argv) == 0
+    res = json.loads(out.read_text())
+    attack_rows = [r for r in res["rows"] if r["table"] in ("3.2", "3.3")]
+    assert {(r["victim"], r["dataset"], r["method"]) for r in attack_rows} == {
+        (v, d, m) for v in ("lstm", "transformer") for d in rec.DATASETS for m in rec.METHODS}
+    for r in attack_rows:
+        assert r["n"] + r["errors"] == (2 if r["victim"] == "lstm" else 1) and r["paper"]["success"] > 0
+        assert r["config"]["iterations"] == rec.TINY_ITERATIONS
+    ppl = [r for r in res["rows"] if r["table"] == "3.5"]
+    assert {(r["victim"], r["dataset"]) for r in ppl if r["inputs"] == "original"} == {
+        (v, d) for v in ("lstm", "transformer") for d in ("duc2003", "duc2004")}
+    assert all(r["perplexity"] > 1 for r in ppl)
+    assert any(r["table"] == "3.8" and r["victim"] == "lstm" for r in res["rows"])
+    kw = res["keywords"]["lstm"]["duc2004/2-keyword"]
+    assert len(kw) == 2 and all(len(set(v)) == 2 for v in kw.values())
+    assert {"rouge1", "rouge2", "rougeL", "n"} <= set(res["victim"]["lstm"]["rouge"])
+    # a second run resumes from the per-input records: nothing is attacked again
+    before = {p: p.stat().st_size for p in (tmp_path / "runs" / "recipes").rglob("*.jsonl")}
+    assert rec.main(argv + ["--report-only"]) == 0
+    assert before == {p: p.stat().st_size for p in (tmp_path / "runs" / "recipes").rglob("*.jsonl")}
+    assert json.loads(out.read_text())["rows"] == res["rows"]
