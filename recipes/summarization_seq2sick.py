@@ -78,7 +78,9 @@ DEFAULT_PRESET = {"lstm": "multi30k-lstm", "transformer": "multi30k-marian"}
 def load_dataset(name: str, data_dir: str | None, full_dir: str | None) -> SummaryCorpus:
     """Inputs normalised as the Gigaword training data (lowercase, digits as ``#``), references as given."""
     if name == "gigaword":
-        c = load_gigaword("test", data_dir, full_dir=full_dir)
+        where: dict[str, Any] = {"hub_id": full_dir[4:]} if full_dir and full_dir.startswith("hub:") else \
+            {"full_dir": full_dir}
+        c = load_gigaword("test", data_dir, **where)
     elif name in ("duc2003", "duc2004"):
         c = load_duc(name[3:], data_dir)
     else:
@@ -290,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--full-gigaword", default=None,
-                    help="folder of the full Rush et al. Gigaword release (training data at paper scale)")
+                    help="folder of the full Rush et al. Gigaword release, or hub:gigaword to read it through "
+                         "`datasets` (training data at paper scale)")
     ap.add_argument("--victims", default="lstm,transformer", help=f"comma-separated, among {', '.join(VICTIMS)}")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--methods", default=",".join(METHODS))

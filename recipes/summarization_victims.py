@@ -53,8 +53,11 @@ def _marian_config(scale: str) -> Any:
 
 
 def _data(scale: str, data_dir: str | None, full_dir: str | None) -> tuple[ParallelCorpus, ParallelCorpus]:
-    train = load_gigaword("train", data_dir, full_dir=full_dir).pairs()
-    valid = load_gigaword("dev", data_dir, full_dir=full_dir).pairs()
+    """Training and validation pairs; ``full_dir`` is a folder of the full release or ``hub:<dataset id>``."""
+    where: dict[str, Any] = {"hub_id": full_dir[4:]} if full_dir and full_dir.startswith("hub:") else \
+        {"full_dir": full_dir}
+    train = load_gigaword("train", data_dir, **where).pairs()
+    valid = load_gigaword("dev", data_dir, **where).pairs()
     valid = ParallelCorpus(valid.src[:VALID], valid.tgt[:VALID])
     if scale == "tiny":
         train = ParallelCorpus(train.src[:TINY_TRAIN], train.tgt[:TINY_TRAIN])
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
     ap.add_argument("--victims", default="lstm,transformer")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--full-gigaword", default=None, help="folder of the full Rush et al. release (paper scale)")
+    ap.add_argument("--full-gigaword", default=None,
+                    help="folder of the full Rush et al. release, or hub:gigaword to read it through `datasets`")
     ap.add_argument("--glove", default=None, help="GloVe-format word vectors for the LSTM's embeddings")
     ap.add_argument("--runs", default=str(ROOT / "runs"))
     ap.add_argument("--rouge", action="store_true", help="score each victim on the Gigaword test set")

@@ -214,3 +214,13 @@ def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     assert rec.main(argv + ["--report-only"]) == 0
     assert before == {p: p.stat().st_size for p in (tmp_path / "runs" / "recipes").rglob("*.jsonl")}
     assert json.loads(out.read_text())["rows"] == res["rows"]
+
+
+def test_adversarial_text_keeps_the_spelling_of_unchanged_unknown_words() -> None:
+    from summarization_seq2sick import adversarial_words
+
+    rec = {"source": "kindu falls to rebels", "source_words": ["<unk>", "falls", "to", "rebels"],
+           "adversarial_words": ["<unk>", "falls", "to", "police"], "adversarial": "<unk> falls to police"}
+    assert adversarial_words(rec) == ["kindu", "falls", "to", "police"]
+    sub = {**rec, "source_words": ["kin", "du", "falls", "to", "rebels"]}  # a subword victim: its own text
+    assert adversarial_words(sub) == ["<unk>", "falls", "to", "police"]
