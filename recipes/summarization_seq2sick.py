@@ -66,13 +66,18 @@ PAPER_PPL = {  # thesis Table 3.5
     "duc2004": {"original": 121.09, "nonoverlap": 149.15, "1-keyword": 199.01, "2-keyword": 384.80},
 }
 # inputs per dataset and victim; at paper scale every DUC input and 1,000 Gigaword test inputs
-DEFAULT_N = {"tiny": {"lstm": 2, "transformer": 1}, "small": {"lstm": 100, "transformer": 20},
+DEFAULT_N = {"tiny": {"lstm": 2, "transformer": 1}, "small": {"lstm": 100, "transformer": 15},
              "paper": {"lstm": None, "transformer": None}}
 PAPER_GIGAWORD_N = 1000
 TINY_ITERATIONS = 20  # the tiny scale only checks that everything runs end to end
 POLICE_N = {"tiny": 2, "small": 30, "paper": 500}  # DUC2004 inputs for the "police arrest" attack
 # Seq2Sick presets per victim kind (tuned on Multi30k validation sentences; see docs/RESULTS.md)
-DEFAULT_PRESET = {"lstm": "multi30k-lstm", "transformer": "multi30k-marian"}
+DEFAULT_PRESET = {"lstm": "gigaword-lstm", "transformer": "multi30k-marian"}
+# keyword pool: the most frequent content words of the training headlines. With 11,973 headlines the 2,000th
+# word occurs 7 times and the victim can hardly emit such words (24 dev inputs, 1 keyword: 58% success with a
+# pool of 2,000, 88% with 500, whose rarest word occurs 27 times); the thesis's 3.8M headlines make any top-2,000
+# word frequent. Paper scale keeps 2,000.
+POOL = {"tiny": 500, "small": 500, "paper": 2000}
 
 
 def load_dataset(name: str, data_dir: str | None, full_dir: str | None) -> SummaryCorpus:
@@ -112,15 +117,16 @@ def victim_rouge(victim: Any, run: Path, data_dir: str | None, *, limit: int | N
     return data[key]
 
 
-@functools.lru_cache(maxsize=2)
-def keyword_pool(data_dir: str | None) -> list[str]:
-    """The keyword protocol's pool: the 2,000 most frequent English content words of the training headlines."""
+@functools.lru_cache(maxsize=4)
+def keyword_pool(data_dir: str | None, top: int = 2000) -> list[str]:
+    """The keyword protocol's pool: the ``top`` most frequent English content words of the training headlines."""
     from nlprobust.keywords import frequent_content_words
 
-    return frequent_content_words(load_gigaword("train", data_dir).refs[0], lang="en", top=2000, tokenized=True)
+    return frequent_content_words(load_gigaword("train", data_dir).refs[0], lang="en", top=top, tokenized=True)
 
 
-def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, seed: int) -> dict[int, list[list[str]]]:
+def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, seed: int,
+         pool: int = 2000) -> dict[int, list[list[str]]]:
     """Per ``k``, seeded keyword sets for ``sents`` (never a word of the victim's original summary)."""
     from nlprobust.keywords import draw_keyword_sets
     from nlprobust.text import tokenize
@@ -130,7 +136,7 @@ def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, see
         outputs = [sorted(set(o.split()) | set(tokenize(o))) for o in victim.translate(sents, beam_size=5)]
         for k in ks:
             if k > 0:
-                out[k] = draw_keyword_sets(victim, outputs, keyword_pool(data_dir), k, seed)
+                out[k] = draw_keyword_sets(victim, outputs, keyword_pool(data_dir, pool), k, seed)
     return out
 
 
@@ -191,7 +197,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                                args.seed)
         idx = sorted(drawn[:n] if n is not None else drawn)
         sents = [data.src[i] for i in idx]
-        kw = draw(victim, sents, sorted(set(ks.values())), args.data_dir, args.seed)
+        kw = draw(victim, sents, sorted(set(ks.values())), args.data_dir, args.seed, args.pool)
         records[ds] = {}
         for method in args.methods:
             mode = "nonoverlap" if method == "nonoverlap" else "keywords"
@@ -300,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", action="append", default=[], metavar="VICTIM=N",
                     help="inputs per dataset for VICTIM (default small: lstm=100, transformer=20; paper: all DUC, "
                          "1,000 Gigaword); the transformer takes the first N of the LSTM's draw")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="keyword pool: the N most frequent headline content words (default: 500; paper: 2,000)")
     ap.add_argument("--police-n", type=int, default=None, help="DUC2004 inputs for the 'police arrest' attack")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--iterations", type=int, default=None)
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--n expects VICTIM=N with VICTIM among {', '.join(VICTIMS)}, got {item!r}")
         n_by[v] = int(k)
     args.n = n_by
+    args.pool = args.pool or POOL[args.scale]
     if args.iterations is None and args.scale == "tiny":
         args.iterations = TINY_ITERATIONS
     t0 = time.time()
