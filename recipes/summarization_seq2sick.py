@@ -38,6 +38,7 @@ for p in (ROOT, ROOT / "recipes"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from multi30k_seq2sick import reuse_shorter_runs  # noqa: E402
 from summarization_victims import VICTIMS, load_victim  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
@@ -201,10 +202,12 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
         records[ds] = {}
         for method in args.methods:
             mode = "nonoverlap" if method == "nonoverlap" else "keywords"
-            cfg = preset(pname, mode, **({"iterations": args.iterations} if args.iterations else {}))
+            its = args.iterations_for.get(method, args.iterations)
+            cfg = preset(pname, mode, **({"iterations": its} if its else {}))
             kws = kw[ks[method]]
             draws[f"{ds}/{method}"] = {str(i): k for i, k in zip(idx, kws)}
             log = JsonlLog(work / f"{name}_{ds}_{method}_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
+            reuse_shorter_runs(log, work, f"{name}_{ds}_{method}_{cfg.preset}", cfg, set(idx))
             items = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws)]
             recs = run_attacks(victim, log, items, cfg, args.batch_size, f"{name} {ds} {method}", args.report_only)
             summ = summarize(recs)
@@ -311,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--police-n", type=int, default=None, help="DUC2004 inputs for the 'police arrest' attack")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument("--iterations-for", action="append", default=[], metavar="METHOD=N",
+                    help="iteration budget of one method (repeatable); a larger budget reuses the successes of a "
+                         "finished shorter run and attacks only its failures again")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=str(ROOT / "runs"))
@@ -340,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--n expects VICTIM=N with VICTIM among {', '.join(VICTIMS)}, got {item!r}")
         n_by[v] = int(k)
     args.n = n_by
+    its_for = {}
+    for item in args.iterations_for:
+        m, _, k = item.partition("=")
+        if m not in METHODS or not k.isdigit() or int(k) < 1:
+            ap.error(f"--iterations-for expects METHOD=N with METHOD among {', '.join(METHODS)}, got {item!r}")
+        its_for[m] = int(k)
+    args.iterations_for = its_for
     args.pool = args.pool or POOL[args.scale]
     if args.iterations is None and args.scale == "tiny":
         args.iterations = TINY_ITERATIONS
