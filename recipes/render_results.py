@@ -74,8 +74,8 @@ def render_one(data: dict[str, Any]) -> str:
         if isinstance(v, dict) and "rouge" in v:
             rg = v["rouge"]
             out.append(f"Victim `{name}`: Gigaword test ROUGE-1/2/L F1 {rg.get('rouge1')} / {rg.get('rouge2')} / "
-                       f"{rg.get('rougeL')} on {rg.get('n')} pairs (beam 5; thesis-scale models: ~30-35 / "
-                       "15-17 / 28-32).  ")
+                       f"{rg.get('rougeL')} on {rg.get('n')} pairs (beam 5; models trained on the full corpus: "
+                       "about 30-35 / 12-17 / 28-32).  ")
     if data.get("victim"):
         out.append("")
     by_table: dict[str, list[dict[str, Any]]] = {}
