@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [
             "Success is judged on the beam-5 output; BLEU (exponential average of BLEU-1..4 between adversarial "
             "and original input) and # changed average the successful attacks.",
-            "Training data: the 11,973 Gigaword training pairs available offline (the thesis: 380k-3.8M pairs); "
+            "Training data: the 11,973 Gigaword training pairs available offline (the thesis: 380k); "
             "inputs are normalised as Gigaword (lowercase, digits as #).",
             "Perplexity: interpolated Kneser-Ney trigram model (discount 0.75, words seen once as <unk>) trained "
             "on the 31,565 Gigaword article sentences available offline; 'original' scores every attacked input, "
