@@ -39,7 +39,7 @@ for p in (ROOT, ROOT / "recipes"):
         sys.path.insert(0, str(p))
 
 from multi30k_seq2sick import reuse_shorter_runs  # noqa: E402
-from summarization_victims import VICTIMS, load_victim  # noqa: E402
+from summarization_victims import VICTIMS, gigaword_source, load_victim  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
 from nlprobust.corpora import (  # noqa: E402
@@ -84,9 +84,7 @@ POOL = {"tiny": 500, "small": 500, "paper": 2000}
 def load_dataset(name: str, data_dir: str | None, full_dir: str | None) -> SummaryCorpus:
     """Inputs normalised as the Gigaword training data (lowercase, digits as ``#``), references as given."""
     if name == "gigaword":
-        where: dict[str, Any] = {"hub_id": full_dir[4:]} if full_dir and full_dir.startswith("hub:") else \
-            {"full_dir": full_dir}
-        c = load_gigaword("test", data_dir, **where)
+        c = load_gigaword("test", data_dir, **gigaword_source(full_dir))
     elif name in ("duc2003", "duc2004"):
         c = load_duc(name[3:], data_dir)
     else:
@@ -229,13 +227,11 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                   f"{summ['changed']}", flush=True)
     police = police_arrest(victim, name, args, work, pname)
     notes = [police["skipped"]] if "skipped" in police else []
-    if police["row"] is None and not notes:
-        incomplete.append(f"{name} police-arrest")
-    elif police["row"] is None:
-        pass
-    else:
+    if police["row"] is not None:
         rows.append(police["row"])
         examples[f"{name} / duc2004 / keywords 'police arrest' (Table 3.8)"] = police["examples"]
+    elif not notes:
+        incomplete.append(f"{name} police-arrest")
     where = str(folder.relative_to(runs.parent)) if folder.is_relative_to(runs.parent) else str(folder)
     return {"rows": rows, "examples": examples, "keywords": draws, "incomplete": incomplete, "records": records,
             "notes": notes,
@@ -247,6 +243,8 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
     """Table 3.8: the keywords ``police arrest`` on the first DUC2004 inputs."""
     data = load_dataset("duc2004", args.data_dir, None)
     m = min(args.police_n if args.police_n is not None else POLICE_N[args.scale], len(data))
+    if m < 1:
+        return {"row": None, "examples": [], "skipped": f"{name}: no 'police arrest' attack (--police-n 0)"}
     cfg = preset(pname, "keywords", **({"iterations": args.iterations} if args.iterations else {}))
     from nlprobust.victims.base import VictimError
 

@@ -56,12 +56,17 @@ def _marian_config(scale: str) -> Any:
     return preset("paper")
 
 
+def gigaword_source(full_dir: str | None) -> dict[str, Any]:
+    """``load_gigaword`` keywords for ``--full-gigaword``: a folder of the full release or ``hub:<dataset id>``."""
+    if full_dir and full_dir.startswith("hub:"):
+        return {"hub_id": full_dir[4:]}
+    return {"full_dir": full_dir}
+
+
 def _data(scale: str, data_dir: str | None, full_dir: str | None) -> tuple[ParallelCorpus, ParallelCorpus]:
-    """Training and validation pairs; ``full_dir`` is a folder of the full release or ``hub:<dataset id>``."""
-    where: dict[str, Any] = {"hub_id": full_dir[4:]} if full_dir and full_dir.startswith("hub:") else \
-        {"full_dir": full_dir}
-    train = load_gigaword("train", data_dir, **where).pairs()
-    valid = load_gigaword("dev", data_dir, **where).pairs()
+    """Training and validation pairs."""
+    train = load_gigaword("train", data_dir, **gigaword_source(full_dir)).pairs()
+    valid = load_gigaword("dev", data_dir, **gigaword_source(full_dir)).pairs()
     valid = ParallelCorpus(valid.src[:VALID], valid.tgt[:VALID])
     if scale == "tiny":
         train = ParallelCorpus(train.src[:TINY_TRAIN], train.tgt[:TINY_TRAIN])
