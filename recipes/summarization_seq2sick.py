@@ -175,7 +175,7 @@ def _example(r: dict[str, Any]) -> dict[str, Any]:
 def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     """Every dataset x method on victim ``name``: rows, examples, keyword draws, records for perplexity."""
     victim, folder, train_config = load_victim(name, args.scale, args.data_dir, runs, device=args.device,
-                                               full_dir=args.full_gigaword)
+                                               full_dir=args.full_gigaword, glove=args.glove)
     rg = victim_rouge(victim, folder, args.data_dir, limit=50 if args.scale == "tiny" else None)
     print(f"{name}: Gigaword test ROUGE-1/2/L {rg['rouge1']}/{rg['rouge2']}/{rg['rougeL']} (n={rg['n']})",
           flush=True)
@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-gigaword", default=None,
                     help="folder of the full Rush et al. Gigaword release, or hub:gigaword to read it through "
                          "`datasets` (training data at paper scale)")
+    ap.add_argument("--glove", default=None,
+                    help="GloVe-format word vectors for the LSTM victim's embeddings (trained into its own folder)")
     ap.add_argument("--victims", default="lstm,transformer", help=f"comma-separated, among {', '.join(VICTIMS)}")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--methods", default=",".join(METHODS))

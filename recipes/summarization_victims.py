@@ -73,8 +73,9 @@ def _data(scale: str, data_dir: str | None, full_dir: str | None) -> tuple[Paral
     return train, valid
 
 
-def run_dir(name: str, scale: str, runs: Path) -> Path:
-    return runs / f"gigaword_{name}_{scale}"
+def run_dir(name: str, scale: str, runs: Path, *, glove: str | None = None) -> Path:
+    """``runs/gigaword_<name>_<scale>``; an LSTM started from word vectors gets its own folder (``..._glove``)."""
+    return runs / f"gigaword_{name}_{scale}{'_glove' if glove and name == 'lstm' else ''}"
 
 
 def load_victim(name: str, scale: str, data_dir: str | None, runs: Path, *, device: str | None = None,
@@ -85,7 +86,7 @@ def load_victim(name: str, scale: str, data_dir: str | None, runs: Path, *, devi
 
     if name not in VICTIMS:
         raise ValueError(f"unknown victim {name!r}; expected one of {VICTIMS}")
-    run = run_dir(name, scale, runs)
+    run = run_dir(name, scale, runs, glove=glove)
     if name == "lstm":
         if not (run / "best.pt").exists():
             from nlprobust.training.opennmt import train_onmt
