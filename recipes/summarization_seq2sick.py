@@ -9,7 +9,7 @@ Victims (``recipes/summarization_victims.py``, trained into ``runs/`` when missi
 ROUGE-1/2/L F1 on the 1,951-pair Gigaword test set (beam 5).
 
 Inputs: a seeded sample of the Gigaword test set and of DUC2003 / DUC2004 (``--scale paper``: 1,000 Gigaword
-inputs and every DUC input; ``small``: 100 of each for the LSTM and the first 20 of those for the transformer),
+inputs and every DUC input; ``small``: 100 of each for the LSTM and the first 30 of those for the transformer),
 normalised as Gigaword (lowercase, digits as ``#``). Attacks: non-overlap (lambda = 1) and 1/2/3 targeted
 keywords drawn by the keyword protocol (frequent content words of the Gigaword training headlines, never in
 the original output; seeded, saved with the results); the ``police arrest`` attack of Table 3.8 on DUC2004.
@@ -67,7 +67,7 @@ PAPER_PPL = {  # thesis Table 3.5
     "duc2004": {"original": 121.09, "nonoverlap": 149.15, "1-keyword": 199.01, "2-keyword": 384.80},
 }
 # inputs per dataset and victim; at paper scale every DUC input and 1,000 Gigaword test inputs
-DEFAULT_N = {"tiny": {"lstm": 2, "transformer": 1}, "small": {"lstm": 100, "transformer": 15},
+DEFAULT_N = {"tiny": {"lstm": 2, "transformer": 1}, "small": {"lstm": 100, "transformer": 30},
              "paper": {"lstm": None, "transformer": None}}
 PAPER_GIGAWORD_N = 1000
 TINY_ITERATIONS = 20  # the tiny scale only checks that everything runs end to end
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--n", action="append", default=[], metavar="VICTIM=N",
-                    help="inputs per dataset for VICTIM (default small: lstm=100, transformer=20; paper: all DUC, "
+                    help="inputs per dataset for VICTIM (default small: lstm=100, transformer=30; paper: all DUC, "
                          "1,000 Gigaword); the transformer takes the first N of the LSTM's draw")
     ap.add_argument("--pool", type=int, default=None,
                     help="keyword pool: the N most frequent headline content words (default: 500; paper: 2,000)")
