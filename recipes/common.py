@@ -120,3 +120,23 @@ def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir:
             if k > 0:
                 draws[k] = draw_keyword_sets(victim, outputs, pool, k, seed)
     return idx, sents, draws
+
+
+def parse_choices(ap: Any, text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    """A comma-separated list of ``allowed`` names; anything else is an argparse error naming it."""
+    items = [x for x in text.split(",") if x]
+    for x in items:
+        if x not in allowed:
+            ap.error(f"unknown {what} {x!r}; expected some of {', '.join(allowed)}")
+    return items
+
+
+def parse_counts(ap: Any, items: list[str], keys: tuple[str, ...], flag: str) -> dict[str, int]:
+    """``KEY=N`` options (``N`` a positive integer, ``KEY`` among ``keys``) as a dict; errors name ``flag``."""
+    out = {}
+    for item in items:
+        k, _, n = item.partition("=")
+        if k not in keys or not n.isdigit() or int(n) < 1:
+            ap.error(f"{flag} expects KEY=N with KEY among {', '.join(keys)}, got {item!r}")
+        out[k] = int(n)
+    return out

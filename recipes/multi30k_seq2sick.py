@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, VICTIMS, attack_setup, recipe_victim, test_bleu  # noqa: E402
+from common import ROOT, VICTIMS, attack_setup, parse_choices, parse_counts, recipe_victim, test_bleu  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, Seq2SickConfig, preset  # noqa: E402
 from nlprobust.metrics import mark_changes  # noqa: E402
@@ -140,21 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="attack nothing: summarise the per-sentence records written so far (rows of unfinished "
                          "runs are marked in the notes)")
     args = ap.parse_args(argv)
-    victims = [v for v in args.victims.split(",") if v]
-    methods = [m for m in args.methods.split(",") if m]
-    for v in victims:
-        if v not in VICTIMS:
-            ap.error(f"unknown victim {v!r}; expected some of {', '.join(VICTIMS)}")
-    n_for = {}
-    for item in args.n_for:
-        v, _, k = item.partition("=")
-        if v not in VICTIMS or not k.isdigit() or int(k) < 1:
-            ap.error(f"--n-for expects VICTIM=N with VICTIM among {', '.join(VICTIMS)}, got {item!r}")
-        n_for[v] = int(k)
-    args.n_for = n_for
-    for m in methods:
-        if m not in PAPER:
-            ap.error(f"unknown method {m!r}; expected some of {', '.join(PAPER)}")
+    victims = parse_choices(ap, args.victims, VICTIMS, "victim")
+    methods = parse_choices(ap, args.methods, tuple(PAPER), "method")
+    args.n_for = parse_counts(ap, args.n_for, VICTIMS, "--n-for")
     t0 = time.time()
     runs = Path(args.runs)
     n = args.n or DEFAULT_N[args.scale]

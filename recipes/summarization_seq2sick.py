@@ -38,6 +38,7 @@ for p in (ROOT, ROOT / "recipes"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from common import parse_choices, parse_counts  # noqa: E402
 from multi30k_seq2sick import reuse_shorter_runs  # noqa: E402
 from summarization_victims import VICTIMS, gigaword_source, load_victim  # noqa: E402
 
@@ -327,32 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="attack nothing: summarise the per-input records written so far")
     args = ap.parse_args(argv)
-    victims = [v for v in args.victims.split(",") if v]
-    args.datasets = [d for d in args.datasets.split(",") if d]
-    args.methods = [m for m in args.methods.split(",") if m]
-    for v in victims:
-        if v not in VICTIMS:
-            ap.error(f"unknown victim {v!r}; expected some of {', '.join(VICTIMS)}")
-    for d in args.datasets:
-        if d not in DATASETS:
-            ap.error(f"unknown dataset {d!r}; expected some of {', '.join(DATASETS)}")
-    for m in args.methods:
-        if m not in METHODS:
-            ap.error(f"unknown method {m!r}; expected some of {', '.join(METHODS)}")
-    n_by = {}
-    for item in args.n:
-        v, _, k = item.partition("=")
-        if v not in VICTIMS or not k.isdigit() or int(k) < 1:
-            ap.error(f"--n expects VICTIM=N with VICTIM among {', '.join(VICTIMS)}, got {item!r}")
-        n_by[v] = int(k)
-    args.n = n_by
-    its_for = {}
-    for item in args.iterations_for:
-        m, _, k = item.partition("=")
-        if m not in METHODS or not k.isdigit() or int(k) < 1:
-            ap.error(f"--iterations-for expects METHOD=N with METHOD among {', '.join(METHODS)}, got {item!r}")
-        its_for[m] = int(k)
-    args.iterations_for = its_for
+    victims = parse_choices(ap, args.victims, VICTIMS, "victim")
+    args.datasets = parse_choices(ap, args.datasets, DATASETS, "dataset")
+    args.methods = parse_choices(ap, args.methods, METHODS, "method")
+    args.n = parse_counts(ap, args.n, VICTIMS, "--n")
+    args.iterations_for = parse_counts(ap, args.iterations_for, METHODS, "--iterations-for")
     args.pool = args.pool or POOL[args.scale]
     if args.iterations is None and args.scale == "tiny":
         args.iterations = TINY_ITERATIONS
