@@ -167,10 +167,13 @@ class KneserNeyLM:
 
     def prob(self, word: str, context: Sequence[str]) -> float:
         """P(word | the last ``order - 1`` words of ``context``)."""
-        w = self._map(word)
-        ctx = tuple(self._map(c) if c != self.BOS else c for c in context)[-(self.order - 1):] \
-            if self.order > 1 else ()
-        ctx = (self.BOS,) * (self.order - 1 - len(ctx)) + ctx
+        ctx = tuple(c if c == self.BOS else self._map(c) for c in context)
+        return self._prob(self._map(word), ctx)
+
+    def _prob(self, w: str, context: tuple[str, ...]) -> float:
+        """:meth:`prob` for a word and context already mapped to the vocabulary."""
+        k = self.order - 1
+        ctx = (self.BOS,) * max(k - len(context), 0) + (context[len(context) - k:] if k else ())
         p = 1.0 / len(self.vocab)  # uniform base
         for n in range(1, self.order + 1):
             h = ctx[len(ctx) - (n - 1):] if n > 1 else ()
@@ -186,7 +189,7 @@ class KneserNeyLM:
         toks = self._pad(sentence)
         lp = 0.0
         for i in range(self.order - 1, len(toks)):
-            lp += math.log(self.prob(toks[i], toks[i - self.order + 1 : i]))
+            lp += math.log(self._prob(toks[i], tuple(toks[i - self.order + 1 : i])))
         return lp, len(toks) - self.order + 1
 
     def perplexity(self, sentences: Sequence[Sequence[str]]) -> float:

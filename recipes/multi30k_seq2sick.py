@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,6 +61,25 @@ def reuse_shorter_runs(log: JsonlLog, work: Path, stem: str, cfg: Seq2SickConfig
     return copied
 
 
+def run_attacks(victim: Any, log: JsonlLog, items: list[AttackItem], cfg: Any, batch: int, what: str,
+                report_only: bool) -> list[dict[str, Any]]:
+    """Attack the ``items`` not yet in ``log`` (in batches of ``batch``; none with ``report_only``) and return
+    the records of all ``items``."""
+    todo = [it for it in items if it.index not in log.done]
+    if report_only and todo:
+        print(f"  {what}: {len(todo)} of {len(items)} inputs not attacked yet (--report-only)", flush=True)
+        todo = []
+    attack = Seq2Sick(victim, cfg)
+    t = time.time()
+    for s in range(0, len(todo), batch):
+        for r in attack.attack_batch(todo[s : s + batch]):
+            log.append(r.to_dict())
+        done = sum(1 for it in items if it.index in log.done)
+        print(f"  {what}: {done}/{len(items)} done ({time.time() - t:.0f}s)", flush=True)
+    wanted = {it.index for it in items}
+    return [r for r in log.records if r["index"] in wanted]
+
+
 def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str], runs: Path) -> dict:
     """Every method of ``methods`` on victim ``name``: table rows, examples, keyword draws, victim description."""
     victim, folder, train_config = recipe_victim(name, args.scale, args.data_dir, runs, device=args.device)
@@ -81,19 +101,8 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
         log = JsonlLog(work / f"{name}_{method}_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
         reuse_shorter_runs(log, work, f"{name}_{method}_{cfg.preset}", cfg, set(idx))
-        todo = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws) if i not in log.done]
-        t = time.time()
-        if args.report_only and todo:
-            print(f"  {name} {method}: {len(todo)} of {len(idx)} sentences not attacked yet (--report-only)",
-                  flush=True)
-            todo = []
-        attack = Seq2Sick(victim, cfg)
-        for s in range(0, len(todo), args.batch_size):
-            for r in attack.attack_batch(todo[s : s + args.batch_size]):
-                log.append(r.to_dict())
-            print(f"  {name} {method}: {min(len(log.done), n)}/{n} done ({time.time() - t:.0f}s)", flush=True)
-        wanted = set(idx)
-        recs = [r for r in log.records if r["index"] in wanted]
+        items = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws)]
+        recs = run_attacks(victim, log, items, cfg, args.batch_size, f"{name} {method}", args.report_only)
         summ = summarize(recs)
         if summ["n"] + summ["errors"] < len(idx):  # a partial summary would be biased (reused successes first)
             incomplete.append(f"{name} {method} ({summ['n'] + summ['errors']} of {len(idx)} sentences done)")

@@ -39,10 +39,10 @@ for p in (ROOT, ROOT / "recipes"):
         sys.path.insert(0, str(p))
 
 from common import parse_choices, parse_counts  # noqa: E402
-from multi30k_seq2sick import reuse_shorter_runs  # noqa: E402
+from multi30k_seq2sick import reuse_shorter_runs, run_attacks  # noqa: E402
 from summarization_victims import VICTIMS, gigaword_source, load_victim  # noqa: E402
 
-from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
+from nlprobust.attacks import AttackItem, preset  # noqa: E402
 from nlprobust.corpora import (  # noqa: E402
     SummaryCorpus,
     gigaword_articles,
@@ -138,23 +138,6 @@ def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, see
             if k > 0:
                 out[k] = draw_keyword_sets(victim, outputs, keyword_pool(data_dir, pool), k, seed)
     return out
-
-
-def run_attacks(victim: Any, log: JsonlLog, items: list[AttackItem], cfg: Any, batch: int, what: str,
-                report_only: bool) -> list[dict[str, Any]]:
-    todo = [it for it in items if it.index not in log.done]
-    if report_only and todo:
-        print(f"  {what}: {len(todo)} of {len(items)} inputs not attacked yet (--report-only)", flush=True)
-        todo = []
-    attack = Seq2Sick(victim, cfg)
-    t = time.time()
-    for s in range(0, len(todo), batch):
-        for r in attack.attack_batch(todo[s : s + batch]):
-            log.append(r.to_dict())
-        done = sum(1 for it in items if it.index in log.done)
-        print(f"  {what}: {done}/{len(items)} done ({time.time() - t:.0f}s)", flush=True)
-    wanted = {it.index for it in items}
-    return [r for r in log.records if r["index"] in wanted]
 
 
 def adversarial_words(r: dict[str, Any]) -> list[str]:
