@@ -219,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--n", type=int, default=20)
     de.add_argument("--seed", type=int, default=0)
     de.set_defaults(func=cmd_demo)
+
+    from nlprobust.vision.cli import add_parser as add_vision_parser
+
+    add_vision_parser(sub)
     return p
 
 

@@ -1,0 +1,73 @@
+"""``nlprobust vision ...`` sub-commands: train a classifier, attack it.
+
+    nlprobust vision train --dataset mnist --out runs/vision/mnist_cnn
+    nlprobust vision attack --checkpoint runs/vision/mnist_cnn/model.pt --method sign-opt --n 10 --budget 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nlprobust.vision.datasets import load_images
+    from nlprobust.vision.models import VisionModelConfig
+    from nlprobust.vision.train import train_classifier, train_preset
+
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "max_train", "seed")
+                                 if getattr(args, k) is not None}
+    cfg = train_preset(args.dataset, args.arch, args.scale, **overrides)
+    model_cfg = VisionModelConfig(arch=args.arch, dataset=args.dataset)
+    summary = train_classifier(model_cfg, load_images(args.dataset, "train", args.data_dir),
+                               load_images(args.dataset, "test", args.data_dir), args.out, cfg,
+                               device=args.device, quiet=args.quiet)
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from nlprobust.vision.run import attack_checkpoint
+
+    rows = attack_checkpoint(args.checkpoint, method=args.method, n=args.n, budget=args.budget,
+                             targeted=args.targeted, norm=args.norm, epsilon=args.epsilon, seed=args.seed,
+                             data_dir=args.data_dir, out=args.out, device=args.device, quiet=args.quiet)
+    print(json.dumps(rows))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    from nlprobust.vision.attacks import ATTACKS
+
+    vision = sub.add_parser("vision", help="image classifiers: train, attack").add_subparsers(dest="what",
+                                                                                               required=True)
+    tr = vision.add_parser("train", help="train an MNIST / CIFAR-10 classifier (checkpoint = state_dict + config)")
+    tr.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    tr.add_argument("--arch", choices=["cnn", "resnet18", "vgg16"], default="cnn")
+    tr.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--data-dir", default=None)
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--batch-size", type=int, default=None)
+    tr.add_argument("--max-train", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--device", default=None)
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    at = vision.add_parser("attack", help="attack correctly classified test images of a trained classifier")
+    at.add_argument("--checkpoint", required=True, help="model.pt written by `nlprobust vision train`")
+    at.add_argument("--method", choices=sorted(ATTACKS), default="sign-opt")
+    at.add_argument("--n", type=int, default=10, help="test images (seeded draw among the correctly classified)")
+    at.add_argument("--budget", type=int, default=4000, help="queries per image (black-box attacks)")
+    at.add_argument("--norm", choices=["l2", "linf"], default="l2")
+    at.add_argument("--epsilon", type=float, default=None, help="perturbation bound (PGD, FGSM, NES)")
+    at.add_argument("--targeted", action="store_true", help="random target class per image (seeded)")
+    at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--data-dir", default=None)
+    at.add_argument("--out", default=None, help="JSON lines, one per image")
+    at.add_argument("--device", default=None)
+    at.add_argument("--quiet", action="store_true")
+    at.set_defaults(func=cmd_attack)
