@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "recipes" / "results"
 OUT = ROOT / "docs" / "RESULTS.md"
 SKIP = {"config", "paper", "table"}
-RATE_KEYS = {"success", "agreement", "accuracy", "robust_accuracy", "rate", "par", "pareto", "selected"}
+RATE_KEYS = {"success", "agreement", "accuracy", "robust_accuracy", "rate", "par", "pareto", "selected", "sr",
+             "clean_accuracy"}
 
 HEADER = """# Results
 
@@ -58,7 +59,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_one(data: dict[str, Any]) -> str:
+def render_one(data: dict[str, Any], *, figure_prefix: str = "") -> str:
+    """Markdown of one results file; figures (file names beside the JSON) are linked with ``figure_prefix``."""
     out = [f"## {data.get('title', data['recipe'])}", ""]
     meta = [f"scale `{data.get('scale')}`", f"hardware: {data.get('hardware')}"]
     if "wall_time_s" in data:
@@ -90,6 +92,9 @@ def render_one(data: dict[str, Any]) -> str:
     for note in data.get("notes", []):
         out.append(f"- {note}")
     if data.get("notes"):
+        out.append("")
+    for fig in data.get("figures", []):
+        out.append(f"![{fig}]({figure_prefix}{fig})")
         out.append("")
     ex = data.get("examples") or {}
     if isinstance(ex, list):
@@ -147,9 +152,10 @@ def render(results_dir: Path = RESULTS, out: Path = OUT) -> str:
         data = json.loads(p.read_text())
         if "recipe" not in data:
             continue
-        md = render_one(data)
-        p.with_suffix(".md").write_text(md + "\n")  # the recipe's own table, beside its JSON
-        parts.append(md)
+        p.with_suffix(".md").write_text(render_one(data) + "\n")  # the recipe's own table, beside its JSON
+        rel = Path("..") / results_dir.resolve().relative_to(ROOT) if results_dir.resolve().is_relative_to(ROOT) \
+            else results_dir.resolve()
+        parts.append(render_one(data, figure_prefix=f"{rel.as_posix()}/"))
     text = "\n".join(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -96,6 +96,7 @@ class QueryView:
             raise ValueError(f"checkpoint {self.checkpoints[-1]} lies beyond the budget {budget}")
         inf = torch.full((len(self.checkpoints) + 1, n), float("inf"), device=self.device)
         self._best = inf  # row k: best adversarial distortion within checkpoints[k] queries; last row: overall
+        self._best_x = self.x0.clone()  # the adversarial input of the last row (x0 while there is none)
 
     @property
     def n(self) -> int:
@@ -145,19 +146,29 @@ class QueryView:
         for k, c in enumerate(self.checkpoints):
             dk = torch.where(seq <= c, d, torch.full_like(d, float("inf")))
             self._best[k].scatter_reduce_(0, owner, dk, reduce="amin")
+        before = self._best[-1].clone()
         self._best[-1].scatter_reduce_(0, owner, d, reduce="amin")
+        won = (d < before[owner]) & (d == self._best[-1][owner])
+        if bool(won.any()):
+            rows = torch.nonzero(won).flatten()
+            self._best_x[owner[rows]] = x[rows].detach().to(self._best_x.dtype)
 
     def curve(self) -> torch.Tensor:
         """``len(checkpoints) x n``: smallest adversarial distortion queried within each checkpoint (inf: none)."""
         return self._best[:-1].clone()
+
+    def best_inputs(self) -> torch.Tensor:
+        """The adversarial input of :meth:`best` per example (the original image where there is none)."""
+        return self._best_x.clone()
 
     def best(self) -> torch.Tensor:
         """Smallest adversarial distortion queried so far, per example (inf: none yet)."""
         return self._best[-1].clone()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [self.model(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
-        return torch.cat(outs) if outs else x.new_zeros((0,))
+        if x.shape[0] == 0:
+            return self.model(self.x0[:1]).detach()[:0]  # an empty batch keeps the (0 x classes) shape
+        return torch.cat([self.model(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)])
 
 
 class HardLabelView(QueryView):
