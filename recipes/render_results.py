@@ -78,7 +78,13 @@ def render_one(data: dict[str, Any], *, figure_prefix: str = "") -> str:
             out.append(f"Victim `{name}`: Gigaword test ROUGE-1/2/L F1 {rg.get('rouge1')} / {rg.get('rouge2')} / "
                        f"{rg.get('rougeL')} on {rg.get('n')} pairs (beam 5; models trained on the full corpus: "
                        "about 30-35 / 12-17 / 28-32).  ")
-    if data.get("victim"):
+    for name, v in (data.get("victims") or {}).items():
+        if isinstance(v, dict) and "test_accuracy" in v:
+            paper = f" (thesis: {100 * v['paper_accuracy']:.1f}%)" if v.get("paper_accuracy") else ""
+            out.append(f"Victim `{name}`: test accuracy {100 * v['test_accuracy']:.2f}%{paper}, trained on "
+                       f"{v.get('n_train')} images for {v.get('epochs')} epochs ({v.get('seconds_per_epoch')} s per "
+                       "epoch).  ")
+    if data.get("victim") or data.get("victims"):
         out.append("")
     by_table: dict[str, list[dict[str, Any]]] = {}
     for r in data.get("rows", []):

@@ -42,7 +42,7 @@ class SignOPT(HardLabelAttack):
         self.q = q
 
     def _queries_per_step(self) -> int:
-        return self.q
+        return min(self.q, 20)  # near the end of the budget an estimate uses the queries that are left
 
     def _signs(self, view: HardLabelView, idx: torch.Tensor, theta: torch.Tensor, g: torch.Tensor,
                beta: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +52,14 @@ class SignOPT(HardLabelAttack):
         u = unit(u.flatten(0, 1), "l2").view_as(u)
         moved = unit((theta.unsqueeze(1) + _expand(beta, u) * u).flatten(0, 1), self.norm)
         points = (view.x0[idx].repeat_interleave(self.q, 0) + _expand(g.repeat_interleave(self.q), moved) * moved)
-        adv = view.is_adv(points.clamp(0, 1), idx.repeat_interleave(self.q)).view(k, self.q)
+        # an example with fewer than q queries left uses its first `remaining` directions only
+        allowed = (torch.arange(self.q, device=view.device).view(1, -1)
+                   < view.remaining()[idx].clamp(max=self.q).view(-1, 1)).flatten()
+        rows = torch.nonzero(allowed).flatten()
+        adv = torch.zeros(k * self.q, dtype=torch.bool, device=view.device)
+        adv[rows] = view.is_adv(points[rows].clamp(0, 1), idx.repeat_interleave(self.q)[rows])
         sign = torch.where(adv, -1.0, 1.0)  # still adversarial at the old distance: u lowers g
+        sign = torch.where(allowed, sign, torch.zeros_like(sign)).view(k, self.q)
         return u, sign
 
     def _gradient(self, view: HardLabelView, idx: torch.Tensor, theta: torch.Tensor, g: torch.Tensor,
