@@ -149,7 +149,8 @@ def plot(dataset: str, curves: dict[tuple[str, bool], list[tuple[int, float]]], 
         ax.set_ylabel("median L2 distortion")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,55 @@
+"""The vision recipes at --scale tiny, end to end (models trained from scratch into a temporary folder)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from vision_fixtures import require_data
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+
+def test_vision_hardlabel_tiny_runs_resumes_and_respects_budgets(tmp_path):
+    require_data()
+    import vision_hardlabel
+
+    out = tmp_path / "res" / "vision_hardlabel.json"
+    args = ["--scale", "tiny", "--runs", str(tmp_path / "runs"), "--out", str(out), "--no-render", "--quiet",
+            "--methods", "opt,sign-opt,svm-opt,cw-l2"]
+    assert vision_hardlabel.main(args) == 0
+    data = json.loads(out.read_text())
+    assert {r["dataset"] for r in data["rows"]} == {"mnist", "cifar10"}
+    assert (out.parent / "vision_hardlabel_mnist.png").stat().st_size > 1000
+    logs = tmp_path / "runs" / "recipes" / "vision_hardlabel" / "tiny"
+    for f in logs.glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            rec = json.loads(line)
+            if "cw-l2" not in f.name:
+                assert rec["queries"] <= 600, f.name
+                assert list(rec["curve"]) == [str(c) for c in range(100, 601, 100)]
+    sign = [r for r in data["rows"] if r["method"] == "sign-opt" and r["table"] == "2.2" and r["dataset"] == "mnist"]
+    assert [r["queries"] for r in sign] == [200, 400, 600]
+    assert sign[-1]["median_l2"] <= sign[0]["median_l2"]
+    # a second run finds every image in the logs and attacks nothing again
+    before = {f.name: f.read_text() for f in logs.glob("*.jsonl")}
+    assert vision_hardlabel.main(args) == 0
+    assert {f.name: f.read_text() for f in logs.glob("*.jsonl")} == before
+    assert json.loads(out.read_text())["rows"] == data["rows"]
+
+
+def test_vision_gbdt_tiny(tmp_path):
+    require_data()
+    pytest.importorskip("lightgbm")
+    import vision_gbdt
+
+    out = tmp_path / "gbdt.json"
+    assert vision_gbdt.main(["--scale", "tiny", "--runs", str(tmp_path / "runs"), "--out", str(out),
+                             "--no-render", "--quiet"]) == 0
+    data = json.loads(out.read_text())
+    assert data["gbdt"]["test_accuracy"] > 0.7
+    rows = [r for r in data["rows"] if r["method"] == "opt"]
+    assert [r["queries"] for r in rows] == [300, 600, 1200] and rows[-1]["found"] == 1.0
