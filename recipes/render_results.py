@@ -84,6 +84,10 @@ def render_one(data: dict[str, Any], *, figure_prefix: str = "") -> str:
             out.append(f"Victim `{name}`: test accuracy {100 * v['test_accuracy']:.2f}%{paper}, trained on "
                        f"{v.get('n_train')} images for {v.get('epochs')} epochs ({v.get('seconds_per_epoch')} s per "
                        "epoch).  ")
+            if "accuracy_exact_pixels" in v:
+                out.append("On the 761 test images whose original pixels are known: "
+                           f"{100 * v['accuracy_exact_pixels']:.1f}% with the original pixels, "
+                           f"{100 * v['accuracy_jpeg_same_images']:.1f}% with their JPEG copies.  ")
     if data.get("victim") or data.get("victims"):
         out.append("")
     by_table: dict[str, list[dict[str, Any]]] = {}

@@ -47,8 +47,8 @@ from render_results import RESULTS, publish  # noqa: E402
 from nlprobust.results import JsonlLog, run_metadata  # noqa: E402
 from nlprobust.vision.attacks import Starts, attack_class  # noqa: E402
 from nlprobust.vision.attacks.base import AttackResult  # noqa: E402
-from nlprobust.vision.datasets import load_images  # noqa: E402
-from nlprobust.vision.models import VisionModelConfig, load_checkpoint  # noqa: E402
+from nlprobust.vision.datasets import load_cifar10, load_images  # noqa: E402
+from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint  # noqa: E402
 from nlprobust.vision.peers import ART_ATTACKS, art_available, run_art  # noqa: E402
 from nlprobust.vision.run import Selection, attack_logged, curve_summary, select_images  # noqa: E402
 from nlprobust.vision.train import train_classifier, train_preset  # noqa: E402
@@ -100,9 +100,15 @@ def victim(dataset: str, scale: str, data_dir: str | None, runs: Path, *, quiet:
 
         summary = json.loads((run / "summary.json").read_text())
     model, _ = load_checkpoint(run / "model.pt")
-    return model, {"test_accuracy": summary["test_acc"], "epochs": summary["epochs"], "n_train": summary["n_train"],
-                   "seconds_per_epoch": round(summary["seconds_per_epoch"], 1), "folder": str(run),
-                   "paper_accuracy": PAPER_ACCURACY[dataset]}
+    info = {"test_accuracy": summary["test_acc"], "epochs": summary["epochs"], "n_train": summary["n_train"],
+            "seconds_per_epoch": round(summary["seconds_per_epoch"], 1), "folder": str(run),
+            "paper_accuracy": PAPER_ACCURACY[dataset]}
+    if dataset == "cifar10":  # what the JPEG copy costs: the same 761 test images, original vs JPEG pixels
+        exact = load_cifar10("test", data_dir, exact=True)
+        jpeg = load_cifar10("test", data_dir).subset(slice(0, len(exact)))
+        info["accuracy_exact_pixels"] = accuracy(model, exact.x, exact.y)
+        info["accuracy_jpeg_same_images"] = accuracy(model, jpeg.x, jpeg.y)
+    return model, info
 
 
 def make_runner(method: str, model: Any, *, budget: int, targeted: bool, starts: Starts | None,

@@ -17,6 +17,7 @@ The models themselves: a ``torch.nn.Module`` returning logits (images in [0, 1])
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,6 +71,7 @@ class QueryView:
     """Query accounting and tracking shared by the three views (see the module docstring)."""
 
     threat = "base"
+    fast_copy = False
 
     def __init__(self, model: Any, x0: torch.Tensor, y0: torch.Tensor, *, target: torch.Tensor | None = None,
                  budget: int | None = None, norm: str = "l2", checkpoints: Sequence[int] = (),
@@ -83,6 +85,12 @@ class QueryView:
         distance(x0[:1], norm)  # validates the norm
         self.model = model
         self.device = model_device(model)
+        self._fast = model
+        if self.fast_copy and isinstance(model, nn.Module) and self.device.type == "cpu" and \
+                any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            # a channels-last copy of a convolutional model runs about twice as fast on CPU; queries only read
+            # it (no gradients), and the caller's model is left as it is
+            self._fast = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         self.x0 = x0.to(self.device)
         self.y0 = y0.to(self.device)
         self.target = target.to(self.device) if target is not None else None
@@ -166,15 +174,19 @@ class QueryView:
         return self._best[-1].clone()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self._fast
         if x.shape[0] == 0:
-            return self.model(self.x0[:1]).detach()[:0]  # an empty batch keeps the (0 x classes) shape
-        return torch.cat([self.model(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)])
+            return model(self.x0[:1]).detach()[:0]  # an empty batch keeps the (0 x classes) shape
+        if model is not self.model:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return torch.cat([model(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)])
 
 
 class HardLabelView(QueryView):
     """Top-1 labels only. ``is_adv(x, owner)`` = the label meets the goal; ``labels`` = the raw top-1 label."""
 
     threat = "hardlabel"
+    fast_copy = True
 
     @torch.no_grad()
     def labels(self, x: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
@@ -184,8 +196,7 @@ class HardLabelView(QueryView):
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=self.device)
         if isinstance(self.model, nn.Module):
-            lab = torch.cat([self.model(x[i:i + self.batch_size]).argmax(1)
-                             for i in range(0, x.shape[0], self.batch_size)])
+            lab = self._forward(x).argmax(1)
         else:
             lab = self.model.predict_labels(x).to(self.device)
         self._track(x, owner, seq, self._success(lab, owner))
@@ -199,6 +210,7 @@ class SoftLabelView(QueryView):
     """Class probabilities (softmax of the logits), no gradients."""
 
     threat = "softlabel"
+    fast_copy = True
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
