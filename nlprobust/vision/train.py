@@ -34,8 +34,9 @@ __all__ = ["VisionTrainConfig", "train_classifier", "train_preset", "LossFn", "a
 
 log = logging.getLogger(__name__)
 
-#: ``loss_fn(model, x, y) -> scalar loss`` for one training batch (the defenses of issue-level methods plug in here)
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``loss_fn(model, x, y, index) -> scalar loss`` for one training batch; ``index`` holds the batch's positions in
+#: the training set (per-example state such as CAT's epsilons). The defenses plug in here.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +96,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     return out
 
 
-def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
 
@@ -172,7 +173,7 @@ def train_classifier(model_config: VisionModelConfig, train: ImageData, test: Im
             x, y = train.x[idx].to(accelerator.device), train.y[idx].to(accelerator.device)
             if config.augment:
                 x = augment_batch(x, gen)
-            loss = loss_fn(net, x, y)
+            loss = loss_fn(net, x, y, idx.to(accelerator.device))
             opt.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             opt.step()
