@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 ONMT_VERSION ?= 3.5.1
 TEXTATTACK_VERSION ?= 0.3.11
+TORCHATTACKS_VERSION ?= 3.5.1
 PEERS_VENV ?= .venv-peers
 PEERS_BIN := $(PEERS_VENV)/bin
 # corpora folder (Multi30k, ...): NLPROBUST_DATA if set, else ../shared/data when present
@@ -21,6 +22,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,onmt]"
 	# OpenNMT-py pins torch<2.3 yet runs on newer torch: install it without its dependencies
 	$(BIN)/pip install -q --no-deps OpenNMT-py==$(ONMT_VERSION)
+	# torchattacks (AutoAttack components for robustness evaluation) requires torchvision, which it does not
+	# import for the attacks used here and which has no build for every torch: install it without dependencies
+	$(BIN)/pip install -q --no-deps torchattacks==$(TORCHATTACKS_VERSION)
 	touch $@
 
 install: $(BIN)/.installed
