@@ -156,8 +156,9 @@ class HardLabelAttack(Attack):
 
     def _initial_direction(self, view: HardLabelView, gen: torch.Generator,
                            starts: Starts | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best of ``n_init`` candidate directions per example: random Gaussian ones (untargeted) or directions to
-        training images of the target class (targeted, thesis 2.5.0.2). A candidate is checked by one query at
+        """Best of ``n_init`` candidate directions per example: random Gaussian ones (L-inf: random sign vectors;
+        untargeted) or directions to training images of the target class (targeted, thesis 2.5.0.2). A candidate is
+        checked by one query at
         its far end, then by one query at the current best distance (it can only win if that point already
         meets the goal), then bisected."""
         n, dev = view.n, view.device
@@ -172,6 +173,8 @@ class HardLabelAttack(Attack):
         for j in range(self.n_init):
             if pool is None:
                 cand = torch.randn(view.x0.shape, generator=gen, device=dev)
+                if self.norm == "linf":  # random corners of the L-inf ball spread the change over every pixel
+                    cand = cand.sign()
                 far = (view.x0 + cand).clamp(0, 1)
             else:
                 far = pool[:, j % pool.shape[1]]
