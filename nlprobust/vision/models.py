@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ARCHS", "VisionModelConfig", "Normalize", "CWCNN", "ResNet18", "VGG16", "build_model",
+__all__ = ["ARCHS", "BN_KINDS", "VisionModelConfig", "Normalize", "CWCNN", "ResNet18", "VGG16", "build_model",
            "save_checkpoint", "load_checkpoint", "CheckpointError", "accuracy"]
 
 ARCHS = ("cnn", "resnet18", "vgg16")
+#: batch-norm layers of a model: plain, RobMask (thesis 6.3) or AdvProp's dual BN (nlprobust.vision.defenses.robmask)
+BN_KINDS = ("standard", "robmask", "dual")
 _STATS = {  # per-channel mean and std of the training images
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -40,13 +42,21 @@ class VisionModelConfig:
     """What :func:`build_model` needs: architecture, dataset (input shape and normalisation), options.
 
     ``batchnorm`` adds batch normalisation after each convolution of the C&W CNN (the thesis's CNN has none;
-    it is on by default for CIFAR-10, where the 30,000 JPEG-decoded training images need it to reach 75%+)."""
+    it is on by default for CIFAR-10, where the 30,000 JPEG-decoded training images need it to reach 75%+).
+
+    ``bn`` picks the kind of batch-norm layer: ``"standard"``, ``"robmask"`` (RobMask, thesis 6.3: affine
+    parameters a rank-``bn_rank`` function of the encoded perturbation strength in [0, ``bn_eps_max``]) or ``"dual"``
+    (AdvProp's auxiliary BN); the last two need batch normalisation (``batchnorm=True`` for the CNN). Checkpoints
+    written before these fields existed load as ``"standard"``."""
 
     arch: str = "cnn"
     dataset: str = "mnist"
     num_classes: int = 10
     batchnorm: bool | None = None
     dropout: float = 0.5
+    bn: str = "standard"
+    bn_rank: int = 2
+    bn_eps_max: float = 8 / 255
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -55,6 +65,15 @@ class VisionModelConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {tuple(_STATS)}")
         if self.batchnorm is None:
             object.__setattr__(self, "batchnorm", self.dataset == "cifar10" or self.arch != "cnn")
+        if self.bn not in BN_KINDS:
+            raise ValueError(f"unknown batch-norm kind bn={self.bn!r}; expected one of {BN_KINDS}")
+        if self.bn != "standard" and not self.batchnorm:
+            raise ValueError(f"bn={self.bn!r} needs batch normalisation; got batchnorm={self.batchnorm} for "
+                             f"arch={self.arch!r}")
+        if self.bn_rank < 2:
+            raise ValueError(f"bn_rank must be at least 2, got {self.bn_rank}")
+        if self.bn_eps_max <= 0:
+            raise ValueError(f"bn_eps_max must be positive, got {self.bn_eps_max}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -162,7 +181,9 @@ class VGG16(nn.Module):
 
 
 def build_model(config: VisionModelConfig) -> nn.Sequential:
-    """``Normalize`` followed by the network of ``config`` (randomly initialised, seed it yourself)."""
+    """``Normalize`` followed by the network of ``config`` (randomly initialised, seed it yourself); with
+    ``config.bn`` ``"robmask"`` or ``"dual"`` its ``BatchNorm2d`` layers are converted
+    (:func:`nlprobust.vision.defenses.robmask.convert_batchnorm`)."""
     c, h, _ = config.input_shape
     net: nn.Module
     if config.arch == "cnn":
@@ -172,7 +193,12 @@ def build_model(config: VisionModelConfig) -> nn.Sequential:
     else:
         net = VGG16(c, config.num_classes)
     mean, std = _STATS[config.dataset]
-    return nn.Sequential(Normalize(mean, std), net)
+    model = nn.Sequential(Normalize(mean, std), net)
+    if config.bn != "standard":
+        from nlprobust.vision.defenses.robmask import convert_batchnorm  # the defenses import this module
+
+        convert_batchnorm(model, config.bn, rank=config.bn_rank, eps_max=config.bn_eps_max)
+    return model
 
 
 def save_checkpoint(model: nn.Module, config: VisionModelConfig, path: str | os.PathLike[str],

@@ -127,7 +127,12 @@ def train_classifier(model_config: VisionModelConfig, train: ImageData, test: Im
     cfg_path = out / "train_config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        if old.get("model") != meta["model"] or old.get("train") != meta["train"]:
+        try:  # fields added to the configs since that run take their defaults
+            same = (asdict(VisionModelConfig(**old["model"])) == meta["model"]
+                    and asdict(VisionTrainConfig(**old["train"])) == meta["train"])
+        except (KeyError, TypeError, ValueError):
+            same = False
+        if not same:
             raise ValueError(f"{out} holds a run with another configuration ({cfg_path}); use another folder")
     else:
         cfg_path.write_text(json.dumps(meta, indent=2))
