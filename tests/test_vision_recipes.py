@@ -53,3 +53,28 @@ def test_vision_gbdt_tiny(tmp_path):
     assert data["gbdt"]["test_accuracy"] > 0.7
     rows = [r for r in data["rows"] if r["method"] == "opt"]
     assert [r["queries"] for r in rows] == [300, 600, 1200] and rows[-1]["found"] == 1.0
+
+
+def test_vision_defenses_tiny(tmp_path):
+    require_data()
+    pytest.importorskip("torchattacks")
+    import vision_defenses
+
+    out = tmp_path / "def.json"
+    args = ["--scale", "tiny", "--methods", "natural,madry", "--runs", str(tmp_path / "runs"), "--out", str(out),
+            "--no-render", "--quiet"]
+    assert vision_defenses.main(args) == 0
+    data = json.loads(out.read_text())
+    rob = [r for r in data["rows"] if r["table"] == "robustness"]
+    assert {r["method"] for r in rob} == {"natural", "madry"} and {r["epsilon"] for r in rob} == {0.1, 0.3}
+    for r in rob:  # the per-image worst case is never above any single attack
+        singles = [v for k, v in r.items() if k.endswith("_acc") and k not in ("clean_acc", "worst_case_acc")]
+        assert r["worst_case_acc"] <= min(singles) + 1e-9
+        assert r["worst_case_acc"] <= r["clean_acc"]
+    times = {r["method"]: r for r in data["rows"] if r["table"] == "5.5"}
+    assert times["natural"]["time_ratio"] == 1.0 and times["madry"]["time_ratio"] > 2
+    masking = [r for r in data["rows"] if r["table"] == "6.1-6.2"]
+    assert len(masking) == 6 and {r["p"] for r in masking} == {0.0, 0.5, 1.0}
+    # evaluations are cached beside the models: a second run recomputes nothing and gives the same rows
+    assert vision_defenses.main(args) == 0
+    assert json.loads(out.read_text())["rows"] == data["rows"]

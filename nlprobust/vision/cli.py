@@ -2,12 +2,14 @@
 
     nlprobust vision train --dataset mnist --out runs/vision/mnist_cnn
     nlprobust vision attack --checkpoint runs/vision/mnist_cnn/model.pt --method sign-opt --n 10 --budget 4000
+    nlprobust vision defend --method cat --set eps_max=0.3 --set eta=0.05 --set c=3 --out runs/vision/mnist_cat
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -34,6 +36,53 @@ def cmd_attack(args: argparse.Namespace) -> int:
                              targeted=args.targeted, norm=args.norm, epsilon=args.epsilon, seed=args.seed,
                              data_dir=args.data_dir, out=args.out, device=args.device, quiet=args.quiet)
     print(json.dumps(rows))
+    return 0
+
+
+def _parse_hyper(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"error: --set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_defend(args: argparse.Namespace) -> int:
+    from nlprobust.vision.datasets import load_images
+    from nlprobust.vision.defenses import build_defense
+    from nlprobust.vision.models import VisionModelConfig, load_checkpoint
+    from nlprobust.vision.train import train_classifier, train_preset
+
+    train = load_images(args.dataset, "train", args.data_dir)
+    test = load_images(args.dataset, "test", args.data_dir)
+    if args.n_train:
+        train = train.subset(slice(0, args.n_train))
+    hyper = _parse_hyper(args.set)
+    if args.method == "cat":
+        hyper["n_train"] = len(train)
+    try:
+        defense = build_defense(args.method, **hyper)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    model_cfg = defense.model_config(VisionModelConfig(arch=args.arch, dataset=args.dataset, batchnorm=True))
+    overrides = {k: getattr(args, k) for k in ("epochs", "lr", "seed") if getattr(args, k) is not None}
+    cfg = train_preset(args.dataset, args.arch, args.scale, **overrides)
+    summary = train_classifier(model_cfg, train, test, args.out, cfg, loss_fn=defense.loss_fn, method=args.method,
+                               device=args.device, quiet=args.quiet)
+    out = {k: v for k, v in summary.items() if k != "history"}
+    if args.evaluate:
+        from nlprobust.vision.evaluate import eval_preset, evaluate
+
+        model, _ = load_checkpoint(f"{args.out}/model.pt", device=args.device)
+        report = evaluate(model, test.x, test.y, eval_preset(args.dataset, args.evaluate), progress=not args.quiet)
+        (Path(args.out) / "eval.json").write_text(json.dumps(report, indent=1))
+        out["robust_accuracy"] = {str(b["epsilon"]): b["robust_accuracy"] for b in report["by_epsilon"]}
+    print(json.dumps(out))
     return 0
 
 
@@ -71,3 +120,24 @@ def add_parser(sub: Any) -> None:
     at.add_argument("--device", default=None)
     at.add_argument("--quiet", action="store_true")
     at.set_defaults(func=cmd_attack)
+
+    from nlprobust.vision.defenses import DEFENSES
+
+    de = vision.add_parser("defend", help="train a model with a robust-training defense (and evaluate it)")
+    de.add_argument("--method", choices=sorted(DEFENSES), required=True)
+    de.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    de.add_argument("--arch", choices=["cnn", "resnet18", "vgg16"], default="cnn")
+    de.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    de.add_argument("--out", required=True)
+    de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="defense hyperparameter, e.g. --set epsilon=0.3 --set steps=10")
+    de.add_argument("--n-train", type=int, default=None, help="first N training images only")
+    de.add_argument("--epochs", type=int, default=None)
+    de.add_argument("--lr", type=float, default=None)
+    de.add_argument("--seed", type=int, default=None)
+    de.add_argument("--evaluate", choices=["tiny", "small", "full"], default=None,
+                    help="then run the robustness evaluation at this size (eval.json beside the model)")
+    de.add_argument("--data-dir", default=None)
+    de.add_argument("--device", default=None)
+    de.add_argument("--quiet", action="store_true")
+    de.set_defaults(func=cmd_defend)
