@@ -101,7 +101,8 @@ def victim(dataset: str, scale: str, data_dir: str | None, runs: Path, *, quiet:
         summary = json.loads((run / "summary.json").read_text())
     model, _ = load_checkpoint(run / "model.pt")
     info = {"test_accuracy": summary["test_acc"], "epochs": summary["epochs"], "n_train": summary["n_train"],
-            "seconds_per_epoch": round(summary["seconds_per_epoch"], 1), "folder": str(run),
+            "seconds_per_epoch": round(summary["seconds_per_epoch"], 1),
+            "folder": str(run.resolve().relative_to(ROOT)) if run.resolve().is_relative_to(ROOT) else run.name,
             "paper_accuracy": PAPER_ACCURACY[dataset]}
     if dataset == "cifar10":  # what the JPEG copy costs: the same 761 test images, original vs JPEG pixels
         exact = load_cifar10("test", data_dir, exact=True)
