@@ -219,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
             for method in methods:
                 if targeted and method not in cfg["targeted_methods"]:
                     continue
-                path = logs / f"{ds}_{kind}_{method}.jsonl"
+                path = logs / f"{ds}_{kind}_{method}{'' if args.seed == 0 else f'_seed{args.seed}'}.jsonl"
                 if args.report_only:
-                    recs = [r for r in JsonlLog(path).records if r["index"] in {int(i) for i in sel.index}]
+                    goal = {int(i): (int(t) if sel.target is not None else None)
+                            for i, t in zip(sel.index, sel.target if sel.target is not None else sel.index)}
+                    recs = [r for r in JsonlLog(path).records
+                            if r["index"] in goal and r.get("target") == goal[r["index"]]]
                     if not recs:
                         continue
                 else:

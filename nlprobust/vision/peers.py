@@ -6,6 +6,10 @@ in the same place, the same exact budget (a query batch that would exceed it is 
 and the same distortion curve (smallest adversarial distortion queried within each checkpoint). ART attacks one
 image at a time; its own iteration limits are set high so that the budget ends each run.
 
+Targeted starts differ from ours: our attacks try 100 training images of the target class and keep the best
+direction; ART's SignOPT gets 100 such images drawn by another generator, ART's HopSkipJump and Boundary one
+(not checked to be classified as the target; ART searches from it).
+
 Needs ``pip install adversarial-robustness-toolbox`` (the ``peers`` extra).
 """
 
@@ -109,9 +113,9 @@ def run_art(method: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
         except Exception as exc:  # ART gives up on some images (no initial adversarial found)
             log.warning("%s on image %d stopped: %s: %s", method, i, type(exc).__name__, exc)
     # ART's answer, or the best adversarial image it queried when that is closer (or ART never returned)
-    best, best_x = view.best(), view.best_inputs()
+    best, best_x = view.best().to(x.device), view.best_inputs().to(x.device)
     own = distance(x_adv - x, "l2")
-    ok_own = predict_labels(model, x_adv)
+    ok_own = predict_labels(model, x_adv).to(x.device)
     ok_own = ok_own == target if target is not None else ok_own != y
     take = torch.isfinite(best) & (~ok_own | (best < own))
     x_adv[take] = best_x[take]

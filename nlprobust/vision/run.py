@@ -69,7 +69,10 @@ def attack_logged(run: Callable[[Selection], AttackResult], sel: Selection, log_
     from tqdm import tqdm
 
     log = JsonlLog(log_path, key="index")
-    todo = [i for i in range(len(sel)) if int(sel.index[i]) not in log.done]
+    # a stored record counts only for the same image with the same goal (untargeted, or the same target)
+    wanted = {int(sel.index[i]): (int(sel.target[i]) if sel.target is not None else None) for i in range(len(sel))}
+    done = {r["index"] for r in log.records if r["index"] in wanted and r.get("target") == wanted[r["index"]]}
+    todo = [i for i in range(len(sel)) if int(sel.index[i]) not in done]
     bar = tqdm(total=len(sel), initial=len(sel) - len(todo), desc=desc, unit="img", disable=quiet)
     for s in range(0, len(todo), chunk):
         part = torch.tensor(todo[s:s + chunk])
@@ -83,8 +86,7 @@ def attack_logged(run: Callable[[Selection], AttackResult], sel: Selection, log_
             log.append(rec)
         bar.update(len(sub))
     bar.close()
-    wanted = {int(i) for i in sel.index}
-    return [r for r in log.records if r["index"] in wanted]
+    return [r for r in log.records if r["index"] in wanted and r.get("target") == wanted[r["index"]]]
 
 
 def _finite_mean(values: Sequence[float]) -> float | None:
@@ -133,7 +135,8 @@ def attack_checkpoint(checkpoint: str, *, method: str, n: int, budget: int, targ
     def run(sub: Selection) -> AttackResult:
         return attack(model, sub.x, sub.y, target=sub.target, starts=starts, checkpoints=checkpoints)
 
-    path = out or str(Path("runs") / "vision" / "attacks" / f"{Path(checkpoint).parent.name}_{method}.jsonl")
+    kind = f"{'targeted' if targeted else 'untargeted'}_{norm}_b{budget}_e{epsilon}_s{seed}"
+    path = out or str(Path("runs") / "vision" / "attacks" / f"{Path(checkpoint).parent.name}_{method}_{kind}.jsonl")
     recs = attack_logged(run, sel, path, chunk=max(1, n), desc=method, quiet=quiet)
     summary = {"checkpoint": checkpoint, "method": method, "norm": norm, "targeted": targeted, "n": len(recs),
                "success": sum(r["success"] for r in recs) / len(recs),

@@ -14,7 +14,10 @@ step (0.2), and the shared options of :class:`HardLabelAttack`. Works on any har
 LightGBM booster (:class:`nlprobust.vision.oracle.BoosterModel`).
 
 Deviations from the published code (attackbox): thesis values ``q = 20``, ``beta = 0.005`` (attackbox: 10 and
-0.001); exact budget; batched searches; L-inf by direct normalisation.
+0.001); an image converges when beta falls below ``beta_min = 5e-7``; exact budget; batched searches; L-inf by
+direct normalisation; directions sampled for the gradient estimate are not kept even when their g is lower
+(the distortion curve still records them); the upward search of a moved direction gives up only past
+``max_lambda = 1000`` (queries past the [0, 1] box change little: a lower cap would save queries).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ projected gradient ascent, batched over images; ``z = sum_q a_q y_q u_q``.
 
 Args: ``q`` (200), ``svm_iters`` dual ascent steps (100), and those of :class:`SignOPT`.
 
-Deviations from the paper: the solution is divided by ``Q`` so that, for orthogonal ``u_q`` (where the SVM
-solution is ``sum_q y_q u_q``), the estimate equals Sign-OPT's and the same step sizes apply.
+Deviations from the paper: the constraints are ``y_q z'u_q >= 1`` (the hard-margin SVM the text describes;
+(2.19) as printed reads ``z'u_q >= y_q``); the solution is divided by ``Q`` so that, for orthogonal ``u_q``
+(where the SVM solution is ``sum_q y_q u_q``), the estimate equals Sign-OPT's and the same step sizes apply.
 """
 
 from __future__ import annotations
