@@ -63,11 +63,16 @@ def render_one(data: dict[str, Any], *, figure_prefix: str = "") -> str:
     """Markdown of one results file; figures (file names beside the JSON) are linked with ``figure_prefix``."""
     out = [f"## {data.get('title', data['recipe'])}", ""]
     meta = [f"scale `{data.get('scale')}`", f"hardware: {data.get('hardware')}"]
-    if "wall_time_s" in data:
+    if isinstance(data.get("attack_seconds_sum"), (int, float)):  # a report assembled from logs of several runs
+        meta.append(f"attack time {data['attack_seconds_sum'] / 60:.1f} min (sum over images and processes)")
+    elif "wall_time_s" in data:
         meta.append(f"wall time {data['wall_time_s'] / 60:.1f} min")
     meta.append(f"seed {data.get('seed')}")
     out.append("; ".join(meta) + ".  ")
-    out.append(f"Command: `{data.get('command')}` (git `{str(data.get('git_sha', ''))[:10]}`)")
+    command = str(data.get("command"))
+    if " --note " in command:  # the notes are printed below the tables
+        command = command.split(" --note ")[0] + " --note ..."
+    out.append(f"Command: `{command}` (git `{str(data.get('git_sha', ''))[:10]}`)")
     out.append("")
     for name, v in (data.get("victim") or {}).items():
         if isinstance(v, dict) and "test_bleu" in v:
