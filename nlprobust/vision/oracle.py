@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 __all__ = ["BudgetExceeded", "QueryView", "HardLabelView", "SoftLabelView", "WhiteBoxView", "BoosterModel",
-           "distance", "model_device"]
+           "distance", "log_probs", "model_device"]
 
 
 class BudgetExceeded(RuntimeError):
@@ -40,6 +40,13 @@ def distance(delta: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "linf":
         return flat.abs().amax(dim=1)
     raise ValueError(f"unknown norm {norm!r}; expected 'l2' or 'linf'")
+
+
+def log_probs(p: torch.Tensor) -> torch.Tensor:
+    """``log p`` of probabilities ``p`` (n x classes), accurate near 1 too: for the class above 0.5 it is
+    ``log1p`` of minus the other classes' total, which float32 keeps when it rounds that probability to 1."""
+    rest = torch.where(p > 0.5, torch.zeros_like(p), p).sum(1, keepdim=True).clamp_max(1)
+    return torch.where(p > 0.5, torch.log1p(-rest), p.clamp_min(torch.finfo(p.dtype).tiny).log())
 
 
 class BoosterModel:

@@ -13,18 +13,13 @@ import logging
 import torch
 
 from nlprobust.vision.attacks.base import Attack, Starts
-from nlprobust.vision.oracle import SoftLabelView
+from nlprobust.vision.oracle import SoftLabelView, log_probs
 
 __all__ = ["NES"]
 
 logger = logging.getLogger(__name__)
 
 
-def _log_probs(p: torch.Tensor) -> torch.Tensor:
-    """``log p`` of probabilities ``p`` (n x classes), accurate near 1 too: for the class above 0.5 it is
-    ``log1p`` of minus the other classes' total, which float32 keeps when it rounds that probability to 1."""
-    rest = torch.where(p > 0.5, torch.zeros_like(p), p).sum(1, keepdim=True).clamp_max(1)
-    return torch.where(p > 0.5, torch.log1p(-rest), p.clamp_min(torch.finfo(p.dtype).tiny).log())
 
 
 class NES(Attack):
@@ -86,7 +81,7 @@ class NES(Attack):
         self.step_size = step_size
 
     def _objective(self, p: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
-        logp = _log_probs(p).gather(1, goal.view(-1, 1)).squeeze(1)
+        logp = log_probs(p).gather(1, goal.view(-1, 1)).squeeze(1)
         return logp if targeted else -logp
 
     def run(self, view: SoftLabelView, gen: torch.Generator, starts: Starts | None) -> torch.Tensor:

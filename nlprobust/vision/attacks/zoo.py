@@ -13,18 +13,13 @@ import logging
 import torch
 
 from nlprobust.vision.attacks.base import Attack, Starts
-from nlprobust.vision.oracle import SoftLabelView
+from nlprobust.vision.oracle import SoftLabelView, log_probs
 
 __all__ = ["ZOO"]
 
 logger = logging.getLogger(__name__)
 
 
-def _log_probs(p: torch.Tensor) -> torch.Tensor:
-    """``log p`` of probabilities ``p`` (n x classes), accurate near 1 too: for the class above 0.5 it is
-    ``log1p`` of minus the other classes' total, which float32 keeps when it rounds that probability to 1."""
-    rest = torch.where(p > 0.5, torch.zeros_like(p), p).sum(1, keepdim=True).clamp_max(1)
-    return torch.where(p > 0.5, torch.log1p(-rest), p.clamp_min(torch.finfo(p.dtype).tiny).log())
 
 
 class ZOO(Attack):
@@ -108,7 +103,7 @@ class ZOO(Attack):
         self.max_iterations = max_iterations
 
     def _attack_loss(self, p: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
-        logp = _log_probs(p)
+        logp = log_probs(p)
         own = logp.gather(1, goal.view(-1, 1)).squeeze(1)
         other = logp.scatter(1, goal.view(-1, 1), float("-inf")).amax(1)
         gap = other - own if targeted else own - other

@@ -49,6 +49,14 @@ def _column(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * (like.dim() - 1)))
 
 
+def check_pgd_steps(steps: int, step_size: float | None) -> None:
+    """Validate the PGD settings of a training-time attack config."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if step_size is not None and step_size <= 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+
+
 def pgd_linf(model: nn.Module, x: torch.Tensor, objective: Objective, *, epsilon: float | torch.Tensor,
              step_size: float | torch.Tensor, steps: int, random_start: bool = True,
              x_init: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,10 +124,7 @@ class MadryConfig:
     def __post_init__(self) -> None:
         if self.epsilon < 0:
             raise ValueError(f"epsilon must be non-negative, got {self.epsilon}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        check_pgd_steps(self.steps, self.step_size)
 
     @property
     def step(self) -> float:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlprobust.vision.defenses.adversarial import model_mode, pgd_linf
+from nlprobust.vision.defenses.adversarial import check_pgd_steps, model_mode, pgd_linf
 
 __all__ = ["TradesConfig", "TradesLoss", "kl_rows"]
 
@@ -45,10 +45,7 @@ class TradesConfig:
         if self.beta < 0 or self.epsilon < 0 or self.init_std < 0:
             raise ValueError(f"beta, epsilon and init_std must be non-negative (got {self.beta}, {self.epsilon}, "
                              f"{self.init_std})")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        check_pgd_steps(self.steps, self.step_size)
 
     @property
     def step(self) -> float:
