@@ -30,7 +30,7 @@ from torch import nn
 from nlprobust.vision.datasets import ImageData
 from nlprobust.vision.models import VisionModelConfig, accuracy, build_model, save_checkpoint
 
-__all__ = ["VisionTrainConfig", "train_classifier", "train_preset", "LossFn", "augment_batch"]
+__all__ = ["VisionTrainConfig", "train_classifier", "train_preset", "LossFn", "augment_batch", "time_training_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +207,45 @@ def train_classifier(model_config: VisionModelConfig, train: ImageData, test: Im
     save_checkpoint(plain, model_config, final, test_acc=summary["test_acc"], method=method)
     summary_path.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def time_training_steps(model_config: VisionModelConfig, train: ImageData, config: VisionTrainConfig, *,
+                        loss_fn: LossFn | None = None, n_batches: int = 20, warmup_batches: int = 2,
+                        device: str | None = None) -> dict[str, float]:
+    """Seconds per training step of ``loss_fn`` on a fresh model, timed over ``n_batches`` batches after
+    ``warmup_batches`` untimed ones, and the implied seconds per epoch over ``train``.
+
+    Methods timed one after another in one process see the same machine, which is what a table of time ratios
+    (thesis Table 5.5) needs; the per-epoch times of separate training runs do not when they share a machine."""
+    if n_batches < 1 or warmup_batches < 0:
+        raise ValueError(f"n_batches must be >= 1 and warmup_batches >= 0, got {n_batches}, {warmup_batches}")
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(config.seed)
+    net = build_model(model_config).to(dev).train()
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    loss_fn = loss_fn or _cross_entropy
+    gen = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(len(train), generator=gen)
+    bs = min(config.batch_size, len(train))
+
+    def step(b: int) -> None:
+        lo = (b * bs) % max(1, len(train) - bs + 1)
+        idx = order[lo:lo + bs]
+        x, y = train.x[idx].to(dev), train.y[idx].to(dev)
+        loss = loss_fn(net, x, y, idx.to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for b in range(warmup_batches):
+        step(b)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for b in range(warmup_batches, warmup_batches + n_batches):
+        step(b)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    per_batch = (time.perf_counter() - t0) / n_batches
+    return {"seconds_per_batch": per_batch, "batch_size": bs,
+            "seconds_per_epoch": per_batch * math.ceil(len(train) / bs), "n_batches": n_batches}
