@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -102,6 +103,13 @@ def test_training_learns_and_resumes(tmp_path):
     model, _ = load_checkpoint(out / "model.pt")
     # a longer run in the same folder with the same config is refused; the finished one is returned as is
     assert train_classifier(cfg, train, test, out, tc, quiet=True)["test_acc"] == summary["test_acc"]
+    # a finished run is not reused for other configs or another ``extra`` (a defense's hyperparameters)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_classifier(cfg, train, test, out, replace(tc, lr=1e-3), quiet=True)
+    tagged = tmp_path / "tagged"
+    train_classifier(cfg, train, test, tagged, replace(tc, epochs=1), quiet=True, extra={"hyper": {"sigma": 0.5}})
+    with pytest.raises(ValueError, match="another configuration"):
+        train_classifier(cfg, train, test, tagged, replace(tc, epochs=1), quiet=True, extra={"hyper": {"sigma": 1}})
     (out / "model.pt").unlink()
     (out / "summary.json").unlink()
     with pytest.raises(ValueError, match="another configuration"):

@@ -103,39 +103,46 @@ def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
 def train_classifier(model_config: VisionModelConfig, train: ImageData, test: ImageData,
                      out_dir: str | os.PathLike[str], config: VisionTrainConfig, *,
                      loss_fn: LossFn | None = None, device: str | None = None, quiet: bool = False,
-                     model: nn.Module | None = None, method: str = "natural") -> dict[str, Any]:
+                     model: nn.Module | None = None, method: str = "natural",
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a classifier into ``out_dir`` and return its summary (test accuracy, seconds per epoch, ...).
 
     ``loss_fn`` replaces the cross-entropy of a batch (adversarial training and the other defenses);
-    ``model`` starts from given weights instead of a fresh :func:`build_model`."""
+    ``model`` starts from given weights instead of a fresh :func:`build_model`. ``extra`` (JSON-serialisable:
+    a defense's hyperparameters, the starting model) is saved with the configs; a folder holding a run (finished
+    or not) with other configs or another ``extra`` raises ``ValueError`` instead of being reused."""
     from accelerate import Accelerator
     from tqdm import tqdm
 
     out = Path(out_dir)
     final = out / "model.pt"
     summary_path = out / "summary.json"
-    if final.exists() and summary_path.exists():
-        return dict(json.loads(summary_path.read_text()))
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=device is not None and torch.device(device).type == "cpu")
-    torch.manual_seed(config.seed)
-    net = model if model is not None else build_model(model_config)
     if config.max_train is not None:
         train = train.subset(slice(0, config.max_train))
     meta = {"method": method, "model": asdict(model_config), "train": asdict(config), "n_train": len(train),
             "n_test": len(test), "train_data": train.name, "torch": torch.__version__}
+    if extra is not None:
+        meta["extra"] = json.loads(json.dumps(extra))
     cfg_path = out / "train_config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        try:  # fields added to the configs since that run take their defaults
+        try:  # fields added to the configs since that run take their defaults; a run saved without ``extra``
+            # predates it and is taken as it is
             same = (asdict(VisionModelConfig(**old["model"])) == meta["model"]
-                    and asdict(VisionTrainConfig(**old["train"])) == meta["train"])
+                    and asdict(VisionTrainConfig(**old["train"])) == meta["train"]
+                    and old.get("extra", meta.get("extra")) == meta.get("extra"))
         except (KeyError, TypeError, ValueError):
             same = False
         if not same:
             raise ValueError(f"{out} holds a run with another configuration ({cfg_path}); use another folder")
-    else:
+    if final.exists() and summary_path.exists():
+        return dict(json.loads(summary_path.read_text()))
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
         cfg_path.write_text(json.dumps(meta, indent=2))
+    accelerator = Accelerator(cpu=device is not None and torch.device(device).type == "cpu")
+    torch.manual_seed(config.seed)
+    net = model if model is not None else build_model(model_config)
     if config.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                                      weight_decay=config.weight_decay, nesterov=True)
