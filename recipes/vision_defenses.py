@@ -46,7 +46,7 @@ from render_results import RESULTS, publish  # noqa: E402
 from nlprobust.results import run_metadata  # noqa: E402
 from nlprobust.vision.datasets import ImageData, load_images  # noqa: E402
 from nlprobust.vision.defenses import build_defense, finetune_bn_only, interpolate_bn, pgd_linf  # noqa: E402
-from nlprobust.vision.evaluate import eval_preset, evaluate  # noqa: E402
+from nlprobust.vision.evaluate import eval_preset, evaluate, refresh_masking_flags  # noqa: E402
 from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint  # noqa: E402
 from nlprobust.vision.train import time_training_steps, train_classifier, train_preset  # noqa: E402
 
@@ -148,13 +148,19 @@ def timing_rows(methods: list[str], cfg: dict[str, Any], train: ImageData, summa
 
 def cached_eval(model: Any, test: ImageData, cfg: dict[str, Any], path: Path, natural: Any | None,
                 seed: int, quiet: bool) -> dict[str, Any]:
-    """:func:`evaluate` of ``model``, cached in ``path`` under its config."""
+    """:func:`evaluate` of ``model``, cached in ``path`` under its attack settings (the masking thresholds are
+    re-applied to a cached report, so changing them runs no attack again)."""
     ecfg = eval_preset(cfg["dataset"], cfg["eval"], epsilons=cfg["epsilons"], n_images=cfg["n_eval"], seed=seed)
+    flags = ("masking_threshold", "blackbox_margin")
+
+    def attack_settings(key: str) -> dict[str, Any]:
+        return {k: v for k, v in json.loads(key).items() if k not in flags}
+
     key = json.dumps(asdict(ecfg), sort_keys=True, default=str)
     if path.exists():
         cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return dict(cached["report"])
+        if "key" in cached and attack_settings(cached["key"]) == attack_settings(key):
+            return refresh_masking_flags(cached["report"], ecfg)
     report = evaluate(model, test.x, test.y, ecfg, transfer_from=natural, progress=not quiet)
     path.write_text(json.dumps({"key": key, "report": report}, indent=1))
     return report

@@ -191,3 +191,21 @@ def test_config_takes_lists_and_sorts_epsilons():
     assert eval_preset("cifar10").epsilons == (8 / 255,)
     with pytest.raises(ValueError):
         eval_preset("imagenet")
+
+
+def test_masking_flags_follow_the_thresholds_and_can_be_reapplied():
+    from nlprobust.vision.evaluate import masking_reasons, refresh_masking_flags
+
+    block = {"epsilon": 0.3, "sign_opt": None,
+             "robust_accuracy": {"pgd": 0.925, "worst_case": 0.90, "square": 0.91, "transfer": 0.98}}
+    # Square beats PGD by 1.5 points: within the default two-point margin, beyond a one-point one
+    assert masking_reasons(block, EvalConfig()) == []
+    loose = masking_reasons(block, EvalConfig(blackbox_margin=0.01))
+    assert len(loose) == 1 and "square" in loose[0]
+    masked = {**block, "robust_accuracy": {"pgd": 0.60, "worst_case": 0.10, "square": 0.20}}
+    assert any("worst case" in r for r in masking_reasons(masked, EvalConfig()))
+    report = {"by_epsilon": [block, masked], "config": {}, "gradient_masking_suspected": False}
+    fresh = refresh_masking_flags(report, EvalConfig(blackbox_margin=0.01))
+    assert [b["gradient_masking_suspected"] for b in fresh["by_epsilon"]] == [True, True]
+    assert fresh["gradient_masking_suspected"] and fresh["config"]["blackbox_margin"] == 0.01
+    assert not refresh_masking_flags({**report, "by_epsilon": [block]}, EvalConfig())["gradient_masking_suspected"]
