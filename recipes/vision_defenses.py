@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Table 5.5 rows: {cfg['timing_batches']} training steps of each method on a fresh model, timed one method "
         "after another in this process (the ratio to quote); `training_run_seconds_per_epoch` is the mean epoch of "
         "the method's own training run, which may have shared the machine with other runs.",
+        *[f"{m} at eps {b['epsilon']:.4g}: gradient masking suspected: " + "; ".join(b["masking_reasons"]) + "."
+          for m, rep in reports.items() for b in rep["by_epsilon"] if b.get("masking_reasons")],
         *args.note,
     ]
     payload = {"recipe": "vision_defenses", "title": f"Robust training on {ds} (thesis chapters 4-6)",
