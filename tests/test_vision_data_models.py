@@ -134,3 +134,14 @@ def test_cli_trains_and_attacks(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["n"] == 2 and summary["mean_queries"] <= 300
     assert len(log.read_text().splitlines()) == 2
+    # a defense fine-tunes the trained model (--init) and records its settings beside the run
+    sprout = tmp_path / "sprout"
+    args = ["vision", "defend", "--method", "sprout", "--scale", "tiny", "--n-train", "256", "--set", "sigma=0.5",
+            "--init", str(out / "model.pt"), "--out", str(sprout), "--quiet"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["method"] == "sprout"
+    saved = json.loads((sprout / "train_config.json").read_text())["extra"]
+    assert saved == {"hyper": {"sigma": 0.5}, "init": str(out / "model.pt")}
+    with pytest.raises(SystemExit, match="--init"):
+        main(args[:-5] + ["--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])

@@ -70,10 +70,19 @@ def cmd_defend(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     model_cfg = defense.model_config(VisionModelConfig(arch=args.arch, dataset=args.dataset, batchnorm=True))
+    start = None
+    if args.init:
+        try:
+            start, start_cfg = load_checkpoint(args.init)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"error: --init: {exc}") from exc
+        start = defense.prepare(start)
+        model_cfg = defense.model_config(start_cfg)
     overrides = {k: getattr(args, k) for k in ("epochs", "lr", "seed") if getattr(args, k) is not None}
     cfg = train_preset(args.dataset, args.arch, args.scale, **overrides)
+    extra = {"hyper": {k: v for k, v in hyper.items() if k != "n_train"}, "init": args.init}
     summary = train_classifier(model_cfg, train, test, args.out, cfg, loss_fn=defense.loss_fn, method=args.method,
-                               device=args.device, quiet=args.quiet)
+                               device=args.device, quiet=args.quiet, model=start, extra=extra)
     out = {k: v for k, v in summary.items() if k != "history"}
     if args.evaluate:
         from nlprobust.vision.evaluate import eval_preset, evaluate
@@ -131,6 +140,8 @@ def add_parser(sub: Any) -> None:
     de.add_argument("--out", required=True)
     de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="defense hyperparameter, e.g. --set epsilon=0.3 --set steps=10")
+    de.add_argument("--init", default=None, metavar="CHECKPOINT",
+                    help="start from this trained model (SPROUT's thesis default: the naturally trained one)")
     de.add_argument("--n-train", type=int, default=None, help="first N training images only")
     de.add_argument("--epochs", type=int, default=None)
     de.add_argument("--lr", type=float, default=None)
