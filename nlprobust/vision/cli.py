@@ -2,7 +2,7 @@
 
     nlprobust vision train --dataset mnist --out runs/vision/mnist_cnn
     nlprobust vision attack --checkpoint runs/vision/mnist_cnn/model.pt --method sign-opt --n 10 --budget 4000
-    nlprobust vision defend --method cat --set eps_max=0.3 --set eta=0.05 --set c=3 --out runs/vision/mnist_cat
+    nlprobust vision defend --method cat --set eps_max=0.3 --set eta=0.15 --set c=3 --out runs/vision/mnist_cat
 """
 
 from __future__ import annotations
