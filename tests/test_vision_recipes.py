@@ -74,7 +74,8 @@ def test_vision_defenses_tiny(tmp_path):
     times = {r["method"]: r for r in data["rows"] if r["table"] == "5.5"}
     assert times["natural"]["time_ratio"] == 1.0 and times["madry"]["time_ratio"] > 2
     masking = [r for r in data["rows"] if r["table"] == "6.1-6.2"]
-    assert len(masking) == 6 and {r["p"] for r in masking} == {0.0, 0.5, 1.0}
+    assert len(masking) == 12 and {r["p"] for r in masking} == {0.0, 0.5, 1.0}
+    assert {r["epsilon"] for r in masking} == {0.1, 0.3}
     # evaluations are cached beside the models: a second run recomputes nothing and gives the same rows
     assert vision_defenses.main(args) == 0
     assert json.loads(out.read_text())["rows"] == data["rows"]
