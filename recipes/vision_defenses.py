@@ -26,6 +26,7 @@ beside its model. Writes ``recipes/results/vision_defenses.json`` and renders ``
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -45,7 +46,15 @@ from render_results import RESULTS, publish  # noqa: E402
 
 from nlprobust.results import run_metadata  # noqa: E402
 from nlprobust.vision.datasets import ImageData, load_images  # noqa: E402
-from nlprobust.vision.defenses import build_defense, finetune_bn_only, interpolate_bn, pgd_linf  # noqa: E402
+from nlprobust.vision.defenses import (  # noqa: E402
+    RobMaskConfig,
+    build_defense,
+    finetune_bn_only,
+    interpolate_bn,
+    pgd_linf,
+    set_bn_branch,
+    set_bn_epsilon,
+)
 from nlprobust.vision.evaluate import eval_preset, evaluate, refresh_masking_flags  # noqa: E402
 from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint  # noqa: E402
 from nlprobust.vision.train import time_training_steps, train_classifier, train_preset  # noqa: E402
@@ -78,6 +87,9 @@ HYPER: dict[str, dict[str, dict[str, Any]]] = {
               "robmask": {"eps_max": 0.3}, "advprop": {"epsilon": 0.3}},
     "cifar10": {m: {} for m in METHODS},
 }
+#: extra evaluations of a trained model with its batch norm in the adversarial setting (RobMask: the code of
+#: eps_max; AdvProp: the auxiliary BN); the plain rows use the clean setting (eps = 0 / the main BN, thesis 6.4)
+VARIANTS: dict[str, tuple[str, ...]] = {"robmask": ("bn-eps_max",), "advprop": ("bn-adv",)}
 #: methods that start from another method's trained model (thesis 5.3.4.1: "for SPROUT we set the model
 #: initialization to be a natural model"); the others start from random weights.
 INIT: dict[str, str] = {"sprout": "natural"}
@@ -251,14 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     natural = models.get("natural") or load_checkpoint(method_dir(runs, args.scale, "natural") / "model.pt")[0]
     rows: list[dict[str, Any]] = []
     reports = {}
-    for method in methods:
-        rep = cached_eval(models[method], test, cfg, method_dir(runs, args.scale, method) / "eval.json",
+    for method, variant in [(m, None) for m in methods] + [(m, v) for m in methods for v in VARIANTS.get(m, ())]:
+        name, cache = (method, "eval.json") if variant is None else (f"{method} ({variant})", f"eval_{variant}.json")
+        model = models[method]
+        if variant is not None:  # the defense's batch norm switched to its adversarial setting
+            model = copy.deepcopy(model)
+            if method == "robmask":
+                set_bn_epsilon(model, HYPER[ds][method].get("eps_max", RobMaskConfig().eps_max))
+            else:
+                set_bn_branch(model, "adv")
+        rep = cached_eval(model, test, cfg, method_dir(runs, args.scale, method) / cache,
                           None if method == "natural" else natural, args.seed, args.quiet)
-        reports[method] = rep
-        paper = PAPER_ACC.get(method) if args.scale == "paper" else None
+        reports[name] = rep
+        paper = PAPER_ACC.get(name) if args.scale == "paper" else None
         for block in rep["by_epsilon"]:
             ra = block["robust_accuracy"]
-            rows.append({"table": "robustness", "method": method, "epsilon": round(block["epsilon"], 4),
+            rows.append({"table": "robustness", "method": name, "epsilon": round(block["epsilon"], 4),
                          "clean_acc": rep["clean_accuracy"], **{f"{k}_acc": v for k, v in ra.items()},
                          "pgd_minus_worst": block.get("pgd_minus_worst_case"),
                          "masking_suspected": block.get("gradient_masking_suspected"),
