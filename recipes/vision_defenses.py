@@ -139,8 +139,9 @@ def timing_rows(methods: list[str], cfg: dict[str, Any], train: ImageData, summa
     key = json.dumps({"methods": order, "batches": cfg["timing_batches"], "n_train": len(train), "seed": seed,
                       "hyper": {m: HYPER[cfg["dataset"]][m] for m in order}, "torch": torch.__version__},
                      sort_keys=True)
-    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
-        return list(json.loads(cache.read_text())["rows"])
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("key") == key:
+        return list(cached["rows"])
     timed = {}
     for method in order:
         defense = build_method(method, cfg, len(train))
