@@ -100,6 +100,14 @@ def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
     return F.cross_entropy(model(x), y)
 
 
+def _optimizer(net: nn.Module, config: VisionTrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names for ``net``'s parameters."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=True)
+    return torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
 def train_classifier(model_config: VisionModelConfig, train: ImageData, test: ImageData,
                      out_dir: str | os.PathLike[str], config: VisionTrainConfig, *,
                      loss_fn: LossFn | None = None, device: str | None = None, quiet: bool = False,
@@ -143,11 +151,7 @@ def train_classifier(model_config: VisionModelConfig, train: ImageData, test: Im
     accelerator = Accelerator(cpu=device is not None and torch.device(device).type == "cpu")
     torch.manual_seed(config.seed)
     net = model if model is not None else build_model(model_config)
-    if config.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
-                                                     weight_decay=config.weight_decay, nesterov=True)
-    else:
-        opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = _optimizer(net, config)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     warm = max(1, int(config.warmup * steps_per_epoch))
@@ -229,7 +233,7 @@ def time_training_steps(model_config: VisionModelConfig, train: ImageData, confi
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
     net = build_model(model_config).to(dev).train()
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    opt = _optimizer(net, config)
     loss_fn = loss_fn or _cross_entropy
     gen = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(train), generator=gen)
