@@ -17,9 +17,9 @@ Success is judged on the beam-5 output. Perplexity (Table 3.5): an interpolated 
 trained on every Gigaword article sentence available offline (31,565; none from the test sets) scores the
 original and adversarial DUC inputs.
 
-Per-sentence records go to ``runs/recipes/summarization_seq2sick/<scale>/`` as they finish, so an interrupted
-run resumes. Writes ``recipes/results/summarization_seq2sick.json`` (or ``--out``) and renders
-``docs/RESULTS.md``.
+Per-sentence records go to ``runs/recipes/summarization_seq2sick/<scale>/<victim folder>-<fingerprint>/`` as
+they finish, so an interrupted run resumes (and a retrained victim starts afresh). Writes
+``recipes/results/summarization_seq2sick.json`` (or ``--out``) and renders ``docs/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ for p in (ROOT, ROOT / "recipes"):
 
 from common import parse_choices, parse_counts  # noqa: E402
 from multi30k_seq2sick import reuse_shorter_runs, run_attacks  # noqa: E402
-from summarization_victims import VICTIMS, gigaword_source, load_victim  # noqa: E402
+from summarization_victims import VICTIMS, gigaword_source, load_victim, victim_fingerprint  # noqa: E402
 
 from nlprobust.attacks import AttackItem, preset  # noqa: E402
 from nlprobust.corpora import (  # noqa: E402
@@ -163,7 +163,8 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
     rg = victim_rouge(victim, folder, args.data_dir, limit=50 if args.scale == "tiny" else None)
     print(f"{name}: Gigaword test ROUGE-1/2/L {rg['rouge1']}/{rg['rouge2']}/{rg['rougeL']} (n={rg['n']})",
           flush=True)
-    work = runs / "recipes" / "summarization_seq2sick" / args.scale
+    # records of each trained victim apart: a retrained victim never reuses its predecessor's attacks
+    work = runs / "recipes" / "summarization_seq2sick" / args.scale / f"{folder.name}-{victim_fingerprint(folder)}"
     work.mkdir(parents=True, exist_ok=True)
     ks = {m: 0 if m == "nonoverlap" else int(m.split("-")[0]) for m in args.methods}
     n = args.n.get(name, DEFAULT_N[args.scale][name])

@@ -17,9 +17,11 @@ parameters) in 56 min, 18.2 / 5.6 / 17.2. Models trained on the full corpus reac
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +90,42 @@ def load_victim(name: str, scale: str, data_dir: str | None, runs: Path, *, devi
         raise ValueError(f"unknown victim {name!r}; expected one of {VICTIMS}")
     run = run_dir(name, scale, runs, glove=glove)
     if name == "lstm":
+        cfg = _onmt_config(scale, glove)
         if not (run / "best.pt").exists():
             from nlprobust.training.opennmt import train_onmt
 
-            train_onmt(*_data(scale, data_dir, full_dir), run, _onmt_config(scale, glove), pretokenized=True)
+            train_onmt(*_data(scale, data_dir, full_dir), run, cfg, pretokenized=True)
+        train_config = json.loads((run / "config.json").read_text())
+        _check_config(run, train_config.get("preset"), cfg)
         victim: Any = OpenNMTVictim(run / "best.pt", trust_checkpoint=True, device=device, pretokenized=True)
-        return victim, run, json.loads((run / "config.json").read_text())
+        return victim, run, train_config
+    mcfg = _marian_config(scale)
     if not (run / "config.json").exists():
         from nlprobust.training.marian import train_marian
 
-        train_marian(*_data(scale, data_dir, full_dir), run, _marian_config(scale), source_lang="en",
-                     target_lang="en")
+        train_marian(*_data(scale, data_dir, full_dir), run, mcfg, source_lang="en", target_lang="en")
+    train_config = json.loads((run / "train_config.json").read_text())
+    _check_config(run, train_config.get("config"), mcfg)
     victim = HFVictim(run, device=device, local_files_only=True)
-    return victim, run, json.loads((run / "train_config.json").read_text())
+    return victim, run, train_config
+
+
+def _check_config(run: Path, saved: Any, cfg: Any) -> None:
+    """A victim folder trained with other settings than the recipe's is an error, not a silent substitute (a
+    setting newer than the folder counts as its default)."""
+    expected = asdict(cfg)
+    defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
+    saved = {**defaults, **(saved if isinstance(saved, dict) else {})}
+    diff = sorted(k for k in set(expected) | set(saved) if saved.get(k) != expected.get(k))
+    if diff:
+        raise ValueError(f"{run} holds a model trained with other settings than this recipe's ({', '.join(diff)} "
+                         "differ): move the folder away to train the recipe's model, or pass another --runs")
+
+
+def victim_fingerprint(run: Path) -> str:
+    """Eight hex digits that change whenever the victim in ``run`` is retrained (hash of its training record)."""
+    meta = run / ("config.json" if (run / "best.pt").exists() else "train_config.json")
+    return hashlib.sha1(meta.read_bytes()).hexdigest()[:8]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,6 +186,46 @@ def test_glove_vectors_initialise_the_lstm(tmp_path: Path) -> None:
         train_onmt(corpus, corpus, tmp_path / "run2", preset("tiny", embeddings=str(tmp_path / "none.txt")))
 
 
+def test_shared_embeddings_tie_encoder_decoder_and_output(tmp_path: Path) -> None:
+    """``share_embeddings``: one vocabulary, one matrix for encoder, decoder and output layer; the attack still
+    edits the source."""
+    pytest.importorskip("onmt")
+    from nlprobust.attacks import AttackItem, Seq2Sick
+    from nlprobust.attacks import preset as attack_preset
+    from nlprobust.corpora import ParallelCorpus
+    from nlprobust.training.opennmt import preset, train_onmt
+    from nlprobust.victims.opennmt import OpenNMTVictim
+
+    words = ["police", "arrest", "men", "in", "paris", "rebels", "enter", "towns"]
+    src = [" ".join(words[i:] + words[:i]) for i in range(8)] * 4
+    corpus = ParallelCorpus(src, [" ".join(s.split()[:3]) for s in src])
+    with pytest.raises(ValueError, match="word_vec_size .* must equal hidden_size"):
+        train_onmt(corpus, corpus, tmp_path / "bad", preset("tiny", share_embeddings=True))
+    cfg = preset("tiny", word_vec_size=32, hidden_size=32, train_steps=60, valid_steps=60, share_embeddings=True)
+    train_onmt(corpus, corpus, tmp_path / "run", cfg, pretokenized=True)
+    victim = OpenNMTVictim(tmp_path / "run" / "best.pt", trust_checkpoint=True, device="cpu", pretokenized=True)
+    m = victim.model
+    lut = m.encoder.embeddings.word_lut.weight
+    assert lut is m.decoder.embeddings.word_lut.weight and lut is m.generator.weight
+    assert victim.src_itos == victim.tgt_itos
+    cfg_a = attack_preset("multi30k-lstm", "nonoverlap", iterations=3)
+    res = Seq2Sick(victim, cfg_a).attack_batch([AttackItem(0, src[0], ())])[0]
+    assert res.error is None and len(res.adversarial_words) == len(src[0].split())
+
+
+def test_victim_folder_trained_with_other_settings_is_refused(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from summarization_victims import _onmt_config, load_victim, run_dir
+
+    run = run_dir("lstm", "tiny", tmp_path)
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps({"preset": {**asdict(_onmt_config("tiny", None)), "hidden_size": 9}}))
+    with pytest.raises(ValueError, match="other settings than this recipe's \\(hidden_size differ\\)"):
+        load_victim("lstm", "tiny", None, tmp_path)
+
+
 def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     import summarization_seq2sick as rec
 

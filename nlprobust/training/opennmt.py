@@ -42,6 +42,11 @@ class OnmtLSTMConfig:
     #: a GloVe-format text file (``word v1 ... vd`` per line, d = ``word_vec_size``) that initialises the
     #: encoder and decoder embeddings of the words it covers (OpenNMT-py ``both_embeddings``)
     embeddings: str | None = None
+    #: one vocabulary for both sides, and one embedding matrix for the encoder, the decoder and the output
+    #: layer (OpenNMT-py ``share_vocab``, ``share_embeddings``, ``share_decoder_embeddings``; needs
+    #: ``word_vec_size == hidden_size``): on a small corpus the decoder then learns its words from the
+    #: articles too, and can name the words it reads
+    share_embeddings: bool = False
 
 
 PRESETS: dict[str, OnmtLSTMConfig] = {
@@ -118,6 +123,8 @@ def onmt_yaml(cfg: OnmtLSTMConfig, run_dir: Path, train: tuple[Path, Path], vali
         "gpu_ranks": [],
         "model_dtype": "fp32",
         **({"both_embeddings": str(cfg.embeddings), "embeddings_type": "GloVe"} if cfg.embeddings else {}),
+        **({"share_vocab": True, "share_embeddings": True, "share_decoder_embeddings": True}
+           if cfg.share_embeddings else {}),
     }
 
 
@@ -154,6 +161,9 @@ def train_onmt(
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    if cfg.share_embeddings and cfg.word_vec_size != cfg.hidden_size:
+        raise ValueError(f"share_embeddings ties the output layer to the embeddings: word_vec_size "
+                         f"({cfg.word_vec_size}) must equal hidden_size ({cfg.hidden_size})")
     if cfg.embeddings and not Path(cfg.embeddings).is_file():
         raise FileNotFoundError(f"word-vector file not found: {cfg.embeddings}")
     train = write_parallel(train_corpus, run / "train", lowercase=lowercase, pretokenized=pretokenized)
