@@ -17,7 +17,8 @@ Needs the SV and RL agents of ``recipes/negotiation_selfplay.py`` (trained here 
 
 Games go to ``<runs>/advagent_<scale>/*.jsonl`` chunk by chunk, so a stopped run resumes where it was.
 Scenarios are a seeded sample of ``selfplay.txt``; the black-box rows use ``--n`` of them (2,000), the
-white-box rows the first ``--n-whitebox`` (CPU time: see the notes). Writes
+reactive and RA+PA+DA rows against the RL and the adversarially trained agent the first ``--n-whitebox``
+(2,000), the other white-box rows the first ``--n-short`` (100 at ``small``: CPU time, see the notes). Writes
 ``recipes/results/negotiation_advagent.json`` (rows beside the thesis, timing, three example dialogues) and
 renders ``docs/RESULTS.md``.
 """
@@ -78,7 +79,7 @@ PAPER_START = {1: _p(94.02, 8.84, 3.32, 100), 2: _p(90.23, 8.72, 3.77, 100), 3: 
 # per update; the small scale updates on 16 dialogues at a time, so (as for the RL agent) lr 0.5, and 2 epochs
 ATTACKER = {"tiny": {"lr": 0.1}, "small": {"lr": 0.5, "epochs": 2}, "paper": {"lr": 0.1, "batch_size": 1}}
 N = {"tiny": 8, "small": 2000, "paper": 2000}
-N_WHITEBOX = {"tiny": 6, "small": 300, "paper": 2000}
+N_WHITEBOX = {"tiny": 6, "small": 2000, "paper": 2000}
 N_SHORT = {"tiny": 4, "small": 100, "paper": 2000}  # preemptive, RA+PA+TA and each start turn
 N_TRANSFER_GAMES = {"tiny": 16, "small": 1000, "paper": 2000}
 

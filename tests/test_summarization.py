@@ -264,3 +264,14 @@ def test_adversarial_text_keeps_the_spelling_of_unchanged_unknown_words() -> Non
     assert adversarial_words(rec) == ["kindu", "falls", "to", "police"]
     sub = {**rec, "source_words": ["kin", "du", "falls", "to", "rebels"]}  # a subword victim: its own text
     assert adversarial_words(sub) == ["<unk>", "falls", "to", "police"]
+
+
+def test_best_checkpoint_by_perplexity_or_accuracy() -> None:
+    from nlprobust.training.opennmt import _best_step, preset, train_onmt
+
+    log = "\n".join(["Step 250/ 500; acc: 10", "Validation perplexity: 300.0", "Validation accuracy: 20.0",
+                     "Step 500/ 500; acc: 12", "Validation perplexity: 320.0", "Validation accuracy: 21.5"])
+    assert _best_step(log) == (250, 300.0)
+    assert _best_step(log, "accuracy") == (500, 21.5)
+    with pytest.raises(ValueError, match="select_by must be one of"):
+        train_onmt(None, None, "unused", preset("tiny", select_by="bleu"))  # type: ignore[arg-type]

@@ -36,6 +36,9 @@ class OnmtLSTMConfig:
     train_steps: int = 20000
     valid_steps: int = 500
     early_stopping: int = 4
+    #: validation score that stops training and picks ``best.pt``: ``ppl`` (lowest) or ``accuracy`` (highest
+    #: token accuracy; on a small corpus the perplexity rises from overconfidence while accuracy still improves)
+    select_by: str = "ppl"
     words_min_frequency: int = 2
     label_smoothing: float = 0.1
     seed: int = 0
@@ -115,7 +118,7 @@ def onmt_yaml(cfg: OnmtLSTMConfig, run_dir: Path, train: tuple[Path, Path], vali
         "save_checkpoint_steps": cfg.valid_steps,
         "keep_checkpoint": -1,
         "early_stopping": cfg.early_stopping,
-        "early_stopping_criteria": "ppl",
+        "early_stopping_criteria": cfg.select_by,
         "report_every": max(10, cfg.valid_steps // 5),
         "save_model": str(run_dir / "model"),
         "seed": cfg.seed,
@@ -128,19 +131,22 @@ def onmt_yaml(cfg: OnmtLSTMConfig, run_dir: Path, train: tuple[Path, Path], vali
     }
 
 
-_VALID_RE = re.compile(r"Validation perplexity: ([0-9.eE+-]+)")
+_VALID_RE = {"ppl": re.compile(r"Validation perplexity: ([0-9.eE+-]+)"),
+             "accuracy": re.compile(r"Validation accuracy: ([0-9.eE+-]+)")}
 _STEP_RE = re.compile(r"Step (\d+)/")
 
 
-def _best_step(log_text: str) -> tuple[int, float] | None:
-    """(step, ppl) of the best validation, parsed from OpenNMT-py's log."""
+def _best_step(log_text: str, select_by: str = "ppl") -> tuple[int, float] | None:
+    """(step, score) of the best validation by ``select_by`` (lowest perplexity or highest accuracy), parsed
+    from OpenNMT-py's log."""
+    sign = 1.0 if select_by == "ppl" else -1.0
     step, best = 0, None
     for line in log_text.splitlines():
         m = _STEP_RE.search(line)
         if m:
             step = int(m.group(1))
-        v = _VALID_RE.search(line)
-        if v and (best is None or float(v.group(1)) < best[1]):
+        v = _VALID_RE[select_by].search(line)
+        if v and (best is None or sign * float(v.group(1)) < sign * best[1]):
             best = (step, float(v.group(1)))
     return best
 
@@ -161,6 +167,8 @@ def train_onmt(
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    if cfg.select_by not in _VALID_RE:
+        raise ValueError(f"select_by must be one of {sorted(_VALID_RE)}, got {cfg.select_by!r}")
     if cfg.share_embeddings and cfg.word_vec_size != cfg.hidden_size:
         raise ValueError(f"share_embeddings ties the output layer to the embeddings: word_vec_size "
                          f"({cfg.word_vec_size}) must equal hidden_size ({cfg.hidden_size})")
@@ -181,7 +189,7 @@ def train_onmt(
                                   stdout=lf, stderr=subprocess.STDOUT, check=False)
             if proc.returncode != 0:
                 raise RuntimeError(f"{module} failed (exit {proc.returncode}); see {log_path}")
-    best = _best_step(log_path.read_text())
+    best = _best_step(log_path.read_text(), cfg.select_by)
     ckpts = sorted(run.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
     if not ckpts:
         raise RuntimeError(f"OpenNMT-py wrote no checkpoint; see {log_path}")
@@ -191,7 +199,7 @@ def train_onmt(
         if cand.exists():
             chosen = cand
     shutil.copyfile(chosen, run / "best.pt")
-    log.info("best checkpoint %s (valid ppl %s)", chosen.name, best[1] if best else "n/a")
+    log.info("best checkpoint %s (valid %s %s)", chosen.name, cfg.select_by, best[1] if best else "n/a")
     return run / "best.pt"
 
 
