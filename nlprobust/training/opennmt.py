@@ -36,8 +36,8 @@ class OnmtLSTMConfig:
     train_steps: int = 20000
     valid_steps: int = 500
     early_stopping: int = 4
-    #: validation score that stops training and picks ``best.pt``: ``ppl`` (lowest) or ``accuracy`` (highest
-    #: token accuracy; on a small corpus the perplexity rises from overconfidence while accuracy still improves)
+    #: which checkpoint becomes ``best.pt``: the lowest validation ``ppl``, the highest validation ``accuracy``
+    #: (these also drive early stopping), or the ``last`` one (a fixed budget, as OpenNMT-py's own recipes)
     select_by: str = "ppl"
     words_min_frequency: int = 2
     label_smoothing: float = 0.1
@@ -118,7 +118,7 @@ def onmt_yaml(cfg: OnmtLSTMConfig, run_dir: Path, train: tuple[Path, Path], vali
         "save_checkpoint_steps": cfg.valid_steps,
         "keep_checkpoint": -1,
         "early_stopping": cfg.early_stopping,
-        "early_stopping_criteria": cfg.select_by,
+        "early_stopping_criteria": "accuracy" if cfg.select_by == "accuracy" else "ppl",
         "report_every": max(10, cfg.valid_steps // 5),
         "save_model": str(run_dir / "model"),
         "seed": cfg.seed,
@@ -167,8 +167,8 @@ def train_onmt(
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    if cfg.select_by not in _VALID_RE:
-        raise ValueError(f"select_by must be one of {sorted(_VALID_RE)}, got {cfg.select_by!r}")
+    if cfg.select_by not in (*_VALID_RE, "last"):
+        raise ValueError(f"select_by must be one of {[*_VALID_RE, 'last']}, got {cfg.select_by!r}")
     if cfg.share_embeddings and cfg.word_vec_size != cfg.hidden_size:
         raise ValueError(f"share_embeddings ties the output layer to the embeddings: word_vec_size "
                          f"({cfg.word_vec_size}) must equal hidden_size ({cfg.hidden_size})")
@@ -189,7 +189,7 @@ def train_onmt(
                                   stdout=lf, stderr=subprocess.STDOUT, check=False)
             if proc.returncode != 0:
                 raise RuntimeError(f"{module} failed (exit {proc.returncode}); see {log_path}")
-    best = _best_step(log_path.read_text(), cfg.select_by)
+    best = None if cfg.select_by == "last" else _best_step(log_path.read_text(), cfg.select_by)
     ckpts = sorted(run.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
     if not ckpts:
         raise RuntimeError(f"OpenNMT-py wrote no checkpoint; see {log_path}")
