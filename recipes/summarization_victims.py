@@ -42,7 +42,7 @@ def _onmt_config(scale: str, glove: str | None) -> Any:
     over: dict[str, Any] = {"embeddings": glove} if glove else {}
     if scale == "tiny":
         return preset("tiny", train_steps=100, valid_steps=100, **over)
-    if scale == "small":  # 2 x 256 LSTM, 16 epochs of the 11,973 pairs; about 25 min on one CPU thread
+    if scale == "small":  # 2 x 256 LSTM, 16 epochs of the 11,973 pairs; about 28 min on one CPU thread
         # a fixed budget and the last checkpoint: the validation perplexity bottoms out at step 1,500 and the
         # accuracy at 1,500-2,000 (overconfidence on 12k pairs), but the longer-trained model is the one that
         # answers its input (24 dev inputs, 1 keyword, 200 iterations: 83% success at step 1,500, 96% at
