@@ -51,6 +51,15 @@ class OnmtLSTMConfig:
     #: articles too, and can name the words it reads
     share_embeddings: bool = False
 
+    def __post_init__(self) -> None:
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by must be one of {list(SELECT_BY)}, got {self.select_by!r}")
+        if self.share_embeddings and self.word_vec_size != self.hidden_size:
+            raise ValueError(f"share_embeddings ties the output layer to the embeddings: word_vec_size "
+                             f"({self.word_vec_size}) must equal hidden_size ({self.hidden_size})")
+
+
+SELECT_BY = ("ppl", "accuracy", "last")
 
 PRESETS: dict[str, OnmtLSTMConfig] = {
     # a few seconds: for tests and the tiny recipe scale
@@ -167,11 +176,6 @@ def train_onmt(
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    if cfg.select_by not in (*_VALID_RE, "last"):
-        raise ValueError(f"select_by must be one of {[*_VALID_RE, 'last']}, got {cfg.select_by!r}")
-    if cfg.share_embeddings and cfg.word_vec_size != cfg.hidden_size:
-        raise ValueError(f"share_embeddings ties the output layer to the embeddings: word_vec_size "
-                         f"({cfg.word_vec_size}) must equal hidden_size ({cfg.hidden_size})")
     if cfg.embeddings and not Path(cfg.embeddings).is_file():
         raise FileNotFoundError(f"word-vector file not found: {cfg.embeddings}")
     train = write_parallel(train_corpus, run / "train", lowercase=lowercase, pretokenized=pretokenized)
