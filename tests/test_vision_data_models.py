@@ -145,3 +145,29 @@ def test_cli_trains_and_attacks(tmp_path, capsys):
     assert saved == {"hyper": {"sigma": 0.5}, "init": str(out / "model.pt")}
     with pytest.raises(SystemExit, match="--init"):
         main(args[:-5] + ["--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+
+
+def test_cli_defend_eval_bn_is_checked_before_training(tmp_path):
+    """--eval-bn only makes sense for a model with switchable batch norm that is evaluated; the CLI refuses the
+    rest before it loads or trains anything, and a RobMask strength outside [0, eps_max] names the encoding's
+    range."""
+    from nlprobust.cli import main
+    from nlprobust.vision.cli import _set_eval_bn
+    from nlprobust.vision.defenses import convert_batchnorm
+    from nlprobust.vision.models import VisionModelConfig, build_model
+
+    base = ["vision", "defend", "--scale", "tiny", "--n-train", "64", "--quiet"]
+    for extra in (["--method", "madry", "--evaluate", "tiny"], ["--method", "robmask"]):
+        out = tmp_path / extra[1]
+        with pytest.raises(SystemExit, match="--eval-bn needs --evaluate"):
+            main(base + extra + ["--eval-bn", "0.3", "--out", str(out)])
+        assert not out.exists()
+    net = convert_batchnorm(build_model(VisionModelConfig(arch="cnn", dataset="mnist", batchnorm=True)),
+                            "robmask", eps_max=0.3)
+    _set_eval_bn(net, "0.2")
+    with pytest.raises(SystemExit, match="outside"):
+        _set_eval_bn(net, "0.5")
+    with pytest.raises(SystemExit, match="expected clean, adv"):
+        _set_eval_bn(net, "strong")
+    with pytest.raises(SystemExit, match="no AdvProp"):
+        _set_eval_bn(net, "adv")

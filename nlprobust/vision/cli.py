@@ -52,12 +52,34 @@ def _parse_hyper(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _set_eval_bn(model: Any, setting: str) -> None:
+    """Switch a trained model's batch norm to ``setting`` before it is evaluated: ``clean`` / ``adv`` (AdvProp's
+    two branches) or a perturbation strength (RobMask: the BN parameters of that strength's code)."""
+    from nlprobust.vision.defenses import set_bn_branch, set_bn_epsilon
+
+    try:
+        if setting in ("clean", "adv"):
+            set_bn_branch(model, setting)
+        else:
+            try:
+                epsilon = float(setting)
+            except ValueError:
+                raise ValueError(f"expected clean, adv (AdvProp) or a perturbation strength (RobMask), "
+                                 f"got {setting!r}") from None
+            set_bn_epsilon(model, epsilon)
+    except ValueError as exc:
+        raise SystemExit(f"error: --eval-bn: {exc}") from exc
+
+
 def cmd_defend(args: argparse.Namespace) -> int:
     from nlprobust.vision.datasets import load_images
     from nlprobust.vision.defenses import build_defense
     from nlprobust.vision.models import VisionModelConfig, load_checkpoint
     from nlprobust.vision.train import train_classifier, train_preset
 
+    if args.eval_bn is not None and (not args.evaluate or args.method not in ("robmask", "advprop")):
+        raise SystemExit("error: --eval-bn needs --evaluate and a model with switchable batch norm "
+                         f"(--method robmask or advprop), got --method {args.method}")
     train = load_images(args.dataset, "train", args.data_dir)
     test = load_images(args.dataset, "test", args.data_dir)
     if args.n_train:
@@ -88,8 +110,13 @@ def cmd_defend(args: argparse.Namespace) -> int:
         from nlprobust.vision.evaluate import eval_preset, evaluate
 
         model, _ = load_checkpoint(f"{args.out}/model.pt", device=args.device)
+        name = "eval.json"
+        if args.eval_bn is not None:
+            _set_eval_bn(model, args.eval_bn)
+            name = f"eval_bn-{args.eval_bn}.json"
         report = evaluate(model, test.x, test.y, eval_preset(args.dataset, args.evaluate), progress=not args.quiet)
-        (Path(args.out) / "eval.json").write_text(json.dumps(report, indent=1))
+        report["bn_setting"] = args.eval_bn
+        (Path(args.out) / name).write_text(json.dumps(report, indent=1))
         out["robust_accuracy"] = {str(b["epsilon"]): b["robust_accuracy"] for b in report["by_epsilon"]}
     print(json.dumps(out))
     return 0
@@ -148,6 +175,10 @@ def add_parser(sub: Any) -> None:
     de.add_argument("--seed", type=int, default=None)
     de.add_argument("--evaluate", choices=["tiny", "small", "full"], default=None,
                     help="then run the robustness evaluation at this size (eval.json beside the model)")
+    de.add_argument("--eval-bn", default=None, metavar="SETTING",
+                    help="evaluate with the batch norm in this setting: clean or adv (AdvProp's branches), or a "
+                         "perturbation strength (RobMask: its BN at that strength's code, e.g. the test radius); "
+                         "written to eval_bn-SETTING.json")
     de.add_argument("--data-dir", default=None)
     de.add_argument("--device", default=None)
     de.add_argument("--quiet", action="store_true")
