@@ -34,6 +34,14 @@ def test_vision_hardlabel_tiny_runs_resumes_and_respects_budgets(tmp_path):
     sign = [r for r in data["rows"] if r["method"] == "sign-opt" and r["table"] == "2.2" and r["dataset"] == "mnist"]
     assert [r["queries"] for r in sign] == [200, 400, 600]
     assert sign[-1]["median_l2"] <= sign[0]["median_l2"]
+    # the per-image best over all attacks is never worse than any attack's own result at the full budget
+    for ds in ("mnist", "cifar10"):
+        un = [r for r in data["rows"] if r["dataset"] == ds and r["table"] == "2.2"]
+        best = [r for r in un if r["method"] == "best-of-all"]
+        assert len(best) == 1 and best[0]["methods"] == ["cw-l2", "opt", "sign-opt", "svm-opt"]
+        for r in un:
+            if r["queries"] in (None, 600) and r["n"] == best[0]["n"]:
+                assert best[0]["median_l2"] <= r["median_l2"] + 1e-9 and best[0]["sr"] >= r["sr"], r["method"]
     # a second run finds every image in the logs and attacks nothing again
     before = {f.name: f.read_text() for f in logs.glob("*.jsonl")}
     assert vision_hardlabel.main(args) == 0
