@@ -292,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         "has queried within q queries (inf while none; counted in medians and success rates, not in means). "
         "`found`: share of images with an adversarial image by then. sr: share within epsilon (MNIST 1.5, "
         "CIFAR-10 0.5). C&W rows: the final white-box result.",
-        "best-of-all rows: per image, the smallest adversarial distortion that any attack of the table found "
-        "(hard-label ones within the full budget, C&W white-box), over the images every attack ran on: an upper "
-        "bound on each image's distance to the decision boundary, so it says how far the victim's boundary lies "
-        "and what no attack here got below.",
+        "best-of-all rows: per image of the full selection, the smallest adversarial distortion that any attack of "
+        "the table found on it (hard-label ones within the full budget, C&W white-box; an attack run on fewer "
+        "images counts where it ran): an upper bound on each image's distance to the decision boundary, and the "
+        "level no attack here got below.",
         "The thesis's Table 2.2 column is labelled 'Avg L2' while its text defines the median; its MNIST budget "
         "columns are 4k / 8k / 14k and its CIFAR-10 ones 4k / 8k / 12k. Its boundary attack is Foolbox's; ours is "
         "ART's BoundaryAttack. Victims: our own C&W CNNs, not the thesis's checkpoints (see the victim lines).",
