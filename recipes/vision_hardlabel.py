@@ -50,7 +50,14 @@ from nlprobust.vision.attacks.base import AttackResult  # noqa: E402
 from nlprobust.vision.datasets import load_cifar10, load_images  # noqa: E402
 from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint  # noqa: E402
 from nlprobust.vision.peers import ART_ATTACKS, art_available, run_art  # noqa: E402
-from nlprobust.vision.run import Selection, attack_logged, curve_summary, select_images  # noqa: E402
+from nlprobust.vision.run import (  # noqa: E402
+    Selection,
+    attack_logged,
+    curve_summary,
+    distance_summary,
+    record_distance,
+    select_images,
+)
 from nlprobust.vision.train import train_classifier, train_preset  # noqa: E402
 
 DATASETS = ("mnist", "cifar10")
@@ -172,22 +179,14 @@ def plot(dataset: str, curves: dict[tuple[str, bool], list[tuple[int, float]]], 
     plt.close(fig)
 
 
-def final_distance(record: dict[str, Any], budget: int | None) -> float:
-    """A record's distortion at the full budget (``None``: white-box, its final distance); inf if not found."""
-    if budget is not None:
-        return float(record["curve"][str(budget)])
-    return float(record["distance"]) if record["success"] else math.inf
-
-
 def best_of_all(ds: str, finals: dict[str, dict[int, float]], targeted: bool, epsilon: float) -> dict[str, Any]:
     """The row of the per-image smallest distortion over all attacks that ran on the image, on the images of the
     full selection (an attack run on fewer images, such as ART's Boundary on CIFAR-10, still contributes)."""
     full = max(len(f) for f in finals.values())
     images = sorted(set.intersection(*(set(f) for f in finals.values() if len(f) == full)))
-    recs = [{"success": True, "distance": d} if math.isfinite(d := min(f.get(i, math.inf) for f in finals.values()))
-            else {"success": False, "distance": d} for i in images]
+    best = [min(f.get(i, math.inf) for f in finals.values()) for i in images]
     return {"table": "targeted" if targeted else "2.2", "dataset": ds, "method": "best-of-all", "queries": None,
-            **curve_summary(recs, None, epsilon), "seconds_per_image": None, "paper": None,
+            **distance_summary(best, epsilon), "seconds_per_image": None, "paper": None,
             "methods": sorted(finals)}
 
 
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                     recs = attack_logged(runner, sel, path, chunk=chunk, desc=f"{ds} {kind} {method}",
                                          quiet=args.quiet)
                 secs = sum(r["seconds"] for r in recs) / len(recs)
-                finals[method] = {r["index"]: final_distance(r, None if method == "cw-l2" else budget) for r in recs}
+                finals[method] = {r["index"]: record_distance(r, None if method == "cw-l2" else budget) for r in recs}
                 if method == "cw-l2":
                     s = curve_summary(recs, None, EPSILON[ds])
                     cw_median[targeted] = s["median_l2"]

@@ -19,7 +19,8 @@ import torch
 from nlprobust.results import JsonlLog
 from nlprobust.vision.attacks.base import AttackResult, Starts, predict_labels
 
-__all__ = ["Selection", "select_images", "attack_logged", "curve_summary", "attack_checkpoint"]
+__all__ = ["Selection", "select_images", "attack_logged", "record_distance", "distance_summary", "curve_summary",
+           "attack_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,27 @@ def _finite_mean(values: Sequence[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def curve_summary(records: Sequence[dict[str, Any]], queries: int | None, epsilon: float) -> dict[str, Any]:
-    """Median and mean distortion and success rate at ``epsilon`` over ``records``: at ``queries`` from each
-    record's curve (the best adversarial distortion within that many queries; inf while there is none, which
-    counts in the median and the success rate, not in the mean), or from the final ``distance`` of a record
-    without a query budget (white-box)."""
+def record_distance(record: dict[str, Any], queries: int | None) -> float:
+    """One record's distortion: at ``queries`` from its curve (the best adversarial distortion within that many
+    queries; inf while there is none), or its final ``distance`` for a record without a query budget
+    (white-box; inf if it failed)."""
     if queries is None:
-        d = [r["distance"] if r["success"] else math.inf for r in records]
-    else:
-        d = [r["curve"][str(queries)] for r in records]
+        return float(record["distance"]) if record["success"] else math.inf
+    return float(record["curve"][str(queries)])
+
+
+def distance_summary(d: Sequence[float], epsilon: float) -> dict[str, Any]:
+    """Median and mean distortion and success rate at ``epsilon`` over per-image distortions ``d`` (inf: none
+    found, which counts in the median and the success rate, not in the mean)."""
     n = len(d)
     return {"n": n, "median_l2": statistics.median(d) if d else None, "mean_l2": _finite_mean(d),
             "sr": sum(v <= epsilon for v in d) / n if n else None,
             "found": sum(math.isfinite(v) for v in d) / n if n else None}
+
+
+def curve_summary(records: Sequence[dict[str, Any]], queries: int | None, epsilon: float) -> dict[str, Any]:
+    """:func:`distance_summary` of ``records`` at ``queries`` (see :func:`record_distance`)."""
+    return distance_summary([record_distance(r, queries) for r in records], epsilon)
 
 
 def attack_checkpoint(checkpoint: str, *, method: str, n: int, budget: int, targeted: bool = False,
