@@ -50,20 +50,50 @@ def _read_inputs(path: str, keywords: list[str]) -> list:
     return items
 
 
+def _attack_config(args: argparse.Namespace):  # noqa: ANN202 - an AttackConfig subclass
+    """The attack's config from the command line: a preset (Seq2Sick) or the defaults, then single overrides."""
+    from nlprobust.attacks import ATTACKS, preset
+
+    common = {"criterion": args.criterion, "reduce": not args.no_reduce, "quality_metric": args.quality_metric,
+              "quality_fraction": args.quality_fraction}
+    if args.attack == "seq2sick":
+        overrides = {f.name: getattr(args, f.name) for f in fields(preset(args.preset, args.mode))
+                     if f.name not in ("mode", "preset") and getattr(args, f.name, None) is not None}
+        return preset(args.preset, args.mode, **{**common, **overrides})
+    cls = ATTACKS[args.attack][0].config_class
+    settings = {f.name: getattr(args, f.name) for f in fields(cls)
+                if f.name not in common and getattr(args, f.name, None) is not None}
+    if getattr(args, "protect", None):
+        settings["protected"] = tuple(args.protect.split())
+    if getattr(args, "no_skip_stopwords", False):
+        settings["skip_stopwords"] = False
+    return cls(mode=args.mode, **common, **settings)
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from nlprobust.attacks import Seq2Sick, preset
+    from nlprobust.attacks import ATTACKS, build_attack
     from nlprobust.metrics import mark_changes
     from nlprobust.results import JsonlLog, summarize, summary_table
     from nlprobust.victims import VictimError, load_victim
 
+    if args.list or args.attack is None:
+        from nlprobust.attacks import CRITERIA, MODES
+
+        print("attacks:")
+        for name, (_, desc) in ATTACKS.items():
+            print(f"  {name:10s} {desc}")
+        print("goals (--mode): " + ", ".join(MODES))
+        print("non-overlap criteria (--criterion): " + ", ".join(CRITERIA) + " (the first is the default)")
+        return 0 if args.list else 2
     keywords = args.keywords.split() if args.keywords else []
     if args.mode == "keywords" and not keywords and not args.input.endswith(".jsonl"):
         raise SystemExit("error: --mode keywords needs --keywords (or a .jsonl input with a 'keywords' field)")
-    overrides = {f.name: getattr(args, f.name) for f in fields(preset(args.preset, args.mode))
-                 if f.name not in ("mode", "preset") and getattr(args, f.name, None) is not None}
-    config = preset(args.preset, args.mode, **overrides)
+    try:
+        config = _attack_config(args)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
     items = _read_inputs(args.input, keywords)
     try:
         victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint, device=args.device,
@@ -75,9 +105,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if out.done:
         print(f"resuming: {len(out.done)} of {len(items)} sentences already in {args.out}", file=sys.stderr)
     Path(args.out).with_suffix(".config.json").write_text(json.dumps(
-        {"victim": args.victim, "input": args.input, "config": asdict(config)}, indent=2))
-    attack = Seq2Sick(victim, config)
-    bar = tqdm(total=len(todo), desc=f"seq2sick {args.mode}", unit="sent", disable=args.quiet)
+        {"victim": args.victim, "input": args.input, "attack": args.attack, "config": asdict(config)}, indent=2))
+    attack = build_attack(args.attack, victim, config)
+    bar = tqdm(total=len(todo), desc=f"{args.attack} {args.mode}", unit="sent", disable=args.quiet)
     for s in range(0, len(todo), args.batch_size):
         for r in attack.attack_batch(todo[s : s + args.batch_size]):
             out.append(r.to_dict())
@@ -94,7 +124,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
             print(f"  adv   : {mark_changes(rec['adversarial_words'], rec['changed_positions'])}")
             print(f"  output: {rec['original_output']}")
             print(f"  adv out: {rec['adversarial_output']}")
-    print(summary_table([(f"{args.mode} ({config.preset})", summarize(recs))]))
+    print(summary_table([(f"{args.attack} {args.mode} ({config.preset})", summarize(recs))]))
     return 0
 
 
@@ -166,23 +196,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    at = sub.add_parser("attack", help="run an attack").add_subparsers(dest="attack", required=True)
-    s2s = at.add_parser("seq2sick", help="Seq2Sick white-box attack on a seq2seq model")
-    _add_victim_args(s2s)
-    s2s.add_argument("--input", required=True, help="one sentence per line (.txt) or JSON lines with text/keywords")
-    s2s.add_argument("--mode", choices=["nonoverlap", "keywords"], default="nonoverlap")
-    s2s.add_argument("--keywords", default="", help='space-separated target keywords, e.g. "Hund sitzt"')
-    s2s.add_argument("--out", required=True, help="results, one JSON line per sentence (resumed if present)")
-    s2s.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out")
-    s2s.add_argument("--batch-size", type=int, default=32)
-    s2s.add_argument("--preset", choices=sorted(PRESETS), default="multi30k-lstm")
-    for name, typ in (("iterations", int), ("lr", float), ("lr_late", float), ("lambda1", float),
-                      ("lambda2", float), ("epsilon", float), ("beam_size", int), ("check_every", int)):
-        s2s.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None,
-                         help=f"override the preset's {name}")
-    s2s.add_argument("--show", type=int, default=5, help="examples to print at the end")
-    s2s.add_argument("--quiet", action="store_true")
-    s2s.set_defaults(func=cmd_attack)
+    from nlprobust.attacks import ATTACKS, CRITERIA, MODES
+
+    atk = sub.add_parser("attack", help="run an attack (--list names them)")
+    atk.add_argument("--list", action="store_true", help="name every attack and goal, then exit")
+    atk.set_defaults(func=cmd_attack, attack=None)
+    at = atk.add_subparsers(dest="attack")
+    for name, (_cls, desc) in ATTACKS.items():
+        a = at.add_parser(name, help=desc)
+        _add_victim_args(a)
+        a.add_argument("--input", required=True, help="one sentence per line (.txt) or JSON lines with text/keywords")
+        a.add_argument("--mode", choices=list(MODES), default="nonoverlap", help="the goal")
+        a.add_argument("--keywords", default="", help='space-separated target keywords, e.g. "Hund sitzt"')
+        a.add_argument("--criterion", choices=list(CRITERIA), default="at-least-as-long",
+                       help="non-overlap success: also require an output no shorter than the original "
+                            "(default), or the thesis's positional rule")
+        a.add_argument("--no-reduce", action="store_true",
+                       help="skip the reduction pass (paper-faithful Seq2Sick: changes are never undone)")
+        a.add_argument("--quality-metric", choices=["chrf", "bleu"], default="chrf", help="quality-drop goal's metric")
+        a.add_argument("--quality-fraction", type=float, default=0.5,
+                       help="quality-drop success: output score at most this fraction of the clean output's")
+        a.add_argument("--beam-size", dest="beam_size", type=int, default=None, help="beam of the judging decode")
+        a.add_argument("--out", required=True, help="results, one JSON line per sentence (resumed if present)")
+        a.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out")
+        a.add_argument("--batch-size", type=int, default=32)
+        a.add_argument("--show", type=int, default=5, help="examples to print at the end")
+        a.add_argument("--quiet", action="store_true")
+        a.set_defaults(func=cmd_attack, list=False)
+        if name == "seq2sick":
+            a.add_argument("--preset", choices=sorted(PRESETS), default="multi30k-lstm")
+            for opt, typ in (("iterations", int), ("lr", float), ("lr_late", float), ("lambda1", float),
+                             ("lambda2", float), ("epsilon", float), ("check_every", int)):
+                a.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=typ, default=None,
+                               help=f"override the preset's {opt}")
+        elif name == "word-swap":
+            a.add_argument("--max-changes", dest="max_changes", type=int, default=None,
+                           help="most words changed per sentence (default 5)")
+            a.add_argument("--candidates", type=int, default=None, help="swaps decoded per sentence and step (32)")
+            a.add_argument("--verify", type=int, default=None, help="swaps beam-verified per sentence and step (4)")
+            a.add_argument("--epsilon", type=float, default=None, help="surrogate margin (0)")
+            a.add_argument("--protect", default="", help='space-separated words never changed, e.g. "dog Paris"')
+            a.add_argument("--no-skip-stopwords", action="store_true", help="allow changing stop words")
 
     tr = sub.add_parser("train", help="train a victim").add_subparsers(dest="what", required=True)
     onmt = tr.add_parser("onmt", help="OpenNMT-py word-level attention LSTM")

@@ -72,9 +72,34 @@ def changed_positions(original: Sequence[str], adversarial: Sequence[str]) -> li
     return out
 
 
-def nonoverlap_success(original: Sequence[str], adversarial: Sequence[str]) -> bool:
-    """True when no output position holds the same word in both outputs."""
+def nonoverlap_success(original: Sequence[str], adversarial: Sequence[str], *,
+                       criterion: str = "at-least-as-long") -> bool:
+    """True when no output position holds the same word in both outputs.
+
+    ``criterion="positional"`` is the thesis's rule: only positions both outputs have are compared, so a
+    shorter (even empty) output can succeed. ``"at-least-as-long"`` (the default, TextAttack's rule) also
+    requires the adversarial output to be no shorter than the original.
+    """
+    if criterion == "at-least-as-long":
+        if len(adversarial) < len(original):
+            return False
+    elif criterion != "positional":
+        raise ValueError(f"criterion must be 'at-least-as-long' or 'positional', not {criterion!r}")
     return all(a != b for a, b in zip(original, adversarial))
+
+
+def token_error_rate(original: Sequence[str], adversarial: Sequence[str]) -> float:
+    """Word-level edit distance (substitutions, insertions, deletions) divided by the original's length."""
+    n, m = len(original), len(adversarial)
+    if n == 0:
+        return float(m > 0)
+    prev = list(range(m + 1))
+    for i in range(1, n + 1):
+        cur = [i] + [0] * m
+        for j in range(1, m + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (original[i - 1] != adversarial[j - 1]))
+        prev = cur
+    return prev[m] / n
 
 
 def keywords_success(keywords: Sequence[str], output: Sequence[str]) -> bool:

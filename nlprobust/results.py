@@ -49,7 +49,10 @@ class JsonlLog:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Success rate over attacked sentences; BLEU and words changed averaged over successful ones."""
+    """Success rate over attacked sentences; sizes (BLEU, chrF, token error rate, words changed) averaged over
+    successful ones; ``success_at_k``: the share of sentences attacked successfully with at most ``k`` changed
+    words (ranks attacks by strength and size at once); costs per sentence; the criterion of the records and,
+    for non-overlap records, the success rate under each criterion."""
     recs = list(records)
     ok = [r for r in recs if not r.get("error")]
     succ = [r for r in ok if r.get("success")]
@@ -58,7 +61,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     def mean(xs: list[float]) -> float | None:
         return sum(xs) / len(xs) if xs else None
 
-    return {
+    out: dict[str, Any] = {
         "n": n,
         "errors": len(recs) - n,
         "success": len(succ) / n if n else None,
@@ -68,6 +71,20 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "changed_all": mean([r["changed"] for r in ok]),
         "time_s": mean([r.get("time_s", 0.0) for r in ok]),
     }
+    for k in (1, 2, 3):
+        out[f"success_at_{k}"] = sum(1 for r in succ if r["changed"] <= k) / n if n else None
+    for key in ("chrf", "ter", "changed_before_reduction"):
+        vals = [r[key] for r in succ if key in r]
+        out[key] = mean(vals) if len(vals) == len(succ) else None
+    for key in ("forward_passes", "backward_passes", "beam_decodes"):
+        vals = [r[key] for r in ok if key in r]
+        out[key] = mean(vals) if ok and len(vals) == len(ok) else None
+    crits = {r.get("criterion") for r in ok if r.get("criterion")}
+    out["criterion"] = crits.pop() if len(crits) == 1 else (sorted(c for c in crits if c) or None)
+    by = [r["success_by_criterion"] for r in ok if r.get("success_by_criterion")]
+    if n and len(by) == n:
+        out["success_by_criterion"] = {c: sum(1 for b in by if b.get(c)) / n for c in sorted(by[0])}
+    return out
 
 
 def fmt(x: Any, spec: str = ".3f") -> str:
@@ -80,11 +97,17 @@ def fmt(x: Any, spec: str = ".3f") -> str:
 
 def summary_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """Markdown table of summaries: one row per (label, summary)."""
-    out = ["| run | n | success % | BLEU | # changed | errors | s/sentence |", "|---|---|---|---|---|---|---|"]
+    out = ["| run | criterion | n | success % | success <=1 / <=2 / <=3 words % | BLEU | chrF | # changed | errors "
+           "| s/sentence |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(x: Any) -> str:
+        return "-" if x is None else f"{100 * x:.1f}"
+
     for label, s in rows:
-        succ = "-" if s["success"] is None else f"{100 * s['success']:.1f}"
-        out.append(f"| {label} | {s['n']} | {succ} | {fmt(s['bleu'])} | {fmt(s['changed'], '.2f')} | "
-                   f"{s['errors']} | {fmt(s['time_s'], '.2f')} |")
+        at = " / ".join(pct(s.get(f"success_at_{k}")) for k in (1, 2, 3))
+        out.append(f"| {label} | {s.get('criterion') or '-'} | {s['n']} | {pct(s['success'])} | {at} | "
+                   f"{fmt(s['bleu'])} | {fmt(s.get('chrf'))} | {fmt(s['changed'], '.2f')} | {s['errors']} | "
+                   f"{fmt(s['time_s'], '.2f')} |")
     return "\n".join(out)
 
 

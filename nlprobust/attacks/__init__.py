@@ -1,5 +1,33 @@
-"""Adversarial attacks on seq2seq victims."""
+"""Adversarial attacks on seq2seq victims, all on one template (:mod:`nlprobust.attacks.base`).
 
-from nlprobust.attacks.seq2sick import AttackItem, AttackResult, Seq2Sick, Seq2SickConfig, preset
+``ATTACKS`` is the registry: a new attack is one file with a :class:`TextAttack` subclass and one row here.
+"""
 
-__all__ = ["AttackItem", "AttackResult", "Seq2Sick", "Seq2SickConfig", "preset"]
+from __future__ import annotations
+
+from typing import Any
+
+from nlprobust.attacks.base import AttackConfig, AttackItem, AttackResult, TextAttack
+from nlprobust.attacks.goals import CRITERIA, MODES
+from nlprobust.attacks.seq2sick import PRESETS, Seq2Sick, Seq2SickConfig, preset
+from nlprobust.attacks.word_swap import GradientWordSwap, WordSwapConfig
+
+#: name -> (attack class, one-line description)
+ATTACKS: dict[str, tuple[type[TextAttack], str]] = {
+    "word-swap": (GradientWordSwap, "gradient-guided word swap: first-order swap scores, batched tests, beam-verified"
+                                    " (the default: fewest words changed)"),
+    "seq2sick": (Seq2Sick, "Seq2Sick (thesis Algorithm 6): projected group-lasso PGD over input embeddings"),
+}
+DEFAULT_ATTACK = "word-swap"
+
+
+def build_attack(name: str, victim: Any, config: AttackConfig | None = None, **settings: Any) -> TextAttack:
+    """The attack ``name`` on ``victim`` with ``config`` (or its config class built from ``settings``)."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; expected one of {sorted(ATTACKS)}")
+    cls = ATTACKS[name][0]
+    return cls(victim, config if config is not None else cls.config_class(**settings))
+
+
+__all__ = ["ATTACKS", "CRITERIA", "DEFAULT_ATTACK", "MODES", "PRESETS", "AttackConfig", "AttackItem", "AttackResult",
+           "GradientWordSwap", "Seq2Sick", "Seq2SickConfig", "TextAttack", "WordSwapConfig", "build_attack", "preset"]

@@ -7,7 +7,9 @@ any model-specific scaling (Marian's ``embed_scale``), positional encodings and 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +77,64 @@ class Seq2SeqVictim(ABC):
     @abstractmethod
     def keyword_id(self, word: str) -> int:
         """The single output-vocabulary id of a keyword; :class:`VictimError` when the model cannot emit it."""
+
+    def normalize_keyword(self, word: str) -> str:
+        """A keyword as it appears in :meth:`target_words` (the victim's casing: lowercased models lowercase)."""
+        return word.strip()
+
+    # ---- words: what success and change counting are judged on --------------------------------
+    def source_words(self, ids: list[int]) -> list[str]:
+        """The words of a source id list: tokens for word-level victims, else the detokenised text's words."""
+        return self.source_tokens(ids) if self.word_level else self.decode_source(ids).split()
+
+    def count_changed(self, original: list[int], adversarial: list[int]) -> int:
+        """Words changed between two source id lists (positions for word-level victims, aligned words else)."""
+        from nlprobust.metrics import changed_words
+
+        if self.word_level and len(original) == len(adversarial):
+            return sum(a != b for a, b in zip(original, adversarial))
+        return changed_words(self.source_words(original), self.source_words(adversarial))
+
+    def source_word_index(self, ids: list[int]) -> list[int]:
+        """For each source token, the index of the word of :meth:`source_words` it belongs to (``-1`` for
+        tokens that are not part of the text: specials, a task prefix)."""
+        if self.word_level:
+            return list(range(len(ids)))
+        return _word_index(ids, lambda prefix: len(self.decode_source(prefix).split()))
+
+    def target_word_index(self, ids: list[int]) -> list[int]:
+        """For each output token, the index of the word of :meth:`target_words` it belongs to."""
+        if self.word_level:
+            return list(range(len(ids)))
+        return _word_index(ids, lambda prefix: len(self.target_words(prefix)))
+
+    @contextlib.contextmanager
+    def attack_mode(self) -> Iterator[None]:
+        """Eval mode and frozen parameters for the length of an attack; both restored afterwards."""
+        model = self.model
+        was_training = model.training
+        grads = [p.requires_grad for p in model.parameters()]
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, g in zip(model.parameters(), grads):
+                p.requires_grad_(g)
+            model.train(was_training)
+
+    def grad_context(self) -> contextlib.AbstractContextManager[None]:
+        """Context for a forward pass whose gradient an attack takes: cuDNN's RNN backward refuses eval mode,
+        so it is switched off there (only there: beam decodes keep cuDNN)."""
+        if self.device.type == "cuda":
+            return torch.backends.cudnn.flags(enabled=False)
+        return contextlib.nullcontext()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the source embedding table (attack state stays float32 and is cast to it)."""
+        return self.source_embedding_table().dtype
 
     # ---- model -------------------------------------------------------------------------------
     @abstractmethod
@@ -146,6 +206,11 @@ class Seq2SeqVictim(ABC):
     @staticmethod
     def default_max_len(src_len: int) -> int:
         return int(src_len * 2 + 10)
+
+
+def _word_index(ids: list[int], words_in: Callable[[list[int]], int]) -> list[int]:
+    """Word of each token, from the number of words in each prefix (a token that starts a word raises it)."""
+    return [words_in(ids[: t + 1]) - 1 for t in range(len(ids))]
 
 
 def pad_targets(seqs: list[list[int]], pad_id: int, device: torch.device) -> Tensor:

@@ -52,6 +52,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from nlprobust.text import tokenize
 from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError, pad_targets
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -357,7 +358,9 @@ class HFVictim(Seq2SeqVictim):
         return self.tokenizer.decode(list(ids), skip_special_tokens=True, **self._tgt_decode_kw).strip()
 
     def target_words(self, ids: list[int]) -> list[str]:
-        return self.decode_target(ids).split()
+        """Words of the detokenised output with punctuation split off (``"Hund."`` -> ``Hund``, ``.``), the same
+        segmentation as the word-level victims' outputs."""
+        return tokenize(self.decode_target(ids))
 
     def keyword_id(self, word: str) -> int:
         w = word.strip()

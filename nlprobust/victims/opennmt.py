@@ -135,8 +135,12 @@ class OpenNMTVictim(Seq2SeqVictim):
     def target_words(self, ids: list[int]) -> list[str]:
         return [self.tgt_itos[i] for i in ids if i not in (self.tgt_pad_id, self.tgt_bos_id, self.tgt_eos_id)]
 
+    def normalize_keyword(self, word: str) -> str:
+        w = word.strip()
+        return w.lower() if self.lowercase else w
+
     def keyword_id(self, word: str) -> int:
-        w = word.lower() if self.lowercase else word
+        w = self.normalize_keyword(word)
         if w not in self.tgt_stoi or w in SPECIALS:
             raise VictimError(f"keyword {word!r} is not in the target vocabulary of this model")
         return self.tgt_stoi[w]

@@ -1,0 +1,406 @@
+"""The text-attack template: everything but the search.
+
+:meth:`TextAttack.attack_batch` (final) validates the items, puts the victim in attack mode, decodes the
+original outputs, runs the subclass's :meth:`TextAttack.search`, verifies candidates with beam search on the
+re-tokenised adversarial *text* (what a user would feed the model), shrinks every success with the reduction
+pass, and packages one :class:`AttackResult` per item with its cost and quality. An attack writes only its
+search: it proposes adversarial id lists through :meth:`TextAttack.verify` and may use the surrogate helpers
+:meth:`TextAttack.loss_and_grad` / :meth:`TextAttack.loss_only`.
+
+Reduction pass (on by default; ``reduce=False`` gives the paper-faithful attack): after a verified success,
+the changed words are reverted to the original one at a time, least useful first (first-order estimate of
+how much reverting a word raises the surrogate loss, from one gradient at the adversarial input), and each
+revert is kept while the goal still holds under beam judging. The trials of all sentences of a batch are
+decoded together, one revert per sentence per beam decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, final
+
+import torch
+from torch import Tensor
+
+from nlprobust.attacks.goals import CRITERIA, MODES, Goal, GoalState, make_goal, pad_word_index
+from nlprobust.metrics import changed_positions, chrf, nonoverlap_success, sentence_bleu, token_error_rate
+from nlprobust.victims.base import Seq2SeqVictim, VictimError, pad_targets
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackConfig:
+    """Settings every text attack shares.
+
+    Attributes:
+        mode: the goal: ``"nonoverlap"``, ``"keywords"`` or ``"quality-drop"``.
+        criterion: non-overlap success rule, ``"at-least-as-long"`` (default) or ``"positional"`` (the thesis's).
+        beam_size: beam of the judging decode (the thesis's victims decode with beam 5).
+        reduce: run the reduction pass after success.
+        quality_metric: ``"chrf"`` or ``"bleu"`` for the quality-drop goal.
+        quality_fraction: quality-drop success: score at most this fraction of the clean output's.
+        preset: name of the hyperparameter set these values came from (recorded with every result).
+    """
+
+    mode: str = "nonoverlap"
+    criterion: str = "at-least-as-long"
+    beam_size: int = 5
+    reduce: bool = True
+    quality_metric: str = "chrf"
+    quality_fraction: float = 0.5
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, not {self.criterion!r}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be positive, not {self.beam_size}")
+
+    def goal(self) -> Goal:
+        return make_goal(self.mode, criterion=self.criterion, quality_metric=self.quality_metric,
+                         quality_fraction=self.quality_fraction)
+
+    def tag(self) -> str:
+        """A short hash of every value: results files carry it so a resumed run never mixes settings."""
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class AttackItem:
+    """One sentence to attack (``keywords`` for the keywords goal, ``reference`` optional for quality-drop)."""
+
+    index: int
+    text: str
+    keywords: tuple[str, ...] = ()
+    reference: str | None = None
+
+
+@dataclass
+class AttackResult:
+    """Outcome for one sentence; ``error`` is set (and nothing else meaningful) when it could not run.
+
+    ``changed`` counts changed words (after reduction); ``changed_before_reduction`` what the search returned.
+    ``success_by_criterion`` judges a non-overlap result under both criteria. Costs are per sentence:
+    forward and backward passes of the victim (one batched pass counts once for each sentence in it) and
+    beam decodes (each judged candidate counts one)."""
+
+    index: int
+    mode: str
+    source: str
+    keywords: list[str] = field(default_factory=list)
+    attack: str = ""
+    criterion: str = ""
+    reduction: bool = False
+    adversarial: str = ""
+    source_words: list[str] = field(default_factory=list)
+    adversarial_words: list[str] = field(default_factory=list)
+    changed_positions: list[int] = field(default_factory=list)
+    original_output: str = ""
+    adversarial_output: str = ""
+    success: bool = False
+    success_by_criterion: dict[str, bool] = field(default_factory=dict)
+    changed: int = 0
+    changed_before_reduction: int = 0
+    bleu: float = 1.0
+    chrf: float = 1.0
+    ter: float = 0.0
+    iterations: int = 0
+    time_s: float = 0.0
+    forward_passes: int = 0
+    backward_passes: int = 0
+    beam_decodes: int = 0
+    preset: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class Row:
+    """One sentence under attack: its ids, goal state, best verified success and cost counters."""
+
+    item: AttackItem
+    ids: list[int]
+    editable: list[bool]
+    state: GoalState
+    word_of: list[int]  # source word of each token (-1: not text)
+    best: tuple[int, ...] | None = None
+    best_output: list[int] | None = None
+    best_changed: int = 1 << 30
+    changed_before_reduction: int = 0
+    fallback: tuple[int, ...] | None = None  # the search's best guess when nothing succeeded
+    iterations: int = 0
+    forward: int = 0
+    backward: int = 0
+    beams: int = 0
+    done: bool = False
+
+
+class TextAttack(ABC):
+    """Template of every text attack on a :class:`~nlprobust.victims.base.Seq2SeqVictim`.
+
+    Subclasses set ``name`` and ``config_class`` and implement :meth:`search`.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[AttackConfig]] = AttackConfig
+
+    def __init__(self, victim: Seq2SeqVictim, config: AttackConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, not {type(config).__name__}")
+        self.victim = victim
+        self.config = config
+        self.goal = config.goal()
+        # attack state in float32 whatever the victim's dtype (cast at the victim boundary)
+        self._table = victim.source_embedding_table().detach().float()
+        self._cand_ids = victim.candidate_ids()
+        self._cand_table = self._table[self._cand_ids]
+        self._cand_sq = (self._cand_table * self._cand_table).sum(1)
+
+    # ---- the template ----------------------------------------------------------------------------
+    def run(self, items: Iterable[AttackItem], *, batch_size: int = 32,
+            on_result: Callable[[AttackResult], None] | None = None) -> list[AttackResult]:
+        """Attack ``items`` in batches; ``on_result`` is called as each result is ready."""
+        items = list(items)
+        results: list[AttackResult] = []
+        for s in range(0, len(items), batch_size):
+            for r in self.attack_batch(items[s : s + batch_size]):
+                results.append(r)
+                if on_result is not None:
+                    on_result(r)
+        return results
+
+    @final
+    def attack_batch(self, items: list[AttackItem]) -> list[AttackResult]:
+        """Attack one batch of sentences together; one result per item, in order."""
+        t0 = time.perf_counter()
+        with self.victim.attack_mode():
+            rows, errors = self._prepare(items)
+            if rows:
+                self.search(rows)
+                for r in rows:
+                    r.changed_before_reduction = r.best_changed if r.best is not None else 0
+                if self.config.reduce:
+                    self.reduce(rows)
+            results = errors + self._finish(rows, (time.perf_counter() - t0) / max(1, len(items)))
+        order = {it.index: i for i, it in enumerate(items)}
+        return sorted(results, key=lambda r: order.get(r.index, 0))
+
+    @abstractmethod
+    def search(self, rows: list[Row]) -> None:
+        """Look for adversarial inputs: offer candidates with :meth:`verify`, set ``row.fallback`` and
+        ``row.iterations``; a row whose search is over may be marked ``done``."""
+
+    # ---- helpers for searches ---------------------------------------------------------------------
+    def _error(self, it: AttackItem, msg: str, output: str = "") -> AttackResult:
+        cfg = self.config
+        return AttackResult(index=it.index, mode=cfg.mode, source=it.text, keywords=list(it.keywords),
+                            attack=self.name, criterion=self.goal.criterion, reduction=cfg.reduce,
+                            original_output=output, preset=cfg.preset, error=msg)
+
+    def _prepare(self, items: list[AttackItem]) -> tuple[list[Row], list[AttackResult]]:
+        v = self.victim
+        errors: list[AttackResult] = []
+        encoded = []
+        for it in items:
+            try:
+                if not it.text.strip():
+                    raise VictimError("empty input: nothing to attack")
+                enc = v.encode_source(it.text)
+                if not any(enc.editable):
+                    raise VictimError("no editable token in the input")
+                if self.config.mode == "keywords":
+                    if not it.keywords:
+                        raise VictimError("keywords mode needs at least one keyword")
+                    for k in it.keywords:
+                        v.keyword_id(k)
+                encoded.append((it, enc))
+            except VictimError as exc:
+                errors.append(self._error(it, str(exc)))
+        if not encoded:
+            return [], errors
+        outs = v.translate_ids([e.ids for _, e in encoded], beam_size=self.config.beam_size)
+        rows = []
+        for (it, enc), out in zip(encoded, outs):
+            try:
+                state = self.goal.prepare(v, out, it.keywords, it.reference)
+            except VictimError as exc:
+                errors.append(self._error(it, str(exc), v.decode_target(out)))
+                continue
+            word_of = v.source_word_index(enc.ids)
+            rows.append(Row(it, enc.ids, enc.editable, state, word_of, beams=1))
+        return rows, errors
+
+    def changed(self, row: Row, adv: Sequence[int]) -> int:
+        return self.victim.count_changed(row.ids, list(adv))
+
+    def reencode(self, adv: Sequence[int]) -> list[int] | None:
+        """The ids a user gets by feeding the adversarial *text* back to the model (None if unusable)."""
+        try:
+            return self.victim.encode_source(self.victim.decode_source(list(adv))).ids
+        except VictimError:
+            return None
+
+    def verify(self, trials: Sequence[tuple[Row, tuple[int, ...]]]) -> list[tuple[bool, list[int]]]:
+        """Judge ``(row, adversarial ids)`` trials with one batched beam decode of the re-encoded text; keep each
+        row's success with the fewest changed words. Returns ``(success, output ids)`` per trial."""
+        todo = [(k, r, ids) for k, (r, key) in enumerate(trials) if (ids := self.reencode(key)) is not None]
+        outs = self.victim.translate_ids([ids for _, _, ids in todo], beam_size=self.config.beam_size) if todo else []
+        res: list[tuple[bool, list[int]]] = [(False, []) for _ in trials]
+        for (k, r, _), out in zip(todo, outs):
+            r.beams += 1
+            key = trials[k][1]
+            ok = self.goal.success(self.victim, r.state, out)
+            res[k] = (ok, out)
+            if ok:
+                ch = self.changed(r, key)
+                if 0 < ch < r.best_changed:
+                    r.best, r.best_changed, r.best_output = tuple(key), ch, out
+        return res
+
+    def greedy_success(self, row: Row, output: list[int]) -> bool:
+        """The goal judged on a greedy output (a cheap filter before beam verification)."""
+        return self.goal.success(self.victim, row.state, output)
+
+    def targets(self, rows: Sequence[Row]) -> tuple[Tensor, Tensor]:
+        """``(targets [B, M], word_index [B, M])`` of the surrogate loss for ``rows`` (padded with -1)."""
+        dev = self.victim.device
+        return (pad_targets([r.state.target for r in rows], -1, dev),
+                pad_word_index([r.state for r in rows], dev))
+
+    def max_len(self, rows: Sequence[Row]) -> int:
+        return self.goal.max_output_len([r.state for r in rows])
+
+    def surrogate(self, x: Tensor, mask: Tensor, rows: Sequence[Row], epsilon: float,
+                  targets: tuple[Tensor, Tensor] | None = None) -> tuple[list[list[int]], Tensor]:
+        """Greedy outputs and per-row surrogate loss for float32 source embeddings ``x`` ``[B, N, d]``."""
+        v = self.victim
+        tgt, widx = targets if targets is not None else self.targets(rows)
+        greedy, logits, valid = v.greedy_with_logits(x.to(v.dtype), mask, max_len=self.max_len(rows))
+        loss = self.goal.loss(logits.float(), tgt, widx, valid, v.tgt_eos_id, epsilon)
+        for r in rows:
+            r.forward += 1
+        return greedy, loss
+
+    def loss_and_grad(self, rows: Sequence[Row], adv: Sequence[Sequence[int]], epsilon: float
+                      ) -> tuple[list[list[int]], Tensor, Tensor, Tensor]:
+        """Greedy outputs, loss ``[B]``, gradient w.r.t. the input embeddings ``[B, N, d]`` and ids ``[B, N]``."""
+        ids, mask = self.victim.pad_sources([list(a) for a in adv])
+        x = self._table[ids].requires_grad_(True)
+        with self.victim.grad_context():
+            greedy, loss = self.surrogate(x, mask, rows, epsilon)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        for r in rows:
+            r.backward += 1
+        return greedy, loss.detach(), grad, ids
+
+    @torch.no_grad()
+    def loss_only(self, rows: Sequence[Row], adv: Sequence[Sequence[int]], epsilon: float, *,
+                  chunk: int = 256) -> tuple[list[list[int]], Tensor]:
+        """Greedy outputs and surrogate loss of many candidate inputs (``rows`` may repeat), in chunks."""
+        outs: list[list[int]] = []
+        losses = []
+        for s in range(0, len(adv), chunk):
+            part_rows, part = rows[s : s + chunk], [list(a) for a in adv[s : s + chunk]]
+            ids, mask = self.victim.pad_sources(part)
+            g, loss = self.surrogate(self._table[ids], mask, part_rows, epsilon)
+            outs.extend(g)
+            losses.append(loss)
+        return outs, torch.cat(losses) if losses else torch.zeros(0)
+
+    # ---- reduction -----------------------------------------------------------------------------
+    def _units(self, row: Row, adv: Sequence[int]) -> list[list[int]]:
+        """Changed token positions grouped by the source word they belong to."""
+        groups: dict[int, list[int]] = {}
+        for p, (a, b) in enumerate(zip(row.ids, adv)):
+            if a != b:
+                groups.setdefault(row.word_of[p] if row.word_of[p] >= 0 else -1 - p, []).append(p)
+        return list(groups.values())
+
+    def reduce(self, rows: list[Row]) -> None:
+        """Revert changed words of every verified success one at a time, least useful first, while the goal
+        still holds under beam judging (all sentences' trials in one batched decode per step)."""
+        todo = [r for r in rows if r.best is not None and len(r.best) == len(r.ids) and r.best_changed > 1]
+        if not todo:
+            return
+        # first-order cost of reverting each changed word: grad . (e_orig - e_adv), summed over its tokens
+        eps = float(getattr(self.config, "epsilon", 0.0))
+        _, _, grad, adv_ids = self.loss_and_grad(todo, [list(r.best or ()) for r in todo], eps)
+        orig_ids, _ = self.victim.pad_sources([r.ids for r in todo])
+        gain = (grad * (self._table[orig_ids] - self._table[adv_ids])).sum(-1).tolist()  # one sync per batch
+        queues: list[list[list[int]]] = []
+        current: list[list[int]] = []
+        for r, g in zip(todo, gain):
+            units = self._units(r, r.best or ())
+            units.sort(key=lambda u: sum(g[p] for p in u))
+            queues.append(units)
+            current.append(list(r.best or ()))
+        step = 0
+        while True:
+            trials, owners = [], []
+            for i, (r, q) in enumerate(zip(todo, queues)):
+                if step < len(q):
+                    t = list(current[i])
+                    for p in q[step]:
+                        t[p] = r.ids[p]
+                    if any(a != b for a, b in zip(t, r.ids)):
+                        trials.append((r, tuple(t)))
+                        owners.append(i)
+            if not trials:
+                break
+            for (ok, out), i, (_, t) in zip(self.verify(trials), owners, trials):
+                if ok:
+                    current[i] = list(t)
+                    r = todo[i]
+                    # verify keeps the fewest changes; a revert that keeps success is kept even at equal count
+                    r.best, r.best_output, r.best_changed = t, out, self.changed(r, t)
+            step += 1
+
+    # ---- packaging ---------------------------------------------------------------------------------
+    def _finish(self, rows: list[Row], time_per: float) -> list[AttackResult]:
+        v, cfg = self.victim, self.config
+        need = [r for r in rows if r.best is None]
+        fallback = [list(r.fallback or tuple(r.ids)) for r in need]
+        outs = v.translate_ids([self.reencode(a) or r.ids for a, r in zip(fallback, need)],
+                               beam_size=cfg.beam_size) if need else []
+        fb = {id(r): (a, o) for r, a, o in zip(need, fallback, outs)}
+        results = []
+        for r in rows:
+            if r.best is not None:
+                adv, out, ok = list(r.best), r.best_output or [], True
+            else:
+                adv, out = fb[id(r)]
+                r.beams += 1
+                ok = self.goal.success(v, r.state, out)
+            src_words, adv_words = v.source_words(r.ids), v.source_words(adv)
+            by_crit: dict[str, bool] = {}
+            if cfg.mode == "nonoverlap":
+                out_words = v.target_words(out)
+                by_crit = {c: adv != r.ids and nonoverlap_success(r.state.original_words, out_words, criterion=c)
+                           for c in CRITERIA}
+            adv_text = v.decode_source(adv)
+            results.append(AttackResult(
+                index=r.item.index, mode=cfg.mode, source=r.item.text, keywords=list(r.item.keywords),
+                attack=self.name, criterion=self.goal.criterion, reduction=cfg.reduce,
+                adversarial=adv_text, source_words=src_words, adversarial_words=adv_words,
+                changed_positions=changed_positions(src_words, adv_words),
+                original_output=v.decode_target(r.state.original_ids), adversarial_output=v.decode_target(out),
+                success=ok, success_by_criterion=by_crit, changed=self.changed(r, adv),
+                changed_before_reduction=r.changed_before_reduction or self.changed(r, adv),
+                bleu=sentence_bleu(src_words, adv_words), chrf=chrf(v.decode_source(r.ids), adv_text),
+                ter=token_error_rate(src_words, adv_words), iterations=r.iterations, time_s=time_per,
+                forward_passes=r.forward, backward_passes=r.backward, beam_decodes=r.beams, preset=cfg.preset,
+            ))
+        return results
+
+
+def describe(config: Any) -> dict[str, Any]:
+    """A config as a plain dict (for results files)."""
+    return asdict(config)

@@ -1,0 +1,175 @@
+"""Gradient-guided word swap: HotFlip-style first-order scores rank substitutions, batched decoding tests them.
+
+Each step, for every sentence of a batch at once:
+
+1. one forward and backward pass gives the surrogate loss of the goal and its gradient ``g_i`` with respect to
+   each input embedding;
+2. the first-order change of the loss when position ``i`` takes word ``w`` is ``g_i . (e_w - e_i)``
+   (Ebrahimi et al., 2018), computed for every allowed position and candidate word in one matrix product;
+3. the ``candidates`` best swaps are applied one each to the current input and decoded greedily in one batched
+   pass, which gives their true surrogate loss and greedy output;
+4. up to ``verify`` swaps whose greedy output meets the goal are judged with beam search on the re-tokenised
+   text; a success ends the sentence's search (the fewest changes first: every step adds one word);
+   otherwise the swap with the lowest true loss is kept and the next step starts from it.
+
+The template's reduction pass then reverts any change the success does not need.
+
+Candidate controls: ``protected`` words are never changed; stop words and punctuation positions are skipped
+(``skip_stopwords``, ``skip_punctuation``, both on); substitutes are never punctuation or special tokens; at
+most ``max_changes`` words change; a changed position is not changed again.
+
+Example:
+    >>> attack = GradientWordSwap(victim, WordSwapConfig(mode="nonoverlap"))
+    >>> [res] = attack.run([AttackItem(0, "A child is splashing in the water.")])
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import torch
+
+from nlprobust.attacks.base import AttackConfig, Row, TextAttack
+
+_VISIBLE_WORD = re.compile(r"\w", re.UNICODE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WordSwapConfig(AttackConfig):
+    """Settings of :class:`GradientWordSwap` (goal, criterion, beam and reduction from ``AttackConfig``).
+
+    Attributes:
+        max_changes: most words changed in one sentence (search steps).
+        candidates: swaps decoded per sentence and step (the best by first-order score).
+        verify: greedy-successful swaps judged with beam search per sentence and step.
+        epsilon: confidence margin of the surrogate loss.
+        skip_stopwords: never change an English stop word (spaCy's list).
+        skip_punctuation: never change a punctuation token.
+        protected: words that are never changed (compared case-insensitively).
+    """
+
+    max_changes: int = 5
+    candidates: int = 32
+    verify: int = 4
+    epsilon: float = 0.0
+    skip_stopwords: bool = True
+    skip_punctuation: bool = True
+    protected: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_changes < 1 or self.candidates < 1 or self.verify < 1:
+            raise ValueError("max_changes, candidates and verify must be positive")
+        if self.epsilon < 0:
+            raise ValueError("epsilon must be >= 0")
+
+
+@functools.lru_cache(maxsize=4)
+def _stop_words(lang: str) -> frozenset[str]:
+    from nlprobust.keywords import stop_words
+
+    return frozenset(stop_words(lang))
+
+
+class GradientWordSwap(TextAttack):
+    """Gradient-guided word-swap attack (first-order swap scores, batched tests, beam-verified)."""
+
+    name = "word-swap"
+    config_class = WordSwapConfig
+    config: WordSwapConfig
+
+    def __init__(self, victim, config: WordSwapConfig) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(victim, config)
+        # substitutes: candidate tokens with some letter or digit (no punctuation-only pieces)
+        toks = victim.source_tokens(self._cand_ids.tolist())
+        keep = [bool(_VISIBLE_WORD.search(t.lstrip("▁Ġ"))) for t in toks]
+        self._sub_ok = torch.tensor(keep, dtype=torch.bool, device=victim.device)
+
+    def _allowed_positions(self, row: Row) -> list[bool]:
+        cfg = self.config
+        words = self.victim.source_words(row.ids)
+        stops = _stop_words("en") if cfg.skip_stopwords else frozenset()
+        protected = {w.lower() for w in cfg.protected}
+        out = []
+        for p, e in enumerate(row.editable):
+            w = words[row.word_of[p]] if e and 0 <= row.word_of[p] < len(words) else ""
+            ok = e and bool(w)
+            if ok and cfg.skip_punctuation and not _VISIBLE_WORD.search(w):
+                ok = False
+            if ok and w.lower() in stops:
+                ok = False
+            if ok and w.lower().strip(".,;:!?\"'") in protected:
+                ok = False
+            out.append(ok)
+        return out
+
+    def search(self, rows: list[Row]) -> None:
+        v, cfg = self.victim, self.config
+        dev = v.device
+        allowed = [self._allowed_positions(r) for r in rows]
+        current = [list(r.ids) for r in rows]
+        active = [i for i, a in enumerate(allowed) if any(a)]
+        for r in rows:
+            r.fallback = tuple(r.ids)
+        for step in range(cfg.max_changes):
+            if not active:
+                break
+            act = [rows[i] for i in active]
+            _, _, grad, ids = self.loss_and_grad(act, [current[i] for i in active], cfg.epsilon)
+            e_cur = self._table[ids]  # [B, N, d]
+            # first-order loss change of putting candidate c at position i: g_i . e_c - g_i . e_i
+            scores = grad @ self._cand_table.T - (grad * e_cur).sum(-1, keepdim=True)  # [B, N, C]
+            pos_ok = torch.zeros(ids.shape, dtype=torch.bool, device=dev)
+            for b, i in enumerate(active):
+                a = [ok and current[i][p] == rows[i].ids[p] for p, ok in enumerate(allowed[i])]
+                pos_ok[b, : len(a)] = torch.tensor(a, dtype=torch.bool, device=dev)
+            bad = ~pos_ok.unsqueeze(-1) | ~self._sub_ok.view(1, 1, -1) | (ids.unsqueeze(-1) == self._cand_ids)
+            scores = scores.masked_fill(bad, float("inf"))
+            k = min(cfg.candidates, scores.shape[1] * scores.shape[2])
+            val, flat = scores.flatten(1).topk(k, dim=1, largest=False)
+            n_c = scores.shape[2]
+            pos = (flat // n_c).tolist()
+            word = self._cand_ids[flat % n_c].tolist()
+            finite = torch.isfinite(val).tolist()
+            trial_rows, trials, owner = [], [], []
+            for b, i in enumerate(active):
+                for j in range(k):
+                    if not finite[b][j]:
+                        continue
+                    t = list(current[i])
+                    t[pos[b][j]] = word[b][j]
+                    trial_rows.append(rows[i])
+                    trials.append(t)
+                    owner.append(b)
+            if not trials:
+                break
+            greedy, loss = self.loss_only(trial_rows, trials, cfg.epsilon)
+            losses = loss.tolist()
+            by_row: dict[int, list[int]] = {}
+            for n, b in enumerate(owner):
+                by_row.setdefault(b, []).append(n)
+            to_verify = []
+            for b, ns in by_row.items():
+                good = [n for n in ns if self.greedy_success(trial_rows[n], greedy[n])]
+                good.sort(key=lambda n: losses[n])
+                to_verify.extend((trial_rows[n], tuple(trials[n])) for n in good[: cfg.verify])
+            if to_verify:
+                self.verify(to_verify)
+            still = []
+            for b, i in enumerate(active):
+                r = rows[i]
+                r.iterations = step + 1
+                if r.best is not None:
+                    r.done = True
+                    continue
+                ns = by_row.get(b)
+                if not ns:
+                    continue
+                n_best = min(ns, key=lambda n: losses[n])
+                current[i] = trials[n_best]
+                r.fallback = tuple(trials[n_best])
+                if self.changed(r, current[i]) < cfg.max_changes:
+                    still.append(i)
+            active = still
