@@ -35,6 +35,24 @@ def tiny_victim(tiny_onmt_ckpt: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_marian(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Marian transformer trained on the synthetic corpus for 300 steps (about 15 s on one thread)."""
+    from nlprobust.synthetic import synthetic_corpus
+    from nlprobust.training.marian import preset, train_marian
+
+    out = tmp_path_factory.mktemp("tiny_marian") / "model"
+    cfg = preset("tiny", max_steps=300, eval_every=100)
+    return train_marian(synthetic_corpus(2000, 0), synthetic_corpus(100, 1), out, cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_marian_victim(tiny_marian: Path):
+    from nlprobust.victims.huggingface import HFVictim
+
+    return HFVictim(tiny_marian, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     root = data_root(os.environ.get("NLPROBUST_DATA"), required=False)
     if root is None or not (root / "multi30k").is_dir():

@@ -24,16 +24,8 @@ from nlprobust.training.marian import (
     train_marian,
 )
 
-STEPS = 300
+STEPS = 300  # the session fixture tiny_marian (conftest.py) trains this many steps
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
-
-
-@pytest.fixture(scope="module")
-def tiny_marian(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Marian model trained for :data:`STEPS` steps (validation every 100)."""
-    out = tmp_path_factory.mktemp("tiny_marian") / "model"
-    cfg = preset("tiny", max_steps=STEPS, eval_every=100)
-    return train_marian(synthetic_corpus(2000, 0), synthetic_corpus(100, 1), out, cfg, progress=False)
 
 
 @pytest.fixture(scope="module")

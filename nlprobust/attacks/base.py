@@ -86,7 +86,9 @@ class AttackResult:
     """Outcome for one sentence; ``error`` is set (and nothing else meaningful) when it could not run.
 
     ``changed`` counts changed words (after reduction); ``changed_before_reduction`` what the search returned.
-    ``success_by_criterion`` judges a non-overlap result under both criteria. Costs are per sentence:
+    ``success_by_criterion`` judges a non-overlap result under both criteria. ``before_reduction`` is the
+    search's own result (adversarial text, size, quality) and cost, i.e. the attack without the reduction pass:
+    the search does not depend on it, so one run gives both rows. Costs are per sentence:
     forward and backward passes of the victim (one batched pass counts once for each sentence in it) and
     beam decodes (each judged candidate counts one)."""
 
@@ -116,6 +118,7 @@ class AttackResult:
     backward_passes: int = 0
     beam_decodes: int = 0
     preset: str = ""
+    before_reduction: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -141,6 +144,7 @@ class Row:
     backward: int = 0
     beams: int = 0
     done: bool = False
+    unreduced: tuple[Any, ...] | None = None  # (best, output, forward, backward, beams) when the search ended
 
 
 class TextAttack(ABC):
@@ -183,13 +187,18 @@ class TextAttack(ABC):
         t0 = time.perf_counter()
         with self.victim.attack_mode():
             rows, errors = self._prepare(items)
+            t_red = 0.0
             if rows:
                 self.search(rows)
                 for r in rows:
                     r.changed_before_reduction = r.best_changed if r.best is not None else 0
+                    r.unreduced = (r.best, r.best_output, r.forward, r.backward, r.beams)
                 if self.config.reduce:
+                    t1 = time.perf_counter()
                     self.reduce(rows)
-            results = errors + self._finish(rows, (time.perf_counter() - t0) / max(1, len(items)))
+                    t_red = time.perf_counter() - t1
+            n = max(1, len(items))
+            results = errors + self._finish(rows, (time.perf_counter() - t0) / n, t_red / n)
         order = {it.index: i for i, it in enumerate(items)}
         return sorted(results, key=lambda r: order.get(r.index, 0))
 
@@ -356,15 +365,16 @@ class TextAttack(ABC):
             if not trials:
                 break
             for (ok, out), i, (_, t) in zip(self.verify(trials), owners, trials):
-                if ok:
+                r = todo[i]
+                # keep a revert that holds the goal and does not raise the word count (for subword victims
+                # reverting one piece of a word can split it into more changed words of the decoded text)
+                if ok and (ch := self.changed(r, t)) <= r.best_changed:
                     current[i] = list(t)
-                    r = todo[i]
-                    # verify keeps the fewest changes; a revert that keeps success is kept even at equal count
-                    r.best, r.best_output, r.best_changed = t, out, self.changed(r, t)
+                    r.best, r.best_output, r.best_changed = t, out, ch
             step += 1
 
     # ---- packaging ---------------------------------------------------------------------------------
-    def _finish(self, rows: list[Row], time_per: float) -> list[AttackResult]:
+    def _finish(self, rows: list[Row], time_per: float, reduction_time: float = 0.0) -> list[AttackResult]:
         v, cfg = self.victim, self.config
         need = [r for r in rows if r.best is None]
         fallback = [list(r.fallback or tuple(r.ids)) for r in need]
@@ -379,26 +389,43 @@ class TextAttack(ABC):
                 adv, out = fb[id(r)]
                 r.beams += 1
                 ok = self.goal.success(v, r.state, out)
-            src_words, adv_words = v.source_words(r.ids), v.source_words(adv)
+            src_words = v.source_words(r.ids)
+            size = self._size(r, adv, src_words)
             by_crit: dict[str, bool] = {}
             if cfg.mode == "nonoverlap":
                 out_words = v.target_words(out)
                 by_crit = {c: adv != r.ids and nonoverlap_success(r.state.original_words, out_words, criterion=c)
                            for c in CRITERIA}
-            adv_text = v.decode_source(adv)
+            before: dict[str, Any] = {}
+            if cfg.reduce and r.unreduced is not None:
+                best0, out0, fw0, bw0, beams0 = r.unreduced
+                adv0 = list(best0) if best0 is not None else adv
+                before = {**self._size(r, adv0, src_words), "adversarial_output": v.decode_target(out0 or out),
+                          "forward_passes": fw0, "backward_passes": bw0, "beam_decodes": beams0 + (best0 is None),
+                          "time_s": time_per - reduction_time}
+                before.pop("adversarial_words")
+                before.pop("changed_positions")
             results.append(AttackResult(
                 index=r.item.index, mode=cfg.mode, source=r.item.text, keywords=list(r.item.keywords),
                 attack=self.name, criterion=self.goal.criterion, reduction=cfg.reduce,
-                adversarial=adv_text, source_words=src_words, adversarial_words=adv_words,
-                changed_positions=changed_positions(src_words, adv_words),
+                source_words=src_words, **size,
                 original_output=v.decode_target(r.state.original_ids), adversarial_output=v.decode_target(out),
-                success=ok, success_by_criterion=by_crit, changed=self.changed(r, adv),
-                changed_before_reduction=r.changed_before_reduction or self.changed(r, adv),
-                bleu=sentence_bleu(src_words, adv_words), chrf=chrf(v.decode_source(r.ids), adv_text),
-                ter=token_error_rate(src_words, adv_words), iterations=r.iterations, time_s=time_per,
-                forward_passes=r.forward, backward_passes=r.backward, beam_decodes=r.beams, preset=cfg.preset,
+                success=ok, success_by_criterion=by_crit,
+                changed_before_reduction=r.changed_before_reduction or size["changed"],
+                iterations=r.iterations, time_s=time_per, forward_passes=r.forward, backward_passes=r.backward,
+                beam_decodes=r.beams, preset=cfg.preset, before_reduction=before,
             ))
         return results
+
+    def _size(self, row: Row, adv: list[int], src_words: list[str]) -> dict[str, Any]:
+        """The adversarial input and its size and quality against the original input."""
+        v = self.victim
+        adv_words = v.source_words(adv)
+        text = v.decode_source(adv)
+        return {"adversarial": text, "adversarial_words": adv_words,
+                "changed_positions": changed_positions(src_words, adv_words), "changed": self.changed(row, adv),
+                "bleu": sentence_bleu(src_words, adv_words), "chrf": chrf(v.decode_source(row.ids), text),
+                "ter": token_error_rate(src_words, adv_words)}
 
 
 def describe(config: Any) -> dict[str, Any]:

@@ -151,7 +151,7 @@ class GradientWordSwap(TextAttack):
             for n, b in enumerate(owner):
                 by_row.setdefault(b, []).append(n)
             to_verify = []
-            for b, ns in by_row.items():
+            for ns in by_row.values():
                 good = [n for n in ns if self.greedy_success(trial_rows[n], greedy[n])]
                 good.sort(key=lambda n: losses[n])
                 to_verify.extend((trial_rows[n], tuple(trials[n])) for n in good[: cfg.verify])

@@ -1,0 +1,182 @@
+"""Every text attack x goal x victim kind on tiny trained victims, the judging rules, and the reduction pass.
+
+The matrix is parametrised over the attack registry (``nlprobust.attacks.ATTACKS``), so a new attack cannot
+go untested. Victims: the session's tiny OpenNMT-py LSTM (word level) and tiny Marian transformer (subwords),
+both trained on the synthetic corpus.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nlprobust.attacks import ATTACKS, MODES, AttackItem, Seq2Sick, build_attack, preset
+from nlprobust.attacks.goals import Keywords, NonOverlap
+from nlprobust.attacks.losses import nearest_word_distance, nonoverlap_loss
+from nlprobust.metrics import nonoverlap_success
+from nlprobust.synthetic import synthetic_corpus
+from nlprobust.victims.opennmt import OpenNMTVictim
+
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+
+# settings that succeed within a few steps on the tiny victims (tests only; tuned presets live in seq2sick.py)
+SEQ2SICK_TINY = {"lstm": dict(iterations=60, lr=2.0, lr_late=None, lambda1=0.1, lambda2=0.0, epsilon=1.0),
+                 "marian": dict(iterations=60, lr=0.5, lr_late=None, lambda1=0.05, lambda2=0.0, epsilon=1.0)}
+
+
+def _config(attack: str, mode: str, kind: str, **extra: object):  # noqa: ANN202
+    if attack == "seq2sick":
+        return preset("paper", mode, **SEQ2SICK_TINY[kind], **extra)  # type: ignore[arg-type]
+    return ATTACKS[attack][0].config_class(mode=mode, **extra)  # type: ignore[arg-type]
+
+
+def _items(victim, mode: str, n: int = 6) -> list[AttackItem]:  # noqa: ANN001
+    data = synthetic_corpus(n, 11)
+    outs = [victim.target_words(o) for o in victim.translate_ids([victim.encode_source(s).ids for s in data.src])]
+    if mode != "keywords":
+        return [AttackItem(i, s) for i, s in enumerate(data.src)]
+    items = []
+    for i, (s, o) in enumerate(zip(data.src, outs)):
+        kw = next(w for w in KEYWORDS if w not in o and _emits(victim, w))
+        items.append(AttackItem(i, s, (kw,)))
+    return items
+
+
+KEYWORDS = ("Katze", "kleine", "alte", "junge", "große")  # single tokens of both tiny victims' vocabularies
+
+
+def _emits(victim, word: str) -> bool:  # noqa: ANN001
+    try:
+        victim.keyword_id(word)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module", params=["lstm", "marian"])
+def victim(request: pytest.FixtureRequest):  # noqa: ANN201
+    name = "tiny_victim" if request.param == "lstm" else "tiny_marian_victim"
+    return request.param, request.getfixturevalue(name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_attack_goal_victim_matrix(attack: str, mode: str, victim) -> None:  # noqa: ANN001
+    kind, v = victim
+    items = _items(v, mode)
+    assert items
+    res = build_attack(attack, v, _config(attack, mode, kind)).run(items, batch_size=len(items))
+    assert [r.index for r in res] == [it.index for it in items]
+    ok = [r for r in res if r.success]
+    assert len(ok) >= max(1, len(items) // 3), [(r.adversarial, r.adversarial_output) for r in res]
+    goal = _config(attack, mode, kind).goal()
+    for r in res:
+        assert r.error is None, r.error
+        assert r.attack == attack and r.mode == mode and r.criterion == goal.criterion
+        assert r.forward_passes >= 1 and r.beam_decodes >= 2
+        assert r.changed == v.count_changed(v.encode_source(r.source).ids, v.encode_source(r.adversarial).ids) or \
+            not v.word_level  # subword: counted on the attacked ids; the text may re-tokenise differently
+    for r in ok:
+        assert 1 <= r.changed <= r.changed_before_reduction
+        # the reported output is the beam-5 output of the adversarial *text*, and it meets the goal again
+        ids = v.translate_ids([v.encode_source(r.adversarial).ids], beam_size=5)[0]
+        assert v.decode_target(ids) == r.adversarial_output
+        state = goal.prepare(v, v.translate_ids([v.encode_source(r.source).ids], beam_size=5)[0], r.keywords)
+        assert goal.success(v, state, ids)
+        if mode == "nonoverlap":
+            assert r.success_by_criterion == {"at-least-as-long": True, "positional": True}
+
+
+def test_reduction_keeps_success_and_removes_changes(tiny_victim: OpenNMTVictim) -> None:
+    items = _items(tiny_victim, "nonoverlap", 10)
+    cfg = preset("paper", "nonoverlap", **SEQ2SICK_TINY["lstm"])
+    plain = Seq2Sick(tiny_victim, preset("paper", "nonoverlap", **SEQ2SICK_TINY["lstm"], reduce=False)).run(items)
+    reduced = Seq2Sick(tiny_victim, cfg).run(items)
+    pairs = [(p, r) for p, r in zip(plain, reduced) if p.success]
+    assert pairs
+    for p, r in pairs:
+        assert r.success and r.reduction and not p.reduction
+        assert r.changed_before_reduction == p.changed  # the same search, then the reduction
+        assert r.changed <= p.changed
+    assert sum(r.changed for _, r in pairs) < sum(p.changed for p, _ in pairs)
+
+
+# ---- judging bugs, each with a test that fails on the old code ------------------------------------------
+def test_nonoverlap_success_requires_an_output_at_least_as_long() -> None:
+    orig = ["Ein", "Hund", "läuft", "."]
+    assert not nonoverlap_success(orig, [])  # the old zip-based rule accepted an empty output
+    assert not nonoverlap_success(orig, ["Eine", "Katze"])
+    assert nonoverlap_success(orig, ["Eine", "Katze"], criterion="positional")
+    assert nonoverlap_success(orig, ["Eine", "Katze", "schläft", "hier", "!"])
+    with pytest.raises(ValueError, match="criterion"):
+        nonoverlap_success(orig, orig, criterion="loose")
+
+
+def test_at_least_as_long_loss_penalises_an_early_eos() -> None:
+    eos = 3
+    logits = torch.zeros(1, 2, 6)
+    logits[0, 0, eos] = 5.0  # the adversarial output would end at once
+    logits[0, 0, 1] = 1.0  # the original word is second
+    original = torch.tensor([[1, 2]])
+    valid = torch.tensor([[True, False]])
+    positional = nonoverlap_loss(logits, original, valid, 0.0)
+    strict = nonoverlap_loss(logits, original, valid, 0.0, eos_id=eos)
+    assert positional.item() == 0.0  # the thesis's loss: truncation already "succeeds"
+    assert strict.item() == pytest.approx(5.0)  # EOS is forbidden like the original word
+
+
+def test_subword_loss_is_aggregated_per_word() -> None:
+    # two tokens of one output word: changing one of them changes the word
+    logits = torch.zeros(1, 2, 5)
+    logits[0, 0, 1] = 2.0  # token 0 still the original (hinge +2)
+    logits[0, 1, 4] = 3.0  # token 1 changed (hinge -3 clipped at -eps = 0)
+    original = torch.tensor([[1, 2]])
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    per_token = nonoverlap_loss(logits, original, valid, 0.0)
+    per_word = nonoverlap_loss(logits, original, valid, 0.0, word_index=torch.tensor([[0, 0]]))
+    assert per_token.item() == pytest.approx(2.0)
+    assert per_word.item() == 0.0
+
+
+def test_hf_keywords_are_judged_with_punctuation_split_off(tiny_marian_victim) -> None:  # noqa: ANN001
+    v = tiny_marian_victim
+    ids = list(v.tokenizer(text_target="Der Mann ist kleine.", add_special_tokens=False)["input_ids"])
+    assert v.target_words(ids)[-2:] == ["kleine", "."]  # "kleine." was one word before
+    goal = Keywords()
+    with pytest.raises(Exception, match="already appear"):  # the old check missed the keyword before "."
+        goal.prepare(v, ids, ["kleine"])
+    state = goal.prepare(v, list(v.tokenizer(text_target="Ein Mann wartet.", add_special_tokens=False)["input_ids"]),
+                         ["kleine"])
+    assert goal.success(v, state, ids)
+    index = v.target_word_index(ids)
+    assert len(index) == len(ids) and index[-1] == len(v.target_words(ids)) - 1
+
+
+def test_lowercased_victim_judges_keywords_in_its_casing(tiny_onmt_ckpt) -> None:  # noqa: ANN001
+    v = OpenNMTVictim(tiny_onmt_ckpt, trust_checkpoint=True, device="cpu", lowercase=True)
+    goal = Keywords()
+    original = [v.tgt_stoi[w] for w in ["Ein", "Hund", "läuft", "."]]
+    state = goal.prepare(v, original, ["Der"])  # the user's casing; the model emits "der"
+    out = [v.tgt_stoi[w] for w in ["Ein", "Hund", "läuft", "in", "der", "Stadt", "."]]
+    assert goal.success(v, state, out)  # the old check compared "Der" with "der"
+
+
+def test_nearest_word_distance_has_finite_gradients_in_fp16() -> None:
+    x = torch.randn(2, 3, 8).half()
+    e = x.clone()
+    x.requires_grad_(True)
+    nearest_word_distance(x, e).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    # the old formula underflows: 1e-12 is 0 in float16 and sqrt'(0) is infinite
+    y = x.detach().clone().requires_grad_(True)
+    ((y - e) ** 2).sum(-1).add(1e-12).sqrt().sum().backward()
+    assert not torch.isfinite(y.grad).all()
+
+
+def test_goal_and_criterion_validation() -> None:
+    with pytest.raises(ValueError, match="criterion"):
+        NonOverlap("loose")
+    with pytest.raises(ValueError, match="mode"):
+        preset("paper", "paraphrase")
+    with pytest.raises(ValueError, match="unknown attack"):
+        build_attack("hotflap", None)
