@@ -1,7 +1,17 @@
-"""Thesis Table 3.4: Seq2Sick on English->German Multi30k (non-overlap and 1/2/3-keyword attacks).
+"""Thesis Table 3.4: Seq2Sick and the gradient-guided word swap on English->German Multi30k (non-overlap and
+1/2/3-keyword attacks).
 
     python recipes/multi30k_seq2sick.py --scale small                       # 500 test sentences, both victims
     python recipes/multi30k_seq2sick.py --scale small --victims marian --n 100 --methods nonoverlap,1-keyword
+    python recipes/multi30k_seq2sick.py --scale small --attacks word-swap --criterion positional
+
+Three rows per method and victim: Seq2Sick as in the paper (no reduction), Seq2Sick + the reduction pass (the
+same search: one run gives both rows, see ``AttackResult.before_reduction``), and the gradient-guided word swap
+(with reduction). Non-overlap success is judged ``at-least-as-long`` by default (``--criterion``), and every
+non-overlap row also reports its success under both criteria. Sizes: words changed, BLEU and chrF to the
+original input, token error rate, and perplexity of the adversarial inputs under a trigram Kneser-Ney model of
+the English side of the training corpus; ``success_at_k`` is the share of sentences attacked successfully
+with at most k changed words. Costs per sentence: victim forward and backward passes and beam decodes.
 
 Victims: ``lstm`` (OpenNMT-py word-level LSTM with attention) and ``marian`` (Hugging Face Marian transformer
 with SentencePiece, loaded by path like a Hub model); each is trained into ``runs/`` when missing.
@@ -15,9 +25,9 @@ Sentences are drawn (seeded) from test_2016_flickr; keywords follow the keyword 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, VICTIMS, attack_setup, parse_choices, parse_counts, recipe_victim, test_bleu  # noqa: E402
 
-from nlprobust.attacks import AttackItem, Seq2Sick, Seq2SickConfig, preset  # noqa: E402
-from nlprobust.metrics import mark_changes  # noqa: E402
+from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, WordSwapConfig, build_attack, preset  # noqa: E402
+from nlprobust.corpora import load_multi30k  # noqa: E402
+from nlprobust.metrics import KneserNeyLM, mark_changes  # noqa: E402
 from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.text import tokenize  # noqa: E402
 
 PAPER = {  # thesis Table 3.4
     "nonoverlap": {"success": 0.894, "bleu": 0.349, "changed": 3.5},
@@ -37,31 +49,10 @@ PAPER = {  # thesis Table 3.4
 }
 DEFAULT_N = {"tiny": 6, "small": 500, "paper": 500}
 DEFAULT_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tuned on validation sentences
+WORD_SWAP: dict[str, Any] = {}  # per-victim word-swap settings (none yet: the defaults)
 
 
-def reuse_shorter_runs(log: JsonlLog, work: Path, stem: str, cfg: Seq2SickConfig, wanted: set[int]) -> int:
-    """Copy into ``log`` the successes of runs that differ from ``cfg`` only by a smaller iteration budget.
-
-    The attack stops at its first beam-verified success, so a sentence solved within T' iterations has the
-    same result under any budget T >= T' (the updates do not depend on the budget, the step-size schedule
-    included; batch padding may change the last floating-point digits): only the failures of the shorter run
-    are attacked again. Returns the number of records copied."""
-    copied = 0
-    for t in range(cfg.check_every, cfg.iterations, cfg.check_every):
-        old = work / f"{stem}_{replace(cfg, iterations=t).tag()}.jsonl"
-        if not old.exists():
-            continue
-        for rec in JsonlLog(old, key="index").records:
-            i = rec["index"]
-            if i in wanted and i not in log.done and rec.get("success") and rec.get("iterations", t + 1) <= t:
-                log.append({**rec, "reused_from_budget": t})
-                copied += 1
-    if copied:
-        print(f"  reused {copied} successes of shorter runs ({stem})", flush=True)
-    return copied
-
-
-def run_attacks(victim: Any, log: JsonlLog, items: list[AttackItem], cfg: Any, batch: int, what: str,
+def run_attacks(victim: Any, log: JsonlLog, items: list[AttackItem], attack: Any, batch: int, what: str,
                 report_only: bool) -> list[dict[str, Any]]:
     """Attack the ``items`` not yet in ``log`` (in batches of ``batch``; none with ``report_only``) and return
     the records of all ``items``."""
@@ -69,7 +60,6 @@ def run_attacks(victim: Any, log: JsonlLog, items: list[AttackItem], cfg: Any, b
     if report_only and todo:
         print(f"  {what}: {len(todo)} of {len(items)} inputs not attacked yet (--report-only)", flush=True)
         todo = []
-    attack = Seq2Sick(victim, cfg)
     t = time.time()
     for s in range(0, len(todo), batch):
         for r in attack.attack_batch(todo[s : s + batch]):
@@ -78,6 +68,39 @@ def run_attacks(victim: Any, log: JsonlLog, items: list[AttackItem], cfg: Any, b
         print(f"  {what}: {done}/{len(items)} done ({time.time() - t:.0f}s)", flush=True)
     wanted = {it.index for it in items}
     return [r for r in log.records if r["index"] in wanted]
+
+
+def unreduced(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record as the attack without its reduction pass returned it (its search's own result and cost)."""
+    before = rec.get("before_reduction") or {}
+    return {**rec, **before, "reduction": False} if before else rec
+
+
+def table_row(recs: list[dict[str, Any]], lm: KneserNeyLM) -> dict[str, Any]:
+    """One Table 3.4 row from per-sentence records: success, size, quality and cost."""
+    summ = summarize(recs)
+    ok = [r for r in recs if r.get("success") and not r.get("error")]
+    row: dict[str, Any] = {
+        "n": summ["n"], "criterion": summ["criterion"], "success": summ["success"],
+        "changed": summ["changed"], "bleu": summ["bleu"], "chrf": summ["chrf"], "ter": summ["ter"],
+        "perplexity": round(lm.perplexity([tokenize(r["adversarial"]) for r in ok]), 1) if ok else None,
+        "perplexity_original": round(lm.perplexity([tokenize(r["source"]) for r in ok]), 1) if ok else None,
+        "success_at_1": summ["success_at_1"], "success_at_2": summ["success_at_2"],
+        "success_at_3": summ["success_at_3"], "seconds_per_sentence": summ["time_s"],
+        "forward_passes": summ["forward_passes"], "backward_passes": summ["backward_passes"],
+        "beam_decodes": summ["beam_decodes"], "errors": summ["errors"],
+    }
+    for crit, rate in (summ.get("success_by_criterion") or {}).items():
+        row[f"success_{crit.replace('-', '_')}"] = rate
+    return row
+
+
+def attack_config(attack: str, victim_name: str, mode: str, args: argparse.Namespace) -> Any:
+    """The configuration of ``attack`` for ``mode`` on ``victim_name``."""
+    if attack == "seq2sick":
+        over: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
+        return preset(args.preset or DEFAULT_PRESET[victim_name], mode, criterion=args.criterion, reduce=True, **over)
+    return WORD_SWAP.get(victim_name, WordSwapConfig)(mode=mode, criterion=args.criterion)
 
 
 def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str], runs: Path) -> dict:
@@ -91,37 +114,48 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
     subset = args.n_for.get(name)
     idx, sents, by_k = attack_setup(victim, "test_2016_flickr", n, tuple(n_keywords.values()), args.data_dir,
                                     args.seed, subset=subset)
-    preset_name = args.preset or DEFAULT_PRESET[name]
+    lm = source_lm(args.data_dir)
     rows, examples, draws, incomplete = [], {}, {}, []
     for method in methods:
         mode = "nonoverlap" if method == "nonoverlap" else "keywords"
-        over = {"iterations": args.iterations} if args.iterations else {}
-        cfg = preset(preset_name, mode, **over)
         kws = by_k[n_keywords[method]]
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
-        log = JsonlLog(work / f"{name}_{method}_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
-        reuse_shorter_runs(log, work, f"{name}_{method}_{cfg.preset}", cfg, set(idx))
         items = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws)]
-        recs = run_attacks(victim, log, items, cfg, args.batch_size, f"{name} {method}", args.report_only)
-        summ = summarize(recs)
-        if summ["n"] + summ["errors"] < len(idx):  # a partial summary would be biased (reused successes first)
-            incomplete.append(f"{name} {method} ({summ['n'] + summ['errors']} of {len(idx)} sentences done)")
-            continue
-        rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method, "n": summ["n"],
-                     "success": summ["success"], "bleu": summ["bleu"], "changed": summ["changed"],
-                     "errors": summ["errors"], "seconds_per_sentence": summ["time_s"], "preset": cfg.preset,
-                     "config": cfg.__dict__, "paper": PAPER.get(method)})
-        ok = [r for r in recs if r["success"]][:2]
-        examples[f"{name} / {method}"] = [
-            {"source": r["source"], "adversarial": mark_changes(r["adversarial_words"], r["changed_positions"],
-                                                                "**", "**"),
-             "keywords": r["keywords"], "original_output": r["original_output"],
-             "adversarial_output": r["adversarial_output"]} for r in ok]
-        print(f"{name} {method}: success {summ['success']}, BLEU {summ['bleu']}, changed {summ['changed']}",
-              flush=True)
+        for attack_name in args.attacks:
+            cfg = attack_config(attack_name, name, mode, args)
+            stem = f"{name}_{method}_{attack_name}_{cfg.preset}"
+            log = JsonlLog(work / f"{stem}_{cfg.tag()}.jsonl", key="index")
+            recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,
+                               f"{name} {method} {attack_name}", args.report_only)
+            done = len(recs)
+            if done < len(idx):
+                incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
+                continue
+            views = [(False, [unreduced(r) for r in recs]), (True, recs)] if attack_name == "seq2sick" else \
+                [(cfg.reduce, recs)]
+            for reduced, view in views:
+                label = f"{attack_name}{' + reduction' if reduced and attack_name == 'seq2sick' else ''}"
+                rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method,
+                             "attack": label, "reduction": reduced, **table_row(view, lm), "preset": cfg.preset,
+                             "config": cfg.__dict__, "paper": PAPER.get(method)})
+                r = rows[-1]
+                print(f"{name} {method} {label}: success {r['success']}, changed {r['changed']}, "
+                      f"<=1 word {r['success_at_1']}", flush=True)
+            ok = [r for r in recs if r["success"]][:2]
+            examples[f"{name} / {method} / {attack_name}"] = [
+                {"source": r["source"], "adversarial": mark_changes(r["adversarial_words"], r["changed_positions"],
+                                                                    "**", "**"),
+                 "keywords": r["keywords"], "original_output": r["original_output"],
+                 "adversarial_output": r["adversarial_output"]} for r in ok]
     where = str(folder.relative_to(runs.parent)) if folder.is_relative_to(runs.parent) else str(folder)
     return {"rows": rows, "examples": examples, "keywords": draws, "sentences": idx, "incomplete": incomplete,
             "victim": {"checkpoint": where, "test_bleu": bleu, "train_config": train_config, "sentences": idx}}
+
+
+@functools.lru_cache(maxsize=2)
+def source_lm(data_dir: str | None) -> KneserNeyLM:
+    """Trigram Kneser-Ney model of the English side of the Multi30k training corpus (perplexity of inputs)."""
+    return KneserNeyLM([tokenize(s) for s in load_multi30k("train", data_dir).src], order=3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default=None,
                     help="Seq2Sick preset for every victim (default: " +
                          ", ".join(f"{k}: {v}" for k, v in DEFAULT_PRESET.items()) + ")")
-    ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument("--iterations", type=int, default=None, help="Seq2Sick iterations (default: the preset's)")
+    ap.add_argument("--attacks", default="seq2sick,word-swap", help=f"comma-separated, among {', '.join(ATTACKS)}")
+    ap.add_argument("--criterion", choices=list(CRITERIA), default="at-least-as-long",
+                    help="non-overlap success rule the attacks aim at (rows report both)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=str(ROOT / "runs"))
@@ -151,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     methods = parse_choices(ap, args.methods, tuple(PAPER), "method")
+    args.attacks = parse_choices(ap, args.attacks, tuple(ATTACKS), "attack")
     args.n_for = parse_counts(ap, args.n_for, VICTIMS, "--n-for")
     t0 = time.time()
     runs = Path(args.runs)
@@ -158,22 +196,37 @@ def main(argv: list[str] | None = None) -> int:
     per = {v: attack_victim(v, args, n, methods, runs) for v in victims}
     first = per[victims[0]]
     payload = {
-        "recipe": "multi30k_seq2sick", "title": f"Seq2Sick on Multi30k en-de (thesis Table 3.4), {n} test sentences"
+        "recipe": "multi30k_seq2sick",
+        "title": f"Seq2Sick and word swap on Multi30k en-de (thesis Table 3.4), {n} test sentences"
         + "".join(f" ({v}: the first {k} of them)" for v, k in args.n_for.items() if v in per),
         "scale": args.scale, "seed": args.seed, "wall_time_s": round(time.time() - t0, 1), **run_metadata(),
         "victim": {v: p["victim"] for v, p in per.items()}, "sentences": first["sentences"],
         "keywords": {v: p["keywords"] for v, p in per.items()},
         "rows": [r for p in per.values() for r in p["rows"]],
         "examples": {k: e for p in per.values() for k, e in p["examples"].items()},
-        "notes": ["Success is judged on the beam-5 output; BLEU (exponential average of BLEU-1..4 between "
-                  "adversarial and original input) and # changed average the successful attacks.",
+        "notes": ["Success is judged on the beam-5 output of the adversarial text (re-tokenised). criterion: the "
+                  "rule the attack aimed at; non-overlap rows also give success under both rules "
+                  "(success_at_least_as_long: no output position keeps its word and the new output is no shorter; "
+                  "success_positional: the thesis's rule, which accepts a shorter output). BLEU (exponential "
+                  "average of BLEU-1..4), chrF, token error rate (ter) between adversarial and original input, "
+                  "# changed and perplexity average the successful attacks; success_at_k is the share of all "
+                  "sentences attacked successfully with at most k words changed.",
+                  "seq2sick rows are the paper's attack (no reduction); seq2sick + reduction is the same search "
+                  "followed by the reduction pass (changed words reverted one at a time while the goal holds); "
+                  "word-swap is the gradient-guided word swap (with reduction). Costs are per sentence: "
+                  "forward_passes and backward_passes of the victim, beam_decodes (each judged candidate, the "
+                  "original output included).",
+                  "perplexity: trigram Kneser-Ney model of the English side of the Multi30k training corpus, on the "
+                  "successful adversarial inputs; perplexity_original: the same sentences before the attack.",
                   "Keywords are drawn per victim (never a word of that victim's original output); for the Marian "
                   "victim only words that are one SentencePiece token of its target vocabulary can be drawn.",
                   "# changed counts changed words on the detokenised text for both victims (a word whose "
                   "subwords changed counts once)."],
     }
-    spent = {}
+    spent: dict[str, float] = {}
     for r in payload["rows"]:
+        if r["attack"] == "seq2sick":  # the same run as its + reduction row
+            continue
         spent[r["victim"]] = spent.get(r["victim"], 0.0) + r["n"] * (r["seconds_per_sentence"] or 0.0)
     if spent:
         payload["attack_time_s"] = {v: round(t, 1) for v, t in spent.items()}

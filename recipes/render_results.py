@@ -32,7 +32,7 @@ def _fmt(key: str, v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        if key in RATE_KEYS or key.endswith(("_rate", "_acc")):
+        if key in RATE_KEYS or key.endswith(("_rate", "_acc")) or key.startswith("success_"):
             return f"{100 * v:.1f}"
         return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
     if isinstance(v, (list, dict)):

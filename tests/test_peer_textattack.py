@@ -112,3 +112,17 @@ def test_missing_results_file_is_a_clear_error(tmp_path: Path) -> None:
     res = tmp_path / "res.json"
     with pytest.raises(SystemExit, match="results file not found"):
         peer_textattack.main(["--results", str(res), "--out", str(tmp_path / "o.json")])
+
+
+def test_our_attacks_run_on_the_same_sentences(tiny_victim: Any, tmp_path: Path) -> None:
+    items = list(enumerate(synthetic_corpus(3, 7).src))
+    rows = peer_textattack.run_ours(tiny_victim, items, ["word-swap", "seq2sick"], "tiny", tmp_path)
+    assert [r["method"] for r in rows] == ["nlprobust word-swap (white-box)", "nlprobust seq2sick (white-box)",
+                                           "nlprobust seq2sick + reduction (white-box)"]
+    for r in rows:
+        assert r["n"] == 3 and r["config"]["criterion"] == "at-least-as-long"
+        assert r["queries"] >= 1 and r["model_calls"] >= 1
+        assert r["success_positional"] >= r["success"]
+    assert rows[1]["success"] == rows[2]["success"]  # one search, with and without the reduction pass
+    logs = sorted((tmp_path / "recipes" / "peer_textattack").glob("ours_tiny_*.jsonl"))
+    assert len(logs) == 2 and all(len(p.read_text().splitlines()) == 3 for p in logs)

@@ -19,11 +19,24 @@ def test_multi30k_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
                                    "--methods", "nonoverlap,1-keyword", "--victims", "lstm,marian"]) == 0
     res = json.loads(out.read_text())
     assert res["scale"] == "tiny" and res["recipe"] == "multi30k_seq2sick"
-    assert [(r["victim"], r["method"]) for r in res["rows"]] == [
-        ("lstm", "nonoverlap"), ("lstm", "1-keyword"), ("marian", "nonoverlap"), ("marian", "1-keyword")]
+    attacks = ["seq2sick", "seq2sick + reduction", "word-swap"]
+    assert [(r["victim"], r["method"], r["attack"]) for r in res["rows"]] == [
+        (v, m, a) for v in ("lstm", "marian") for m in ("nonoverlap", "1-keyword") for a in attacks]
     for r in res["rows"]:
         assert r["n"] + r["errors"] == 6 and 0.0 <= r["success"] <= 1.0 and r["paper"]
-        assert r["preset"] == f"multi30k-{r['victim']}"
+        assert r["success_at_1"] <= r["success_at_2"] <= r["success_at_3"] <= r["success"]
+        assert r["forward_passes"] >= 1 and r["beam_decodes"] >= 1
+        if r["attack"].startswith("seq2sick"):
+            assert r["preset"] == f"multi30k-{r['victim']}"
+        if r["method"] == "nonoverlap":
+            assert r["criterion"] == "at-least-as-long" and r["success"] == r["success_at_least_as_long"]
+            assert r["success_positional"] >= r["success_at_least_as_long"]
+    by = {(r["victim"], r["method"], r["attack"]): r for r in res["rows"]}
+    for v in ("lstm", "marian"):  # one search, two rows: the reduction keeps success and never adds words
+        plain, reduced = by[(v, "nonoverlap", "seq2sick")], by[(v, "nonoverlap", "seq2sick + reduction")]
+        assert plain["success"] == reduced["success"]
+        if reduced["success"]:
+            assert reduced["changed"] <= plain["changed"]
     for victim in ("lstm", "marian"):
         kw = res["keywords"][victim]["1-keyword"]
         assert len(kw) == 6 and all(len(v) == 1 for v in kw.values())

@@ -391,16 +391,13 @@ class TextAttack(ABC):
                 ok = self.goal.success(v, r.state, out)
             src_words = v.source_words(r.ids)
             size = self._size(r, adv, src_words)
-            by_crit: dict[str, bool] = {}
-            if cfg.mode == "nonoverlap":
-                out_words = v.target_words(out)
-                by_crit = {c: adv != r.ids and nonoverlap_success(r.state.original_words, out_words, criterion=c)
-                           for c in CRITERIA}
+            by_crit = self._by_criterion(r, adv, out)
             before: dict[str, Any] = {}
             if cfg.reduce and r.unreduced is not None:
                 best0, out0, fw0, bw0, beams0 = r.unreduced
                 adv0 = list(best0) if best0 is not None else adv
                 before = {**self._size(r, adv0, src_words), "adversarial_output": v.decode_target(out0 or out),
+                          "success_by_criterion": self._by_criterion(r, adv0, out0 or out),
                           "forward_passes": fw0, "backward_passes": bw0, "beam_decodes": beams0 + (best0 is None),
                           "time_s": time_per - reduction_time}
                 before.pop("adversarial_words")
@@ -416,6 +413,14 @@ class TextAttack(ABC):
                 beam_decodes=r.beams, preset=cfg.preset, before_reduction=before,
             ))
         return results
+
+    def _by_criterion(self, row: Row, adv: list[int], out: list[int]) -> dict[str, bool]:
+        """A non-overlap result judged under every criterion (empty for other goals)."""
+        if self.config.mode != "nonoverlap":
+            return {}
+        words = self.victim.target_words(out)
+        return {c: adv != row.ids and nonoverlap_success(row.state.original_words, words, criterion=c)
+                for c in CRITERIA}
 
     def _size(self, row: Row, adv: list[int], src_words: list[str]) -> dict[str, Any]:
         """The adversarial input and its size and quality against the original input."""
