@@ -122,6 +122,25 @@ def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir:
     return idx, sents, draws
 
 
+def run_attacks(victim: Any, log: Any, items: list[Any], attack: Any, batch: int, what: str,
+                report_only: bool) -> list[dict[str, Any]]:
+    """Attack the ``items`` not yet in ``log`` (in batches of ``batch``; none with ``report_only``) and return
+    the records of all ``items``."""
+    todo = [it for it in items if it.index not in log.done]
+    if report_only and todo:
+        print(f"  {what}: {len(todo)} of {len(items)} inputs not attacked yet (--report-only)", flush=True)
+        todo = []
+    t = time.time()
+    for s in range(0, len(todo), batch):
+        for r in attack.attack_batch(todo[s : s + batch]):
+            log.append(r.to_dict())
+        done = sum(1 for it in items if it.index in log.done)
+        print(f"  {what}: {done}/{len(items)} done ({time.time() - t:.0f}s)", flush=True)
+    wanted = {it.index for it in items}
+    return [r for r in log.records if r["index"] in wanted]
+
+
+
 def parse_choices(ap: Any, text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     """A comma-separated list of ``allowed`` names; anything else is an argparse error naming it."""
     items = [x for x in text.split(",") if x]

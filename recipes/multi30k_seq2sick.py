@@ -33,7 +33,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, VICTIMS, attack_setup, parse_choices, parse_counts, recipe_victim, test_bleu  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    VICTIMS,
+    attack_setup,
+    parse_choices,
+    parse_counts,
+    recipe_victim,
+    run_attacks,
+    test_bleu,
+)
 
 from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, WordSwapConfig, build_attack, preset  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402
@@ -50,24 +59,6 @@ PAPER = {  # thesis Table 3.4
 DEFAULT_N = {"tiny": 6, "small": 500, "paper": 500}
 DEFAULT_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tuned on validation sentences
 WORD_SWAP: dict[str, Any] = {}  # per-victim word-swap settings (none yet: the defaults)
-
-
-def run_attacks(victim: Any, log: JsonlLog, items: list[AttackItem], attack: Any, batch: int, what: str,
-                report_only: bool) -> list[dict[str, Any]]:
-    """Attack the ``items`` not yet in ``log`` (in batches of ``batch``; none with ``report_only``) and return
-    the records of all ``items``."""
-    todo = [it for it in items if it.index not in log.done]
-    if report_only and todo:
-        print(f"  {what}: {len(todo)} of {len(items)} inputs not attacked yet (--report-only)", flush=True)
-        todo = []
-    t = time.time()
-    for s in range(0, len(todo), batch):
-        for r in attack.attack_batch(todo[s : s + batch]):
-            log.append(r.to_dict())
-        done = sum(1 for it in items if it.index in log.done)
-        print(f"  {what}: {done}/{len(items)} done ({time.time() - t:.0f}s)", flush=True)
-    wanted = {it.index for it in items}
-    return [r for r in log.records if r["index"] in wanted]
 
 
 def unreduced(rec: dict[str, Any]) -> dict[str, Any]:

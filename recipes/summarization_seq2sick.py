@@ -38,11 +38,10 @@ for p in (ROOT, ROOT / "recipes"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from common import parse_choices, parse_counts  # noqa: E402
-from multi30k_seq2sick import reuse_shorter_runs, run_attacks  # noqa: E402
+from common import parse_choices, parse_counts, run_attacks  # noqa: E402
 from summarization_victims import VICTIMS, gigaword_source, load_victim, victim_fingerprint  # noqa: E402
 
-from nlprobust.attacks import AttackItem, preset  # noqa: E402
+from nlprobust.attacks import AttackItem, build_attack, preset  # noqa: E402
 from nlprobust.corpora import (  # noqa: E402
     SummaryCorpus,
     gigaword_articles,
@@ -190,9 +189,9 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
             kws = kw[ks[method]]
             draws[f"{ds}/{method}"] = {str(i): k for i, k in zip(idx, kws)}
             log = JsonlLog(work / f"{name}_{ds}_{method}_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
-            reuse_shorter_runs(log, work, f"{name}_{ds}_{method}_{cfg.preset}", cfg, set(idx))
             items = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws)]
-            recs = run_attacks(victim, log, items, cfg, args.batch_size, f"{name} {ds} {method}", args.report_only)
+            recs = run_attacks(victim, log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
+                               f"{name} {ds} {method}", args.report_only)
             summ = summarize(recs)
             if summ["n"] + summ["errors"] < len(idx):
                 incomplete.append(f"{name} {ds} {method} ({summ['n'] + summ['errors']} of {len(idx)} inputs done)")
@@ -240,7 +239,8 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
         return {"row": None, "examples": [], "skipped": f"{name}: no 'police arrest' attack ({exc})"}
     items = [AttackItem(i, data.src[i], ("police", "arrest")) for i in range(m)]
     log = JsonlLog(work / f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
-    recs = run_attacks(victim, log, items, cfg, args.batch_size, f"{name} duc2004 police arrest", args.report_only)
+    recs = run_attacks(victim, log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
+                       f"{name} duc2004 police arrest", args.report_only)
     summ = summarize(recs)
     if summ["n"] + summ["errors"] < m:
         return {"row": None, "examples": []}
@@ -300,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default=None)
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--iterations-for", action="append", default=[], metavar="METHOD=N",
-                    help="iteration budget of one method (repeatable); a larger budget reuses the successes of a "
-                         "finished shorter run and attacks only its failures again")
+                    help="iteration budget of one method (repeatable)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=str(ROOT / "runs"))

@@ -45,7 +45,8 @@ def test_changed_words_and_positions() -> None:
 def test_success_criteria() -> None:
     assert nonoverlap_success("ein Kind im Wasser .".split(), "Kinder sind in der Wasser".split())
     assert not nonoverlap_success("ein Kind im Wasser".split(), "zwei Kind".split())
-    assert nonoverlap_success("ein Kind".split(), [])
+    assert not nonoverlap_success("ein Kind".split(), [])  # at-least-as-long, the default
+    assert nonoverlap_success("ein Kind".split(), [], criterion="positional")  # the thesis's rule
     assert keywords_success(["Hund", "sitzt"], "ein Hund sitzt".split())
     assert not keywords_success(["Hund", "sitzt"], "ein Hund".split())
 

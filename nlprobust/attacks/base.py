@@ -344,34 +344,44 @@ class TextAttack(ABC):
         _, _, grad, adv_ids = self.loss_and_grad(todo, [list(r.best or ()) for r in todo], eps)
         orig_ids, _ = self.victim.pad_sources([r.ids for r in todo])
         gain = (grad * (self._table[orig_ids] - self._table[adv_ids])).sum(-1).tolist()  # one sync per batch
-        queues: list[list[list[int]]] = []
-        current: list[list[int]] = []
-        for r, g in zip(todo, gain):
-            units = self._units(r, r.best or ())
-            units.sort(key=lambda u: sum(g[p] for p in u))
-            queues.append(units)
-            current.append(list(r.best or ()))
-        step = 0
-        while True:
-            trials, owners = [], []
-            for i, (r, q) in enumerate(zip(todo, queues)):
-                if step < len(q):
-                    t = list(current[i])
-                    for p in q[step]:
-                        t[p] = r.ids[p]
-                    if any(a != b for a, b in zip(t, r.ids)):
-                        trials.append((r, tuple(t)))
-                        owners.append(i)
-            if not trials:
+        order: list[list[float]] = gain
+        current = [list(r.best or ()) for r in todo]
+        # a second pass retries, for the rows the first pass shrank, the reverts that failed before
+        for _ in range(2):
+            queues = []
+            for r, g, cur in zip(todo, order, current):
+                units = self._units(r, cur)
+                units.sort(key=lambda u, g=g: sum(g[p] for p in u))  # type: ignore[misc]
+                queues.append(units if len(units) > 1 else [])
+            changed_any = [False] * len(todo)
+            step = 0
+            while True:
+                trials, owners = [], []
+                for i, (r, q) in enumerate(zip(todo, queues)):
+                    if step < len(q):
+                        t = list(current[i])
+                        for p in q[step]:
+                            t[p] = r.ids[p]
+                        if any(a != b for a, b in zip(t, r.ids)):
+                            trials.append((r, tuple(t)))
+                            owners.append(i)
+                if not trials:
+                    break
+                for (ok, out), i, (_, t) in zip(self.verify(trials), owners, trials):
+                    r = todo[i]
+                    # keep a revert that holds the goal and does not raise the word count (for subword victims
+                    # reverting one piece of a word can split it into more changed words of the decoded text)
+                    if ok and (ch := self.changed(r, t)) <= r.best_changed:
+                        current[i] = list(t)
+                        r.best, r.best_output, r.best_changed = t, out, ch
+                        changed_any[i] = True
+                step += 1
+            keep = [i for i, c in enumerate(changed_any) if c]
+            if not keep:
                 break
-            for (ok, out), i, (_, t) in zip(self.verify(trials), owners, trials):
-                r = todo[i]
-                # keep a revert that holds the goal and does not raise the word count (for subword victims
-                # reverting one piece of a word can split it into more changed words of the decoded text)
-                if ok and (ch := self.changed(r, t)) <= r.best_changed:
-                    current[i] = list(t)
-                    r.best, r.best_output, r.best_changed = t, out, ch
-            step += 1
+            todo = [todo[i] for i in keep]
+            order = [order[i] for i in keep]
+            current = [current[i] for i in keep]
 
     # ---- packaging ---------------------------------------------------------------------------------
     def _finish(self, rows: list[Row], time_per: float, reduction_time: float = 0.0) -> list[AttackResult]:
