@@ -431,18 +431,19 @@ def summary_row(records: list[dict[str, Any]], name: str, cfg: PeerConfig) -> di
 
 
 OURS_PRESET = {True: "multi30k-lstm", False: "multi30k-marian"}  # Seq2Sick preset by victim kind (word level?)
+WORD_SWAP_PRESET = {True: "multi30k-lstm", False: "default"}  # word-swap settings by victim kind
 
 
 def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: Sequence[str], name: str,
              runs: Path, batch_size: int = 25) -> list[dict[str, Any]]:
     """Our attacks (non-overlap, ``at-least-as-long``) on the same sentences in the same process: one row per
     attack (Seq2Sick twice: without and with the reduction pass, one search)."""
-    from nlprobust.attacks import AttackItem, WordSwapConfig, build_attack, preset
+    from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset
 
     rows = []
     for attack_name in attacks:
         cfg: Any = preset(OURS_PRESET[victim.word_level], "nonoverlap") if attack_name == "seq2sick" \
-            else WordSwapConfig(mode="nonoverlap")
+            else word_swap_preset(WORD_SWAP_PRESET[victim.word_level], "nonoverlap")
         log = JsonlLog(runs / "recipes" / "peer_textattack" / f"ours_{name}_{attack_name}_{cfg.tag()}.jsonl")
         attack = build_attack(attack_name, victim, cfg)
         todo = [AttackItem(i, s) for i, s in items if i not in log.done]

@@ -10,7 +10,7 @@ from typing import Any
 from nlprobust.attacks.base import AttackConfig, AttackItem, AttackResult, TextAttack
 from nlprobust.attacks.goals import CRITERIA, MODES
 from nlprobust.attacks.seq2sick import PRESETS, Seq2Sick, Seq2SickConfig, preset
-from nlprobust.attacks.word_swap import GradientWordSwap, WordSwapConfig
+from nlprobust.attacks.word_swap import WORD_SWAP_PRESETS, GradientWordSwap, WordSwapConfig, word_swap_preset
 
 #: name -> (attack class, one-line description)
 ATTACKS: dict[str, tuple[type[TextAttack], str]] = {
@@ -29,5 +29,6 @@ def build_attack(name: str, victim: Any, config: AttackConfig | None = None, **s
     return cls(victim, config if config is not None else cls.config_class(**settings))
 
 
-__all__ = ["ATTACKS", "CRITERIA", "DEFAULT_ATTACK", "MODES", "PRESETS", "AttackConfig", "AttackItem", "AttackResult",
-           "GradientWordSwap", "Seq2Sick", "Seq2SickConfig", "TextAttack", "WordSwapConfig", "build_attack", "preset"]
+__all__ = ["ATTACKS", "CRITERIA", "DEFAULT_ATTACK", "MODES", "PRESETS", "WORD_SWAP_PRESETS", "AttackConfig",
+           "AttackItem", "AttackResult", "GradientWordSwap", "Seq2Sick", "Seq2SickConfig", "TextAttack",
+           "WordSwapConfig", "build_attack", "preset", "word_swap_preset"]
