@@ -61,12 +61,17 @@ def _attack_config(args: argparse.Namespace):  # noqa: ANN202 - an AttackConfig 
                      if f.name not in ("mode", "preset") and getattr(args, f.name, None) is not None}
         return preset(args.preset, args.mode, **{**common, **overrides})
     cls = ATTACKS[args.attack][0].config_class
+    skip = {*common, "mode", "preset"}
     settings = {f.name: getattr(args, f.name) for f in fields(cls)
-                if f.name not in common and getattr(args, f.name, None) is not None}
+                if f.name not in skip and getattr(args, f.name, None) is not None}
     if getattr(args, "protect", None):
         settings["protected"] = tuple(args.protect.split())
     if getattr(args, "no_skip_stopwords", False):
         settings["skip_stopwords"] = False
+    if args.attack == "word-swap":
+        from nlprobust.attacks import word_swap_preset
+
+        return word_swap_preset(args.preset, args.mode, **common, **settings)
     return cls(mode=args.mode, **common, **settings)
 
 
@@ -196,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    from nlprobust.attacks import ATTACKS, CRITERIA, MODES
+    from nlprobust.attacks import ATTACKS, CRITERIA, MODES, WORD_SWAP_PRESETS
 
     atk = sub.add_parser("attack", help="run an attack (--list names them)")
     atk.add_argument("--list", action="store_true", help="name every attack and goal, then exit")
@@ -230,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                 a.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=typ, default=None,
                                help=f"override the preset's {opt}")
         elif name == "word-swap":
+            a.add_argument("--preset", choices=sorted(WORD_SWAP_PRESETS), default="default",
+                           help="named settings (multi30k-lstm: tuned on Multi30k validation for the LSTM victim)")
             a.add_argument("--max-changes", dest="max_changes", type=int, default=None,
                            help="most words changed per sentence (default 5)")
             a.add_argument("--candidates", type=int, default=None, help="swaps decoded per sentence and step (32)")

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from nlprobust.attacks import DEFAULT_ATTACK, AttackItem, WordSwapConfig, build_attack, preset
+from nlprobust.attacks import DEFAULT_ATTACK, AttackItem, build_attack, preset, word_swap_preset
 from nlprobust.corpora import data_root, load_multi30k
 from nlprobust.keywords import draw_keyword_sets, frequent_content_words
 from nlprobust.metrics import mark_changes
@@ -76,12 +76,12 @@ def run_demo(*, data_dir: str | None = None, work: str = "runs/demo", n: int = 2
     summaries = []
     for mode in ("nonoverlap", "keywords"):
         items = [AttackItem(i, s, tuple(k) if mode == "keywords" else ()) for i, (s, k) in enumerate(zip(sents, kws))]
-        runs = [(DEFAULT_ATTACK, WordSwapConfig(mode=mode)),
+        runs = [(DEFAULT_ATTACK, word_swap_preset("multi30k-lstm", mode)),
                 ("seq2sick", preset("multi30k-lstm", mode, reduce=False))]
         for name, cfg_a in runs:
             t = time.time()
             res = build_attack(name, victim, cfg_a).run(items, batch_size=n)
-            label = name if name == DEFAULT_ATTACK else f"{name} (paper, {cfg_a.preset} preset)"
+            label = f"{name} ({cfg_a.preset})" if name == DEFAULT_ATTACK else f"{name} (paper, {cfg_a.preset} preset)"
             _say(f"\n== {mode}: {label} ({time.time() - t:.0f}s) ==")
             for r in [r for r in res if r.success][:3]:
                 extra = f"  keywords: {' '.join(r.keywords)}" if r.keywords else ""
