@@ -86,12 +86,14 @@ def table_row(recs: list[dict[str, Any]], lm: KneserNeyLM) -> dict[str, Any]:
     return row
 
 
-def attack_config(attack: str, victim_name: str, mode: str, args: argparse.Namespace) -> Any:
-    """The configuration of ``attack`` for ``mode`` on ``victim_name``."""
+def attack_config(attack: str, victim_name: str, mode: str, args: argparse.Namespace, k: int = 0) -> Any:
+    """The configuration of ``attack`` for ``mode`` (``k`` keywords) on ``victim_name``."""
     if attack == "seq2sick":
         over: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
         return preset(args.preset or DEFAULT_PRESET[victim_name], mode, criterion=args.criterion, reduce=True, **over)
-    return word_swap_preset(WORD_SWAP_PRESET[victim_name], mode, criterion=args.criterion)
+    # the word budget grows with the number of keywords (each keyword needs at least one word of its own)
+    budget = {"max_changes": 3 * k + 2} if k > 1 else {}
+    return word_swap_preset(WORD_SWAP_PRESET[victim_name], mode, criterion=args.criterion, **budget)
 
 
 def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str], runs: Path) -> dict:
@@ -113,7 +115,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
         items = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws)]
         for attack_name in args.attacks:
-            cfg = attack_config(attack_name, name, mode, args)
+            cfg = attack_config(attack_name, name, mode, args, n_keywords[method])
             stem = f"{name}_{method}_{attack_name}_{cfg.preset}"
             log = JsonlLog(work / f"{stem}_{cfg.tag()}.jsonl", key="index")
             recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,

@@ -60,6 +60,11 @@ class Goal:
     def success(self, victim: Seq2SeqVictim, state: GoalState, output: list[int]) -> bool:
         raise NotImplementedError
 
+    def distance(self, victim: Seq2SeqVictim, state: GoalState, output: list[int]) -> float:
+        """How far ``output`` is from success on the goal's own terms (0 at success): searches rank
+        candidates by it before the surrogate loss."""
+        return 0.0 if self.success(victim, state, output) else 1.0
+
     def loss(self, logits: Tensor, targets: Tensor, word_index: Tensor, valid: Tensor, eos_id: int,
              epsilon: float) -> Tensor:
         """Per-row surrogate loss ``[B]`` (smaller is closer to success)."""
@@ -82,6 +87,13 @@ class NonOverlap(Goal):
 
     def success(self, victim: Seq2SeqVictim, state: GoalState, output: list[int]) -> bool:
         return nonoverlap_success(state.original_words, victim.target_words(output), criterion=self.criterion)
+
+    def distance(self, victim: Seq2SeqVictim, state: GoalState, output: list[int]) -> float:
+        """Positions still holding their original word, plus the missing length (``at-least-as-long``)."""
+        words = victim.target_words(output)
+        same = sum(a == b for a, b in zip(state.original_words, words))
+        short = max(0, len(state.original_words) - len(words)) if self.criterion == "at-least-as-long" else 0
+        return float(same + short)
 
     def loss(self, logits: Tensor, targets: Tensor, word_index: Tensor, valid: Tensor, eos_id: int,
              epsilon: float) -> Tensor:
@@ -110,6 +122,11 @@ class Keywords(Goal):
 
     def success(self, victim: Seq2SeqVictim, state: GoalState, output: list[int]) -> bool:
         return keywords_success(state.keywords, victim.target_words(output))
+
+    def distance(self, victim: Seq2SeqVictim, state: GoalState, output: list[int]) -> float:
+        """Keywords still missing from the output."""
+        words = set(victim.target_words(output))
+        return float(sum(k not in words for k in state.keywords))
 
     def loss(self, logits: Tensor, targets: Tensor, word_index: Tensor, valid: Tensor, eos_id: int,
              epsilon: float) -> Tensor:

@@ -48,6 +48,9 @@ class WordSwapConfig(AttackConfig):
         skip_stopwords: never change an English stop word (spaCy's list).
         skip_punctuation: never change a punctuation token.
         protected: words that are never changed (compared case-insensitively).
+        rank: which tested swap a step keeps: the lowest surrogate ``loss``, or the greedy output closest to
+            success on the goal's own terms (``distance``: overlapping positions, missing keywords), ties broken
+            by the loss.
     """
 
     max_changes: int = 5
@@ -57,9 +60,12 @@ class WordSwapConfig(AttackConfig):
     skip_stopwords: bool = True
     skip_punctuation: bool = True
     protected: tuple[str, ...] = ()
+    rank: str = "loss"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rank not in ("loss", "distance"):
+            raise ValueError(f"rank must be 'loss' or 'distance', not {self.rank!r}")
         if self.max_changes < 1 or self.candidates < 1 or self.verify < 1:
             raise ValueError("max_changes, candidates and verify must be positive")
         if self.epsilon < 0:
@@ -193,7 +199,11 @@ class GradientWordSwap(TextAttack):
                 ns = by_row.get(b)
                 if not ns:
                     continue
-                n_best = min(ns, key=lambda n: losses[n])
+                if cfg.rank == "distance":  # closest to success on the goal's own terms, then the loss
+                    dist = {n: self.goal.distance(v, trial_rows[n].state, greedy[n]) for n in ns}
+                    n_best = min(ns, key=lambda n: (dist[n], losses[n]))
+                else:
+                    n_best = min(ns, key=lambda n: losses[n])
                 current[i] = trials[n_best]
                 r.fallback = tuple(trials[n_best])
                 if self.changed(r, current[i]) < cfg.max_changes:
