@@ -145,6 +145,18 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             "victim": {"checkpoint": where, "test_bleu": bleu, "train_config": train_config, "sentences": idx}}
 
 
+def comparison_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per victim and method: words changed by each attack against the thesis's, with success."""
+    out = []
+    for key in dict.fromkeys((r["victim"], r["method"]) for r in rows):
+        group = [r for r in rows if (r["victim"], r["method"]) == key]
+        paper = group[0].get("paper") or {}
+        parts = [f"{r['attack']} {100 * (r['success'] or 0):.1f}% / {r['changed'] or 0:.2f} words" for r in group]
+        out.append(f"{key[0]} {key[1]}: " + "; ".join(parts) + f" (thesis {100 * paper.get('success', 0):.1f}% / "
+                   f"{paper.get('changed')} words).")
+    return out
+
+
 @functools.lru_cache(maxsize=2)
 def source_lm(data_dir: str | None) -> KneserNeyLM:
     """Trigram Kneser-Ney model of the English side of the Multi30k training corpus (perplexity of inputs)."""
@@ -214,8 +226,15 @@ def main(argv: list[str] | None = None) -> int:
                   "Keywords are drawn per victim (never a word of that victim's original output); for the Marian "
                   "victim only words that are one SentencePiece token of its target vocabulary can be drawn.",
                   "# changed counts changed words on the detokenised text for both victims (a word whose "
-                  "subwords changed counts once)."],
+                  "subwords changed counts once).",
+                  "Differences from the thesis: our victims are smaller models trained on Multi30k alone (the "
+                  "thesis's LSTM is 2 x 500); the thesis judges non-overlap positionally (success_positional), which "
+                  "counts a truncated output as a success, while these rows aim at and report at-least-as-long; "
+                  "Seq2Sick's hyperparameters are tuned on validation sentences per victim (the presets name them); "
+                  "the word swap is not in the thesis. Word-swap budgets: 5 changed words for non-overlap and 1 "
+                  "keyword, 3k + 2 for k >= 2 keywords."],
     }
+    payload["notes"] += comparison_notes(payload["rows"])
     spent: dict[str, float] = {}
     for r in payload["rows"]:
         if r["attack"] == "seq2sick":  # the same run as its + reduction row

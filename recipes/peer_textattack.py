@@ -16,7 +16,9 @@ four parts, because the stock recipe downloads its word embedding at run time:
 The sentences are the test_2016_flickr indices our own recipe attacked (key ``sentences`` of
 ``--results``, first ``--n``). One JSON line per sentence goes to
 ``runs/recipes/peer_textattack/<victim>_<settings hash>.jsonl`` as it finishes (re-running resumes), and
-the summary to ``--out`` in the recipes' results format.
+the summary to ``--out`` in the recipes' results format. Then our own attacks (``--ours``, default
+``word-swap,seq2sick``) attack the same sentences in the same process, aiming at the ``at-least-as-long``
+non-overlap criterion, so the rows compare success, size and time from one run on one machine.
 
 Deviations from TextAttack's stock recipe (each also written into the results' ``notes``):
 
