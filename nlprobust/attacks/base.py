@@ -359,11 +359,11 @@ class TextAttack(ABC):
                 trials, owners = [], []
                 for i, (r, q) in enumerate(zip(todo, queues)):
                     if step < len(q):
-                        t = list(current[i])
+                        reverted = list(current[i])
                         for p in q[step]:
-                            t[p] = r.ids[p]
-                        if any(a != b for a, b in zip(t, r.ids)):
-                            trials.append((r, tuple(t)))
+                            reverted[p] = r.ids[p]
+                        if any(a != b for a, b in zip(reverted, r.ids)):
+                            trials.append((r, tuple(reverted)))
                             owners.append(i)
                 if not trials:
                     break

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from nlprobust.attacks.base import AttackConfig, Row, TextAttack
+from nlprobust.victims.base import Seq2SeqVictim
 
 _VISIBLE_WORD = re.compile(r"\w", re.UNICODE)
 
@@ -118,7 +119,7 @@ class GradientWordSwap(TextAttack):
     config_class = WordSwapConfig
     config: WordSwapConfig
 
-    def __init__(self, victim, config: WordSwapConfig) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, victim: Seq2SeqVictim, config: WordSwapConfig) -> None:
         super().__init__(victim, config)
         # substitutes: candidate tokens with some letter or digit (no punctuation-only pieces)
         toks = victim.source_tokens(self._cand_ids.tolist())
@@ -197,7 +198,7 @@ class GradientWordSwap(TextAttack):
             by_row: dict[int, list[int]] = {}
             for n, b in enumerate(owner):
                 by_row.setdefault(b, []).append(n)
-            to_verify = []
+            to_verify: list[tuple[Row, tuple[int, ...]]] = []
             for ns in by_row.values():
                 good = [n for n in ns if self.greedy_success(trial_rows[n], greedy[n])]
                 good.sort(key=lambda n: losses[n])
@@ -206,21 +207,21 @@ class GradientWordSwap(TextAttack):
                 self.verify(to_verify)
             still = []
             for b, i in enumerate(active):
-                r = rows[i]
-                r.iterations = step + 1
-                if r.best is not None:
-                    r.done = True
+                row = rows[i]
+                row.iterations = step + 1
+                if row.best is not None:
+                    row.done = True
                     continue
-                ns = by_row.get(b)
-                if not ns:
+                if not by_row.get(b):
                     continue
+                ns = by_row[b]
                 if cfg.rank == "distance":  # closest to success on the goal's own terms, then the loss
                     dist = {n: self.goal.distance(v, trial_rows[n].state, greedy[n]) for n in ns}
                     n_best = min(ns, key=lambda n: (dist[n], losses[n]))
                 else:
                     n_best = min(ns, key=lambda n: losses[n])
                 current[i] = trials[n_best]
-                r.fallback = tuple(trials[n_best])
-                if self.changed(r, current[i]) < cfg.max_changes:
+                row.fallback = tuple(trials[n_best])
+                if self.changed(row, current[i]) < cfg.max_changes:
                     still.append(i)
             active = still
