@@ -48,6 +48,13 @@ class JsonlLog:
         self.done.add(record.get(self.key))
 
 
+def without_reduction(record: dict[str, Any]) -> dict[str, Any]:
+    """An attack record as the attack without its reduction pass returned it: the search's own result and cost
+    (``before_reduction``), marked ``reduction: False``; records without that field are returned as they are."""
+    before = record.get("before_reduction") or {}
+    return {**record, **before, "reduction": False} if before else record
+
+
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Success rate over attacked sentences; sizes (BLEU, chrF, token error rate, words changed) averaged over
     successful ones; ``success_at_k``: the share of sentences attacked successfully with at most ``k`` changed

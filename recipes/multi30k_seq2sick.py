@@ -47,7 +47,7 @@ from common import (  # noqa: E402
 from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack, preset, word_swap_preset  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402
 from nlprobust.metrics import KneserNeyLM, mark_changes  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.results import JsonlLog, run_metadata, summarize, without_reduction, write_recipe_results  # noqa: E402
 from nlprobust.text import tokenize  # noqa: E402
 
 PAPER = {  # thesis Table 3.4
@@ -59,12 +59,6 @@ PAPER = {  # thesis Table 3.4
 DEFAULT_N = {"tiny": 6, "small": 500, "paper": 500}
 DEFAULT_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tuned on validation sentences
 WORD_SWAP_PRESET = {"lstm": "multi30k-lstm", "marian": "default"}  # tuned on validation (tune_word_swap.py)
-
-
-def unreduced(rec: dict[str, Any]) -> dict[str, Any]:
-    """A record as the attack without its reduction pass returned it (its search's own result and cost)."""
-    before = rec.get("before_reduction") or {}
-    return {**rec, **before, "reduction": False} if before else rec
 
 
 def table_row(recs: list[dict[str, Any]], lm: KneserNeyLM) -> dict[str, Any]:
@@ -124,7 +118,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             if done < len(idx):
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
                 continue
-            views = [(False, [unreduced(r) for r in recs]), (True, recs)] if attack_name == "seq2sick" else \
+            views = [(False, [without_reduction(r) for r in recs]), (True, recs)] if attack_name == "seq2sick" else \
                 [(cfg.reduce, recs)]
             for reduced, view in views:
                 label = f"{attack_name}{' + reduction' if reduced and attack_name == 'seq2sick' else ''}"

@@ -84,7 +84,7 @@ import torch  # noqa: E402
 
 from nlprobust.corpora import DataNotFoundError, load_multi30k  # noqa: E402
 from nlprobust.metrics import changed_positions, changed_words, mark_changes, nonoverlap_success, sentence_bleu  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.results import JsonlLog, run_metadata, summarize, without_reduction, write_recipe_results  # noqa: E402
 from nlprobust.text import tokenize  # noqa: E402
 from nlprobust.victims import Seq2SeqVictim, VictimError, load_victim  # noqa: E402
 
@@ -455,7 +455,7 @@ def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: S
             print(f"  ours {attack_name}: {len(log.done)}/{len(items)} sentences", flush=True)
         wanted = {i for i, _ in items}
         recs = [r for r in log.records if r["index"] in wanted]
-        views = [(False, [{**r, **r["before_reduction"]} if r.get("before_reduction") else r for r in recs]),
+        views = [(False, [without_reduction(r) for r in recs]),
                  (True, recs)] if attack_name == "seq2sick" else [(True, recs)]
         for reduced, view in views:
             s = summarize(view)

@@ -43,6 +43,7 @@ class AttackConfig:
         reduce: run the reduction pass after success.
         quality_metric: ``"chrf"`` or ``"bleu"`` for the quality-drop goal.
         quality_fraction: quality-drop success: score at most this fraction of the clean output's.
+        epsilon: confidence margin of the surrogate loss (eq. 2.8 / 2.12).
         preset: name of the hyperparameter set these values came from (recorded with every result).
     """
 
@@ -52,6 +53,7 @@ class AttackConfig:
     reduce: bool = True
     quality_metric: str = "chrf"
     quality_fraction: float = 0.5
+    epsilon: float = 0.0
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -61,6 +63,8 @@ class AttackConfig:
             raise ValueError(f"criterion must be one of {CRITERIA}, not {self.criterion!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be positive, not {self.beam_size}")
+        if self.epsilon < 0:
+            raise ValueError(f"epsilon must be >= 0, not {self.epsilon}")
 
     def goal(self) -> Goal:
         return make_goal(self.mode, criterion=self.criterion, quality_metric=self.quality_metric,
@@ -137,14 +141,14 @@ class Row:
     best: tuple[int, ...] | None = None
     best_output: list[int] | None = None
     best_changed: int = 1 << 30
-    changed_before_reduction: int = 0
     fallback: tuple[int, ...] | None = None  # the search's best guess when nothing succeeded
     iterations: int = 0
     forward: int = 0
     backward: int = 0
     beams: int = 0
     done: bool = False
-    unreduced: tuple[Any, ...] | None = None  # (best, output, forward, backward, beams) when the search ended
+    # (best, output, changed, forward, backward, beams) when the search ended, before any reduction
+    unreduced: tuple[Any, ...] | None = None
 
 
 class TextAttack(ABC):
@@ -191,8 +195,7 @@ class TextAttack(ABC):
             if rows:
                 self.search(rows)
                 for r in rows:
-                    r.changed_before_reduction = r.best_changed if r.best is not None else 0
-                    r.unreduced = (r.best, r.best_output, r.forward, r.backward, r.beams)
+                    r.unreduced = (r.best, r.best_output, r.best_changed, r.forward, r.backward, r.beams)
                 if self.config.reduce:
                     t1 = time.perf_counter()
                     self.reduce(rows)
@@ -340,8 +343,7 @@ class TextAttack(ABC):
         if not todo:
             return
         # first-order cost of reverting each changed word: grad . (e_orig - e_adv), summed over its tokens
-        eps = float(getattr(self.config, "epsilon", 0.0))
-        _, _, grad, adv_ids = self.loss_and_grad(todo, [list(r.best or ()) for r in todo], eps)
+        _, _, grad, adv_ids = self.loss_and_grad(todo, [list(r.best or ()) for r in todo], self.config.epsilon)
         orig_ids, _ = self.victim.pad_sources([r.ids for r in todo])
         gain = (grad * (self._table[orig_ids] - self._table[adv_ids])).sum(-1).tolist()  # one sync per batch
         order: list[list[float]] = gain
@@ -404,7 +406,7 @@ class TextAttack(ABC):
             by_crit = self._by_criterion(r, adv, out)
             before: dict[str, Any] = {}
             if cfg.reduce and r.unreduced is not None:
-                best0, out0, fw0, bw0, beams0 = r.unreduced
+                best0, out0, _, fw0, bw0, beams0 = r.unreduced
                 adv0 = list(best0) if best0 is not None else adv
                 before = {**self._size(r, adv0, src_words), "adversarial_output": v.decode_target(out0 or out),
                           "success_by_criterion": self._by_criterion(r, adv0, out0 or out),
@@ -418,7 +420,8 @@ class TextAttack(ABC):
                 source_words=src_words, **size,
                 original_output=v.decode_target(r.state.original_ids), adversarial_output=v.decode_target(out),
                 success=ok, success_by_criterion=by_crit,
-                changed_before_reduction=r.changed_before_reduction or size["changed"],
+                changed_before_reduction=r.unreduced[2] if r.unreduced and r.unreduced[0] is not None
+                else size["changed"],
                 iterations=r.iterations, time_s=time_per, forward_passes=r.forward, backward_passes=r.backward,
                 beam_decodes=r.beams, preset=cfg.preset, before_reduction=before,
             ))
@@ -441,8 +444,3 @@ class TextAttack(ABC):
                 "changed_positions": changed_positions(src_words, adv_words), "changed": self.changed(row, adv),
                 "bleu": sentence_bleu(src_words, adv_words), "chrf": chrf(v.decode_source(row.ids), text),
                 "ter": token_error_rate(src_words, adv_words)}
-
-
-def describe(config: Any) -> dict[str, Any]:
-    """A config as a plain dict (for results files)."""
-    return asdict(config)

@@ -69,7 +69,6 @@ class Seq2SickConfig(AttackConfig):
         lr_switch: iteration at which ``lr_late`` takes over.
         lambda1: group-lasso weight.
         lambda2: nearest-embedding (gradient regularisation) weight.
-        epsilon: confidence margin of (2.8)/(2.12).
         check_every: judge greedy-successful candidates with beam search every this many iterations.
         early_stop: stop a sentence at its first beam-verified success.
         max_pending: candidates per sentence kept between two checks (fewest changes first).
@@ -85,7 +84,6 @@ class Seq2SickConfig(AttackConfig):
     lr_switch: int = 100
     lambda1: float = 1.0
     lambda2: float = 1.0
-    epsilon: float = 0.0
     check_every: int = 10
     early_stop: bool = True
     max_pending: int = 1
@@ -96,8 +94,8 @@ class Seq2SickConfig(AttackConfig):
         super().__post_init__()
         if self.iterations < 1 or self.lr <= 0 or self.check_every < 1:
             raise ValueError("iterations, lr and check_every must be positive")
-        if self.lambda1 < 0 or self.lambda2 < 0 or self.epsilon < 0:
-            raise ValueError("lambda1, lambda2 and epsilon must be >= 0")
+        if self.lambda1 < 0 or self.lambda2 < 0:
+            raise ValueError("lambda1 and lambda2 must be >= 0")
         if self.regularizer not in ("group_lasso", "l2"):
             raise ValueError(f"regularizer must be 'group_lasso' or 'l2', not {self.regularizer!r}")
 

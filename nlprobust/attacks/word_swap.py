@@ -45,7 +45,6 @@ class WordSwapConfig(AttackConfig):
         max_changes: most words changed in one sentence (search steps).
         candidates: swaps decoded per sentence and step (the best by first-order score).
         verify: greedy-successful swaps judged with beam search per sentence and step.
-        epsilon: confidence margin of the surrogate loss.
         skip_stopwords: never change an English stop word (spaCy's list).
         skip_punctuation: never change a punctuation token.
         protected: words that are never changed (compared case-insensitively).
@@ -60,7 +59,6 @@ class WordSwapConfig(AttackConfig):
     max_changes: int = 5
     candidates: int = 32
     verify: int = 4
-    epsilon: float = 0.0
     skip_stopwords: bool = True
     skip_punctuation: bool = True
     protected: tuple[str, ...] = ()
@@ -73,8 +71,6 @@ class WordSwapConfig(AttackConfig):
             raise ValueError(f"rank must be 'loss' or 'distance', not {self.rank!r}")
         if self.max_changes < 1 or self.candidates < 1 or self.verify < 1 or self.per_position < 0:
             raise ValueError("max_changes, candidates and verify must be positive")
-        if self.epsilon < 0:
-            raise ValueError("epsilon must be >= 0")
 
 
 # Named settings per victim, tuned on validation sentences only (recipes/tune_word_swap.py; evidence in
@@ -148,6 +144,11 @@ class GradientWordSwap(TextAttack):
         v, cfg = self.victim, self.config
         dev = v.device
         allowed = [self._allowed_positions(r) for r in rows]
+        orig_ids, _ = v.pad_sources([r.ids for r in rows])
+        allowed_t = torch.zeros(orig_ids.shape, dtype=torch.bool)
+        for i, a in enumerate(allowed):
+            allowed_t[i, : len(a)] = torch.tensor(a, dtype=torch.bool)
+        allowed_t = allowed_t.to(dev)
         current = [list(r.ids) for r in rows]
         active = [i for i, a in enumerate(allowed) if any(a)]
         for r in rows:
@@ -160,10 +161,9 @@ class GradientWordSwap(TextAttack):
             e_cur = self._table[ids]  # [B, N, d]
             # first-order loss change of putting candidate c at position i: g_i . e_c - g_i . e_i
             scores = grad @ self._cand_table.T - (grad * e_cur).sum(-1, keepdim=True)  # [B, N, C]
-            pos_ok = torch.zeros(ids.shape, dtype=torch.bool, device=dev)
-            for b, i in enumerate(active):
-                a = [ok and current[i][p] == rows[i].ids[p] for p, ok in enumerate(allowed[i])]
-                pos_ok[b, : len(a)] = torch.tensor(a, dtype=torch.bool, device=dev)
+            sel = torch.tensor(active, device=dev)
+            n = ids.shape[1]  # allowed and not changed yet (a changed position is not changed again)
+            pos_ok = allowed_t[sel, :n] & (ids == orig_ids[sel, :n])
             bad = ~pos_ok.unsqueeze(-1) | ~self._sub_ok.view(1, 1, -1) | (ids.unsqueeze(-1) == self._cand_ids)
             scores = scores.masked_fill(bad, float("inf"))
             n_c = scores.shape[2]
