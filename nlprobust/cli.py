@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default), or the thesis's positional rule")
         a.add_argument("--no-reduce", action="store_true",
                        help="skip the reduction pass (paper-faithful Seq2Sick: changes are never undone)")
+        a.add_argument("--repair", type=int, default=None, metavar="N",
+                       help="reduction also drops a word and re-chooses another's substitute where no revert "
+                            "holds, testing N substitutions per dropped word (default 0: reverts only)")
         a.add_argument("--quality-metric", choices=["chrf", "bleu"], default="chrf", help="quality-drop goal's metric")
         a.add_argument("--quality-fraction", type=float, default=0.5,
                        help="quality-drop success: output score at most this fraction of the clean output's")

@@ -52,7 +52,11 @@ def without_reduction(record: dict[str, Any]) -> dict[str, Any]:
     """An attack record as the attack without its reduction pass returned it: the search's own result and cost
     (``before_reduction``), marked ``reduction: False``; records without that field are returned as they are."""
     before = record.get("before_reduction") or {}
-    return {**record, **before, "reduction": False} if before else record
+    if not before:
+        return record
+    # the reduced input's word lists do not describe the search's input: leave them out rather than mislead
+    out = {k: v for k, v in record.items() if k not in ("adversarial_words", "changed_positions")}
+    return {**out, **before, "reduction": False}
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:

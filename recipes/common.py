@@ -7,6 +7,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,42 @@ def parse_counts(ap: Any, items: list[str], keys: tuple[str, ...], flag: str) ->
             ap.error(f"{flag} expects KEY=N with KEY among {', '.join(keys)}, got {item!r}")
         out[k] = int(n)
     return out
+
+
+def table_row(recs: list[dict[str, Any]], lm: Any, *,
+              words: Callable[[dict[str, Any]], list[str]] | None = None,
+              source: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any]:
+    """One attack-table row from per-sentence records: success, size, quality and cost. Perplexity under ``lm``
+    (a :class:`~nlprobust.metrics.KneserNeyLM`) of the successful adversarial inputs, split by ``words``
+    (default: tokenised text), beside that of the same inputs before the attack (``source``)."""
+    from nlprobust.results import summarize
+    from nlprobust.text import tokenize
+
+    words = words or (lambda r: tokenize(r["adversarial"]))
+    source = source or (lambda r: tokenize(r["source"]))
+    summ = summarize(recs)
+    ok = [r for r in recs if r.get("success") and not r.get("error")]
+    row: dict[str, Any] = {
+        "n": summ["n"], "criterion": summ["criterion"], "success": summ["success"],
+        "changed": summ["changed"], "bleu": summ["bleu"], "chrf": summ["chrf"], "ter": summ["ter"],
+        "perplexity": round(lm.perplexity([words(r) for r in ok]), 1) if ok else None,
+        "perplexity_original": round(lm.perplexity([source(r) for r in ok]), 1) if ok else None,
+        "success_at_1": summ["success_at_1"], "success_at_2": summ["success_at_2"],
+        "success_at_3": summ["success_at_3"], "seconds_per_sentence": summ["time_s"],
+        "forward_passes": summ["forward_passes"], "backward_passes": summ["backward_passes"],
+        "beam_decodes": summ["beam_decodes"], "errors": summ["errors"],
+    }
+    for crit, rate in (summ.get("success_by_criterion") or {}).items():
+        row[f"success_{crit.replace('-', '_')}"] = rate
+    return row
+
+
+def attack_views(attack_name: str, cfg: Any, recs: list[dict[str, Any]]
+                 ) -> list[tuple[str, bool, list[dict[str, Any]]]]:
+    """``(row label, reduction, records)`` per table row one attack's run gives: a reduced Seq2Sick run gives the
+    paper-faithful row (the search's own result, kept in every record) and the reduced row."""
+    from nlprobust.results import without_reduction
+
+    if attack_name == "seq2sick" and cfg.reduce:
+        return [("seq2sick", False, [without_reduction(r) for r in recs]), ("seq2sick + reduction", True, recs)]
+    return [(attack_name, cfg.reduce, recs)]

@@ -37,17 +37,19 @@ from common import (  # noqa: E402
     ROOT,
     VICTIMS,
     attack_setup,
+    attack_views,
     parse_choices,
     parse_counts,
     recipe_victim,
     run_attacks,
+    table_row,
     test_bleu,
 )
 
 from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack, preset, word_swap_preset  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402
 from nlprobust.metrics import KneserNeyLM, mark_changes  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, summarize, without_reduction, write_recipe_results  # noqa: E402
+from nlprobust.results import JsonlLog, run_metadata, write_recipe_results  # noqa: E402
 from nlprobust.text import tokenize  # noqa: E402
 
 PAPER = {  # thesis Table 3.4
@@ -58,26 +60,7 @@ PAPER = {  # thesis Table 3.4
 }
 DEFAULT_N = {"tiny": 6, "small": 500, "paper": 500}
 DEFAULT_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tuned on validation sentences
-WORD_SWAP_PRESET = {"lstm": "multi30k-lstm", "marian": "default"}  # tuned on validation (tune_word_swap.py)
-
-
-def table_row(recs: list[dict[str, Any]], lm: KneserNeyLM) -> dict[str, Any]:
-    """One Table 3.4 row from per-sentence records: success, size, quality and cost."""
-    summ = summarize(recs)
-    ok = [r for r in recs if r.get("success") and not r.get("error")]
-    row: dict[str, Any] = {
-        "n": summ["n"], "criterion": summ["criterion"], "success": summ["success"],
-        "changed": summ["changed"], "bleu": summ["bleu"], "chrf": summ["chrf"], "ter": summ["ter"],
-        "perplexity": round(lm.perplexity([tokenize(r["adversarial"]) for r in ok]), 1) if ok else None,
-        "perplexity_original": round(lm.perplexity([tokenize(r["source"]) for r in ok]), 1) if ok else None,
-        "success_at_1": summ["success_at_1"], "success_at_2": summ["success_at_2"],
-        "success_at_3": summ["success_at_3"], "seconds_per_sentence": summ["time_s"],
-        "forward_passes": summ["forward_passes"], "backward_passes": summ["backward_passes"],
-        "beam_decodes": summ["beam_decodes"], "errors": summ["errors"],
-    }
-    for crit, rate in (summ.get("success_by_criterion") or {}).items():
-        row[f"success_{crit.replace('-', '_')}"] = rate
-    return row
+WORD_SWAP_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tuned on validation (tune_word_swap.py)
 
 
 def attack_config(attack: str, victim_name: str, mode: str, args: argparse.Namespace, k: int = 0) -> Any:
@@ -118,10 +101,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             if done < len(idx):
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
                 continue
-            views = [(False, [without_reduction(r) for r in recs]), (True, recs)] if attack_name == "seq2sick" else \
-                [(cfg.reduce, recs)]
-            for reduced, view in views:
-                label = f"{attack_name}{' + reduction' if reduced and attack_name == 'seq2sick' else ''}"
+            for label, reduced, view in attack_views(attack_name, cfg, recs):
                 rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method,
                              "attack": label, "reduction": reduced, **table_row(view, lm), "preset": cfg.preset,
                              "config": cfg.__dict__, "paper": PAPER.get(method)})

@@ -84,7 +84,7 @@ import torch  # noqa: E402
 
 from nlprobust.corpora import DataNotFoundError, load_multi30k  # noqa: E402
 from nlprobust.metrics import changed_positions, changed_words, mark_changes, nonoverlap_success, sentence_bleu  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, summarize, without_reduction, write_recipe_results  # noqa: E402
+from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
 from nlprobust.text import tokenize  # noqa: E402
 from nlprobust.victims import Seq2SeqVictim, VictimError, load_victim  # noqa: E402
 
@@ -433,13 +433,15 @@ def summary_row(records: list[dict[str, Any]], name: str, cfg: PeerConfig) -> di
 
 
 OURS_PRESET = {True: "multi30k-lstm", False: "multi30k-marian"}  # Seq2Sick preset by victim kind (word level?)
-WORD_SWAP_PRESET = {True: "multi30k-lstm", False: "default"}  # word-swap settings by victim kind
+WORD_SWAP_PRESET = {True: "multi30k-lstm", False: "multi30k-marian"}  # word-swap settings by victim kind
 
 
 def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: Sequence[str], name: str,
              runs: Path, batch_size: int = 25) -> list[dict[str, Any]]:
     """Our attacks (non-overlap, ``at-least-as-long``) on the same sentences in the same process: one row per
     attack (Seq2Sick twice: without and with the reduction pass, one search)."""
+    from common import attack_views
+
     from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset
 
     rows = []
@@ -455,12 +457,9 @@ def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: S
             print(f"  ours {attack_name}: {len(log.done)}/{len(items)} sentences", flush=True)
         wanted = {i for i, _ in items}
         recs = [r for r in log.records if r["index"] in wanted]
-        views = [(False, [without_reduction(r) for r in recs]),
-                 (True, recs)] if attack_name == "seq2sick" else [(True, recs)]
-        for reduced, view in views:
+        for label, _, view in attack_views(attack_name, cfg, recs):
             s = summarize(view)
-            label = f"nlprobust {attack_name}{' + reduction' if reduced and attack_name == 'seq2sick' else ''}" \
-                    " (white-box)"
+            label = f"nlprobust {label} (white-box)"
             rows.append({"table": "peer", "dataset": "multi30k", "victim": name, "method": label, "n": s["n"],
                          "success": s["success"], "bleu": s["bleu"], "changed": s["changed"],
                          "success_nlprobust": s["success"], "bleu_nlprobust": s["bleu"],

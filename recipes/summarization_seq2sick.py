@@ -38,10 +38,10 @@ for p in (ROOT, ROOT / "recipes"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from common import parse_choices, parse_counts, run_attacks  # noqa: E402
+from common import attack_views, parse_choices, parse_counts, run_attacks, table_row  # noqa: E402
 from summarization_victims import VICTIMS, gigaword_source, load_victim, victim_fingerprint  # noqa: E402
 
-from nlprobust.attacks import AttackItem, build_attack, preset  # noqa: E402
+from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset  # noqa: E402
 from nlprobust.corpora import (  # noqa: E402
     SummaryCorpus,
     gigaword_articles,
@@ -74,6 +74,10 @@ TINY_ITERATIONS = 20  # the tiny scale only checks that everything runs end to e
 POLICE_N = {"tiny": 2, "small": 30, "paper": 500}  # DUC2004 inputs for the "police arrest" attack
 # Seq2Sick presets per victim kind (tuned on Multi30k validation sentences; see docs/RESULTS.md)
 DEFAULT_PRESET = {"lstm": "gigaword-lstm", "transformer": "multi30k-marian"}
+# word-swap settings per victim kind: those tuned on Multi30k validation sentences for the word-level LSTM
+# (recipes/results/tune_word_swap_lstm.json), not retuned on Gigaword
+WORD_SWAP_PRESET = {"lstm": "multi30k-lstm", "transformer": "multi30k-marian"}
+ATTACKS = ("seq2sick", "word-swap")
 # keyword pool: the most frequent content words of the training headlines. With 11,973 headlines the 2,000th
 # word occurs 7 times and the victim can hardly emit such words (24 dev inputs, 1 keyword: 58% success with a
 # pool of 2,000, 88% with 500, whose rarest word occurs 27 times); the thesis's 3.8M headlines make any top-2,000
@@ -139,13 +143,30 @@ def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, see
     return out
 
 
+def attack_config(attack: str, victim_name: str, mode: str, args: argparse.Namespace, method: str, k: int) -> Any:
+    """The configuration of ``attack`` for ``method`` (``k`` keywords) on ``victim_name``: Seq2Sick with the
+    reduction pass (one run gives the paper's row and the reduced one), or the word swap."""
+    if attack == "seq2sick":
+        its = args.iterations_for.get(method, args.iterations)
+        return preset(args.preset or DEFAULT_PRESET[victim_name], mode, reduce=True,
+                      **({"iterations": its} if its else {}))
+    # the word budget grows with the number of keywords (each keyword needs at least one word of its own)
+    return word_swap_preset(WORD_SWAP_PRESET[victim_name], mode, **({"max_changes": 3 * k + 2} if k > 1 else {}))
+
+
+@functools.lru_cache(maxsize=2)
+def article_lm(data_dir: str | None) -> KneserNeyLM:
+    """Trigram Kneser-Ney model of every Gigaword article sentence available offline (perplexity of inputs)."""
+    return KneserNeyLM([s.split() for s in gigaword_articles(data_dir)], order=3)
+
+
 def adversarial_words(r: dict[str, Any]) -> list[str]:
     """The adversarial input as words, with the original spelling of unchanged words that the victim reads as
     ``<unk>`` (word-level victims replace words in place); subword victims: their decoded text, split."""
-    orig = r["source"].split()
-    if len(orig) == len(r["source_words"]) == len(r["adversarial_words"]):
-        return [a if a != s else o for o, s, a in zip(orig, r["source_words"], r["adversarial_words"])]
-    return r["adversarial"].split()
+    orig, adv = r["source"].split(), r["adversarial"].split()
+    if len(orig) == len(r["source_words"]) == len(adv):
+        return [a if a != s else o for o, s, a in zip(orig, r["source_words"], adv)]
+    return adv
 
 
 def _example(r: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +189,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
     ks = {m: 0 if m == "nonoverlap" else int(m.split("-")[0]) for m in args.methods}
     n = args.n.get(name, DEFAULT_N[args.scale][name])
     pname = args.preset or DEFAULT_PRESET[name]
+    lm = article_lm(args.data_dir)
     rows: list[dict[str, Any]] = []
     examples: dict[str, list[dict[str, Any]]] = {}
     draws: dict[str, Any] = {}
@@ -184,35 +206,39 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
         records[ds] = {}
         for method in args.methods:
             mode = "nonoverlap" if method == "nonoverlap" else "keywords"
-            its = args.iterations_for.get(method, args.iterations)
-            cfg = preset(pname, mode, **({"iterations": its} if its else {}))
             kws = kw[ks[method]]
             draws[f"{ds}/{method}"] = {str(i): k for i, k in zip(idx, kws)}
-            log = JsonlLog(work / f"{name}_{ds}_{method}_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
             items = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws)]
-            recs = run_attacks(victim, log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
-                               f"{name} {ds} {method}", args.report_only)
-            summ = summarize(recs)
-            if summ["n"] + summ["errors"] < len(idx):
-                incomplete.append(f"{name} {ds} {method} ({summ['n'] + summ['errors']} of {len(idx)} inputs done)")
-                continue
-            records[ds][method] = recs
             paper = PAPER[ds][method]
-            rows.append({"table": "3.2" if method == "nonoverlap" else "3.3", "dataset": ds, "victim": name,
-                         "method": method, "n": summ["n"], "success": summ["success"], "bleu": summ["bleu"],
-                         "changed": summ["changed"], "errors": summ["errors"],
-                         "seconds_per_sentence": summ["time_s"], "preset": cfg.preset, "config": cfg.__dict__,
-                         "paper": {"success": paper[0], "bleu": paper[1], "changed": paper[2]}})
-            ok = [r for r in recs if r["success"]]
-            ok.sort(key=lambda r: r["changed"])
-            if ds != "gigaword" or method in ("nonoverlap", "1-keyword"):
-                examples[f"{name} / {ds} / {method}"] = [_example(r) for r in ok[:2]]
-            print(f"{name} {ds} {method}: success {summ['success']}, BLEU {summ['bleu']}, changed "
-                  f"{summ['changed']}", flush=True)
-    police = police_arrest(victim, name, args, work, pname)
+            for attack_name in args.attacks:
+                cfg = attack_config(attack_name, name, mode, args, method, ks[method])
+                log = JsonlLog(work / f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}.jsonl",
+                               key="index")
+                recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,
+                                   f"{name} {ds} {method} {attack_name}", args.report_only)
+                summ = summarize(recs)
+                if summ["n"] + summ["errors"] < len(idx):
+                    incomplete.append(f"{name} {ds} {method} {attack_name} ({summ['n'] + summ['errors']} of "
+                                      f"{len(idx)} inputs done)")
+                    continue
+                for label, reduced, view in attack_views(attack_name, cfg, recs):
+                    if label == "seq2sick":
+                        records[ds][method] = view  # Table 3.5 scores the paper's attack
+                    rows.append({"table": "3.2" if method == "nonoverlap" else "3.3", "dataset": ds, "victim": name,
+                                 "method": method, "attack": label, "reduction": reduced,
+                                 **table_row(view, lm, words=adversarial_words, source=lambda r: r["source"].split()),
+                                 "preset": cfg.preset, "config": cfg.__dict__,
+                                 "paper": {"success": paper[0], "bleu": paper[1], "changed": paper[2]}})
+                    r = rows[-1]
+                    print(f"{name} {ds} {method} {label}: success {r['success']}, BLEU {r['bleu']}, changed "
+                          f"{r['changed']}", flush=True)
+                ok = sorted((r for r in recs if r["success"]), key=lambda r: r["changed"])
+                if ds != "gigaword" or method in ("nonoverlap", "1-keyword"):
+                    examples[f"{name} / {ds} / {method} / {attack_name}"] = [_example(r) for r in ok[:2]]
+    police = police_arrest(victim, name, args, work, pname, lm)
     notes = [police["skipped"]] if "skipped" in police else []
-    if police["row"] is not None:
-        rows.append(police["row"])
+    if police["rows"]:
+        rows += police["rows"]
         examples[f"{name} / duc2004 / keywords 'police arrest' (Table 3.8)"] = police["examples"]
     elif not notes:
         incomplete.append(f"{name} police-arrest")
@@ -223,39 +249,42 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                        "rouge_examples": rg.get("examples", []), "train_config": train_config}}
 
 
-def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, pname: str) -> dict[str, Any]:
-    """Table 3.8: the keywords ``police arrest`` on the first DUC2004 inputs."""
+def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, pname: str, lm: KneserNeyLM
+                  ) -> dict[str, Any]:
+    """Table 3.8: the keywords ``police arrest`` on the first DUC2004 inputs (Seq2Sick, with and without the
+    reduction pass)."""
     data = load_dataset("duc2004", args.data_dir, None)
     m = min(args.police_n if args.police_n is not None else POLICE_N[args.scale], len(data))
     if m < 1:
-        return {"row": None, "examples": [], "skipped": f"{name}: no 'police arrest' attack (--police-n 0)"}
-    cfg = preset(pname, "keywords", **({"iterations": args.iterations} if args.iterations else {}))
+        return {"rows": [], "examples": [], "skipped": f"{name}: no 'police arrest' attack (--police-n 0)"}
+    cfg = preset(pname, "keywords", reduce=True, **({"iterations": args.iterations} if args.iterations else {}))
     from nlprobust.victims.base import VictimError
 
     try:
         for w in ("police", "arrest"):
             victim.keyword_id(w)
     except VictimError as exc:  # e.g. a small SentencePiece vocabulary splits the word
-        return {"row": None, "examples": [], "skipped": f"{name}: no 'police arrest' attack ({exc})"}
+        return {"rows": [], "examples": [], "skipped": f"{name}: no 'police arrest' attack ({exc})"}
     items = [AttackItem(i, data.src[i], ("police", "arrest")) for i in range(m)]
     log = JsonlLog(work / f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
     recs = run_attacks(victim, log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
                        f"{name} duc2004 police arrest", args.report_only)
     summ = summarize(recs)
     if summ["n"] + summ["errors"] < m:
-        return {"row": None, "examples": []}
+        return {"rows": [], "examples": []}
     ok = sorted((r for r in recs if r["success"]), key=lambda r: r["changed"])
-    row = {"table": "3.8", "dataset": "duc2004", "victim": name, "method": "police-arrest", "n": summ["n"],
-           "success": summ["success"], "bleu": summ["bleu"], "changed": summ["changed"], "errors": summ["errors"],
-           "seconds_per_sentence": summ["time_s"], "preset": cfg.preset, "config": cfg.__dict__, "paper": None}
-    return {"row": row, "examples": [_example(r) for r in ok[:3]]}
+    rows = [{"table": "3.8", "dataset": "duc2004", "victim": name, "method": "police-arrest", "attack": label,
+             "reduction": reduced, **table_row(view, lm, words=adversarial_words, source=lambda r: r["source"].split()),
+             "preset": cfg.preset, "config": cfg.__dict__, "paper": None}
+            for label, reduced, view in attack_views("seq2sick", cfg, recs)]
+    return {"rows": rows, "examples": [_example(r) for r in ok[:3]]}
 
 
 def perplexity_rows(per: dict[str, dict[str, Any]], data_dir: str | None) -> list[dict[str, Any]]:
     """Table 3.5: trigram Kneser-Ney perplexity of the original DUC inputs attacked and of the successful
     adversarial inputs (with the originals of those same inputs beside them)."""
     t = time.time()
-    lm = KneserNeyLM([s.split() for s in gigaword_articles(data_dir)], order=3)
+    lm = article_lm(data_dir)
     rows = []
     for victim, p in per.items():
         for ds in ("duc2003", "duc2004"):
@@ -290,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="GloVe-format word vectors for the LSTM victim's embeddings (trained into its own folder)")
     ap.add_argument("--victims", default="lstm,transformer", help=f"comma-separated, among {', '.join(VICTIMS)}")
     ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--attacks", default=",".join(ATTACKS),
+                    help="seq2sick (its run gives the paper's row and the reduced one) and/or word-swap")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--n", action="append", default=[], metavar="VICTIM=N",
                     help="inputs per dataset for VICTIM (default small: lstm=100, transformer=30; paper: all DUC, "
@@ -314,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     args.datasets = parse_choices(ap, args.datasets, DATASETS, "dataset")
     args.methods = parse_choices(ap, args.methods, METHODS, "method")
+    args.attacks = parse_choices(ap, args.attacks, ATTACKS, "attack")
     args.n = parse_counts(ap, args.n, VICTIMS, "--n")
     args.iterations_for = parse_counts(ap, args.iterations_for, METHODS, "--iterations-for")
     args.pool = args.pool or POOL[args.scale]

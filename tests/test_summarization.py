@@ -236,11 +236,20 @@ def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     assert rec.main(argv) == 0
     res = json.loads(out.read_text())
     attack_rows = [r for r in res["rows"] if r["table"] in ("3.2", "3.3")]
-    assert {(r["victim"], r["dataset"], r["method"]) for r in attack_rows} == {
-        (v, d, m) for v in ("lstm", "transformer") for d in rec.DATASETS for m in rec.METHODS}
+    labels = ("seq2sick", "seq2sick + reduction", "word-swap")
+    assert {(r["victim"], r["dataset"], r["method"], r["attack"]) for r in attack_rows} == {
+        (v, d, m, a) for v in ("lstm", "transformer") for d in rec.DATASETS for m in rec.METHODS for a in labels}
+    fields = ("attack", "criterion", "reduction", "changed", "success", "bleu", "chrf", "perplexity",
+              "success_at_1", "success_at_2", "success_at_3", "seconds_per_sentence", "forward_passes",
+              "backward_passes", "beam_decodes")
     for r in attack_rows:
         assert r["n"] + r["errors"] == (2 if r["victim"] == "lstm" else 1) and r["paper"]["success"] > 0
-        assert r["config"]["iterations"] == rec.TINY_ITERATIONS
+        assert all(f in r for f in fields), [f for f in fields if f not in r]
+        assert r["reduction"] == (r["attack"] != "seq2sick")
+        if r["attack"].startswith("seq2sick"):
+            assert r["config"]["iterations"] == rec.TINY_ITERATIONS
+        if r["method"] == "nonoverlap":
+            assert {"success_at_least_as_long", "success_positional"} <= set(r)
     ppl = [r for r in res["rows"] if r["table"] == "3.5"]
     assert {(r["victim"], r["dataset"]) for r in ppl if r["inputs"] == "original"} == {
         (v, d) for v in ("lstm", "transformer") for d in ("duc2003", "duc2004")}

@@ -101,6 +101,28 @@ def test_reduction_keeps_success_and_removes_changes(tiny_victim: OpenNMTVictim)
     assert sum(r.changed for _, r in pairs) < sum(p.changed for p, _ in pairs)
 
 
+def test_repair_step_only_shrinks_verified_successes(tiny_victim: OpenNMTVictim) -> None:
+    items = _items(tiny_victim, "keywords", 10)
+    reverts = Seq2Sick(tiny_victim, preset("paper", "keywords", **SEQ2SICK_TINY["lstm"])).run(items)
+    repaired = Seq2Sick(tiny_victim, preset("paper", "keywords", **SEQ2SICK_TINY["lstm"], repair=16)).run(items)
+    assert any(r.success for r in repaired)
+    goal = preset("paper", "keywords").goal()
+    for a, b in zip(reverts, repaired):
+        assert a.success == b.success and a.changed_before_reduction == b.changed_before_reduction
+        assert b.changed <= a.changed  # the repair step runs after the reverts and keeps only fewer words
+        if b.success:
+            ids = tiny_victim.translate_ids([tiny_victim.encode_source(b.adversarial).ids], beam_size=5)[0]
+            state = goal.prepare(tiny_victim, tiny_victim.translate_ids(
+                [tiny_victim.encode_source(b.source).ids], beam_size=5)[0], b.keywords)
+            assert goal.success(tiny_victim, state, ids)
+
+
+def test_config_tag_ignores_options_added_later_until_set() -> None:
+    base = preset("paper", "keywords")
+    assert base.tag() == preset("paper", "keywords", repair=0).tag()
+    assert base.tag() != preset("paper", "keywords", repair=8).tag()
+
+
 # ---- judging bugs, each with a test that fails on the old code ------------------------------------------
 def test_nonoverlap_success_requires_an_output_at_least_as_long() -> None:
     orig = ["Ein", "Hund", "läuft", "."]
@@ -180,3 +202,15 @@ def test_goal_and_criterion_validation() -> None:
         preset("paper", "paraphrase")
     with pytest.raises(ValueError, match="unknown attack"):
         build_attack("hotflap", None)
+
+
+def test_without_reduction_gives_the_search_result_and_drops_the_reduced_word_lists() -> None:
+    from nlprobust.results import without_reduction
+
+    rec = {"adversarial": "a cat runs", "adversarial_words": ["a", "cat", "runs"], "changed_positions": [1],
+           "changed": 1, "reduction": True,
+           "before_reduction": {"adversarial": "the cat sleeps", "changed": 3, "forward_passes": 9}}
+    view = without_reduction(rec)
+    assert view["adversarial"] == "the cat sleeps" and view["changed"] == 3 and view["reduction"] is False
+    assert "adversarial_words" not in view and "changed_positions" not in view
+    assert without_reduction({"adversarial": "x"}) == {"adversarial": "x"}

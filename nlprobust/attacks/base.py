@@ -11,13 +11,16 @@ Reduction pass (on by default; ``reduce=False`` gives the paper-faithful attack)
 the changed words are reverted to the original one at a time, least useful first (first-order estimate of
 how much reverting a word raises the surrogate loss, from one gradient at the adversarial input), and each
 revert is kept while the goal still holds under beam judging. The trials of all sentences of a batch are
-decoded together, one revert per sentence per beam decode.
+decoded together, one revert per sentence per beam decode. With ``repair`` set, a success no single revert can
+shrink is then tried with one word dropped and another changed word's substitute re-chosen (first-order
+ranked, greedy-decoded in one batch, beam-verified), alternating with reverts while words go.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +33,8 @@ from torch import Tensor
 from nlprobust.attacks.goals import CRITERIA, MODES, Goal, GoalState, make_goal, pad_word_index
 from nlprobust.metrics import changed_positions, chrf, nonoverlap_success, sentence_bleu, token_error_rate
 from nlprobust.victims.base import Seq2SeqVictim, VictimError, pad_targets
+
+VISIBLE_WORD = re.compile(r"\w", re.UNICODE)  # a word with some letter or digit (not punctuation only)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +49,8 @@ class AttackConfig:
         quality_metric: ``"chrf"`` or ``"bleu"`` for the quality-drop goal.
         quality_fraction: quality-drop success: score at most this fraction of the clean output's.
         epsilon: confidence margin of the surrogate loss (eq. 2.8 / 2.12).
+        repair: when positive, the reduction also drops a word and re-chooses another changed word's substitute
+            where no single revert holds, testing this many substitutions per dropped word (0: reverts only).
         preset: name of the hyperparameter set these values came from (recorded with every result).
     """
 
@@ -54,7 +61,10 @@ class AttackConfig:
     quality_metric: str = "chrf"
     quality_fraction: float = 0.5
     epsilon: float = 0.0
+    repair: int = 0
     preset: str = "custom"
+
+    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair",)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -65,14 +75,21 @@ class AttackConfig:
             raise ValueError(f"beam_size must be positive, not {self.beam_size}")
         if self.epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, not {self.epsilon}")
+        if self.repair < 0:
+            raise ValueError(f"repair must be >= 0, not {self.repair}")
 
     def goal(self) -> Goal:
         return make_goal(self.mode, criterion=self.criterion, quality_metric=self.quality_metric,
                          quality_fraction=self.quality_fraction)
 
     def tag(self) -> str:
-        """A short hash of every value: results files carry it so a resumed run never mixes settings."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        """A short hash of every value: results files carry it so a resumed run never mixes settings. Options
+        added later (``_HASHED_WHEN_SET``) count only when set, so earlier runs' records stay resumable."""
+        values = asdict(self)
+        for name in self._HASHED_WHEN_SET:
+            if not values[name]:
+                del values[name]
+        return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -171,6 +188,10 @@ class TextAttack(ABC):
         self._cand_ids = victim.candidate_ids()
         self._cand_table = self._table[self._cand_ids]
         self._cand_sq = (self._cand_table * self._cand_table).sum(1)
+        # substitutes a swap may bring in: candidate tokens with some letter or digit (no punctuation pieces)
+        toks = victim.source_tokens(self._cand_ids.tolist())
+        self._sub_ok = torch.tensor([bool(VISIBLE_WORD.search(t.lstrip("▁Ġ"))) for t in toks],
+                                    dtype=torch.bool, device=victim.device)
 
     # ---- the template ----------------------------------------------------------------------------
     def run(self, items: Iterable[AttackItem], *, batch_size: int = 32,
@@ -337,11 +358,18 @@ class TextAttack(ABC):
         return list(groups.values())
 
     def reduce(self, rows: list[Row]) -> None:
-        """Revert changed words of every verified success one at a time, least useful first, while the goal
-        still holds under beam judging (all sentences' trials in one batched decode per step)."""
+        """Shrink every verified success: revert changed words while the goal holds (:meth:`_revert`); with
+        ``repair``, then drop one word and repair the rest (:meth:`_repair`), and again while a word goes."""
         todo = [r for r in rows if r.best is not None and len(r.best) == len(r.ids) and r.best_changed > 1]
-        if not todo:
-            return
+        while todo:
+            self._revert(todo)
+            if not self.config.repair:
+                break
+            todo = self._repair([r for r in todo if r.best_changed > 1])
+
+    def _revert(self, todo: list[Row]) -> None:
+        """Revert changed words of every row one at a time, least useful first, keeping each revert while the goal
+        still holds under beam judging (all rows' trials in one batched decode per step)."""
         # first-order cost of reverting each changed word: grad . (e_orig - e_adv), summed over its tokens
         _, _, grad, adv_ids = self.loss_and_grad(todo, [list(r.best or ()) for r in todo], self.config.epsilon)
         orig_ids, _ = self.victim.pad_sources([r.ids for r in todo])
@@ -384,6 +412,73 @@ class TextAttack(ABC):
             todo = [todo[i] for i in keep]
             order = [order[i] for i in keep]
             current = [current[i] for i in keep]
+
+    def _repair(self, todo: list[Row]) -> list[Row]:
+        """Drop one changed word and re-choose the substitute at one of the other changed positions, so that the
+        goal holds with one word fewer where no single revert could. For every (row, dropped word) the gradient
+        at the input with that word reverted ranks the swaps at the remaining changed positions (first-order
+        score, as the word swap); the ``repair`` best per dropped word are decoded greedily in one batched pass
+        and each row's greedy successes (lowest loss first, at most four) are judged with beam search. Returns
+        the rows that lost a word."""
+        cfg, dev = self.config, self.victim.device
+        bases: list[list[int]] = []
+        base_rows: list[Row] = []
+        movable: list[list[int]] = []  # changed positions whose substitute may be re-chosen
+        for r in todo:
+            cur = list(r.best or ())
+            units = self._units(r, cur)
+            for u in units:
+                b = list(cur)
+                for p in u:
+                    b[p] = r.ids[p]
+                rest = [p for v in units if v is not u for p in v]
+                bases.append(b)
+                base_rows.append(r)
+                movable.append(rest)
+        if not bases:
+            return []
+        trial_rows: list[Row] = []
+        trials: list[list[int]] = []
+        for s in range(0, len(bases), 64):
+            part_rows, part = base_rows[s : s + 64], bases[s : s + 64]
+            _, _, grad, ids = self.loss_and_grad(part_rows, part, cfg.epsilon)
+            scores = grad @ self._cand_table.T - (grad * self._table[ids]).sum(-1, keepdim=True)  # [B, N, C]
+            orig_ids, _ = self.victim.pad_sources([r.ids for r in part_rows])
+            ok_pos = torch.zeros(ids.shape, dtype=torch.bool)
+            for i, ps in enumerate(movable[s : s + 64]):
+                ok_pos[i, ps] = True
+            cand = self._cand_ids.view(1, 1, -1)
+            bad = (~ok_pos.to(dev).unsqueeze(-1) | ~self._sub_ok.view(1, 1, -1)
+                   | (ids.unsqueeze(-1) == cand) | (orig_ids[:, : ids.shape[1]].unsqueeze(-1) == cand))
+            scores = scores.masked_fill(bad, float("inf")).flatten(1)
+            k = min(cfg.repair, scores.shape[1])
+            val, flat = scores.topk(k, dim=1, largest=False)
+            n_c = self._cand_ids.numel()
+            pos, word = (flat // n_c).tolist(), self._cand_ids[flat % n_c].tolist()
+            finite = torch.isfinite(val).tolist()
+            for i, b in enumerate(part):
+                for j in range(k):
+                    if finite[i][j]:
+                        t = list(b)
+                        t[pos[i][j]] = word[i][j]
+                        trial_rows.append(part_rows[i])
+                        trials.append(t)
+        if not trials:
+            return []
+        greedy, loss = self.loss_only(trial_rows, trials, cfg.epsilon)
+        losses = loss.tolist()
+        by_row: dict[int, list[int]] = {}
+        for n, r in enumerate(trial_rows):
+            if self.greedy_success(r, greedy[n]) and self.changed(r, trials[n]) < r.best_changed:
+                by_row.setdefault(id(r), []).append(n)
+        before = {id(r): r.best_changed for r in todo}
+        to_verify: list[tuple[Row, tuple[int, ...]]] = []
+        for ns in by_row.values():
+            ns.sort(key=lambda n: losses[n])
+            to_verify.extend((trial_rows[n], tuple(trials[n])) for n in ns[:4])
+        if to_verify:
+            self.verify(to_verify)  # keeps each row's success with the fewest words
+        return [r for r in todo if r.best_changed < before[id(r)]]
 
     # ---- packaging ---------------------------------------------------------------------------------
     def _finish(self, rows: list[Row], time_per: float, reduction_time: float = 0.0) -> list[AttackResult]:
