@@ -199,3 +199,17 @@ def attack_views(attack_name: str, cfg: Any, recs: list[dict[str, Any]]
     if attack_name == "seq2sick" and cfg.reduce:
         return [("seq2sick", False, [without_reduction(r) for r in recs]), ("seq2sick + reduction", True, recs)]
     return [(attack_name, cfg.reduce, recs)]
+
+
+def table_attack_config(attack: str, mode: str, k: int, *, seq2sick_preset: str, word_swap_preset: str,
+                        iterations: int | None = None, **common: Any) -> Any:
+    """The configuration of ``attack`` for one table row (``k`` keywords): Seq2Sick with the reduction pass (one
+    run gives the paper's row and the reduced one; ``iterations`` overrides the preset's), or the word swap
+    with a word budget that grows with the keywords (each needs at least one word of its own)."""
+    from nlprobust.attacks import preset
+    from nlprobust.attacks import word_swap_preset as ws_preset
+
+    if attack == "seq2sick":
+        its = {"iterations": iterations} if iterations else {}
+        return preset(seq2sick_preset, mode, reduce=True, **common, **its)
+    return ws_preset(word_swap_preset, mode, **common, **({"max_changes": 3 * k + 2} if k > 1 else {}))

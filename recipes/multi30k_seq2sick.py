@@ -42,11 +42,12 @@ from common import (  # noqa: E402
     parse_counts,
     recipe_victim,
     run_attacks,
+    table_attack_config,
     table_row,
     test_bleu,
 )
 
-from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack, preset, word_swap_preset  # noqa: E402
+from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402
 from nlprobust.metrics import KneserNeyLM, mark_changes  # noqa: E402
 from nlprobust.results import JsonlLog, run_metadata, write_recipe_results  # noqa: E402
@@ -61,16 +62,6 @@ PAPER = {  # thesis Table 3.4
 DEFAULT_N = {"tiny": 6, "small": 500, "paper": 500}
 DEFAULT_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tuned on validation sentences
 WORD_SWAP_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tuned on validation (tune_word_swap.py)
-
-
-def attack_config(attack: str, victim_name: str, mode: str, args: argparse.Namespace, k: int = 0) -> Any:
-    """The configuration of ``attack`` for ``mode`` (``k`` keywords) on ``victim_name``."""
-    if attack == "seq2sick":
-        over: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
-        return preset(args.preset or DEFAULT_PRESET[victim_name], mode, criterion=args.criterion, reduce=True, **over)
-    # the word budget grows with the number of keywords (each keyword needs at least one word of its own)
-    budget = {"max_changes": 3 * k + 2} if k > 1 else {}
-    return word_swap_preset(WORD_SWAP_PRESET[victim_name], mode, criterion=args.criterion, **budget)
 
 
 def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str], runs: Path) -> dict:
@@ -92,7 +83,10 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
         items = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws)]
         for attack_name in args.attacks:
-            cfg = attack_config(attack_name, name, mode, args, n_keywords[method])
+            cfg = table_attack_config(attack_name, mode, n_keywords[method],
+                                      seq2sick_preset=args.preset or DEFAULT_PRESET[name],
+                                      word_swap_preset=WORD_SWAP_PRESET[name], iterations=args.iterations,
+                                      criterion=args.criterion)
             stem = f"{name}_{method}_{attack_name}_{cfg.preset}"
             log = JsonlLog(work / f"{stem}_{cfg.tag()}.jsonl", key="index")
             recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,

@@ -38,10 +38,10 @@ for p in (ROOT, ROOT / "recipes"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from common import attack_views, parse_choices, parse_counts, run_attacks, table_row  # noqa: E402
+from common import attack_views, parse_choices, parse_counts, run_attacks, table_attack_config, table_row  # noqa: E402
 from summarization_victims import VICTIMS, gigaword_source, load_victim, victim_fingerprint  # noqa: E402
 
-from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset  # noqa: E402
+from nlprobust.attacks import AttackItem, build_attack, preset  # noqa: E402
 from nlprobust.corpora import (  # noqa: E402
     SummaryCorpus,
     gigaword_articles,
@@ -143,17 +143,6 @@ def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, see
     return out
 
 
-def attack_config(attack: str, victim_name: str, mode: str, args: argparse.Namespace, method: str, k: int) -> Any:
-    """The configuration of ``attack`` for ``method`` (``k`` keywords) on ``victim_name``: Seq2Sick with the
-    reduction pass (one run gives the paper's row and the reduced one), or the word swap."""
-    if attack == "seq2sick":
-        its = args.iterations_for.get(method, args.iterations)
-        return preset(args.preset or DEFAULT_PRESET[victim_name], mode, reduce=True,
-                      **({"iterations": its} if its else {}))
-    # the word budget grows with the number of keywords (each keyword needs at least one word of its own)
-    return word_swap_preset(WORD_SWAP_PRESET[victim_name], mode, **({"max_changes": 3 * k + 2} if k > 1 else {}))
-
-
 @functools.lru_cache(maxsize=2)
 def article_lm(data_dir: str | None) -> KneserNeyLM:
     """Trigram Kneser-Ney model of every Gigaword article sentence available offline (perplexity of inputs)."""
@@ -167,6 +156,11 @@ def adversarial_words(r: dict[str, Any]) -> list[str]:
     if len(orig) == len(r["source_words"]) == len(adv):
         return [a if a != s else o for o, s, a in zip(orig, r["source_words"], adv)]
     return adv
+
+
+def attack_stats(recs: list[dict[str, Any]], lm: KneserNeyLM) -> dict[str, Any]:
+    """Success, size, quality, perplexity (on the inputs' own words) and cost of one attack row."""
+    return table_row(recs, lm, words=adversarial_words, source=lambda r: r["source"].split())
 
 
 def _example(r: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +205,9 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
             items = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws)]
             paper = PAPER[ds][method]
             for attack_name in args.attacks:
-                cfg = attack_config(attack_name, name, mode, args, method, ks[method])
+                cfg = table_attack_config(attack_name, mode, ks[method], seq2sick_preset=pname,
+                                          word_swap_preset=WORD_SWAP_PRESET[name],
+                                          iterations=args.iterations_for.get(method, args.iterations))
                 log = JsonlLog(work / f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}.jsonl",
                                key="index")
                 recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,
@@ -226,7 +222,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                         records[ds][method] = view  # Table 3.5 scores the paper's attack
                     rows.append({"table": "3.2" if method == "nonoverlap" else "3.3", "dataset": ds, "victim": name,
                                  "method": method, "attack": label, "reduction": reduced,
-                                 **table_row(view, lm, words=adversarial_words, source=lambda r: r["source"].split()),
+                                 **attack_stats(view, lm),
                                  "preset": cfg.preset, "config": cfg.__dict__,
                                  "paper": {"success": paper[0], "bleu": paper[1], "changed": paper[2]}})
                     r = rows[-1]
@@ -274,7 +270,7 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
         return {"rows": [], "examples": []}
     ok = sorted((r for r in recs if r["success"]), key=lambda r: r["changed"])
     rows = [{"table": "3.8", "dataset": "duc2004", "victim": name, "method": "police-arrest", "attack": label,
-             "reduction": reduced, **table_row(view, lm, words=adversarial_words, source=lambda r: r["source"].split()),
+             "reduction": reduced, **attack_stats(view, lm),
              "preset": cfg.preset, "config": cfg.__dict__, "paper": None}
             for label, reduced, view in attack_views("seq2sick", cfg, recs)]
     return {"rows": rows, "examples": [_example(r) for r in ok[:3]]}
