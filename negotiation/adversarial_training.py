@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,11 +49,9 @@ from negotiation.train import (
     RewardBaseline,
     _accelerator,
     _make_optimizer,
-    _rng_state,
-    _seed_for,
-    _set_rng_state,
     reinforce_update,
 )
+from nlprobust.core.runio import atomic_dir, complete_dir, rng_state, seed_for, set_rng_state, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -140,27 +137,28 @@ LOG_FILE = "train_log.jsonl"
 def attacker_advantage(target: DialogModel, attacker: DialogModel, scenarios: Sequence[Scenario], *,
                        temperature: float = 0.5, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
     """The attacker (side A, complement of the target's choice) against the target: metrics dict."""
-    a = RnnAgent(attacker, name="attacker", temperature=temperature, seed=_seed_for(seed, 0))
-    b = RnnAgent(target, name="target", temperature=temperature, seed=_seed_for(seed, 1))
+    a = RnnAgent(attacker, name="attacker", temperature=temperature, seed=seed_for(seed, 0))
+    b = RnnAgent(target, name="target", temperature=temperature, seed=seed_for(seed, 1))
     return selfplay_metrics(play(a, b, scenarios, complement="a", batch_size=batch_size)).to_dict()
 
 
 def _save(out: Path, models: Mapping[str, DialogModel], optimizers: Mapping[str, Any], state: dict[str, Any]) -> None:
-    tmp, final = out / f"{CHECKPOINT}.tmp", out / CHECKPOINT
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, m in models.items():
-        m.save_pretrained(tmp / name)
-    torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / "optimizers.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    """Write ``out/checkpoint`` atomically (the old one stays until the new one is complete)."""
+
+    def write(tmp: Path) -> None:
+        for name, m in models.items():
+            m.save_pretrained(tmp / name)
+        torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / "optimizers.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+    atomic_dir(out / CHECKPOINT, write)
 
 
 def is_complete(out_dir: str | os.PathLike[str]) -> bool:
     """Whether ``out_dir`` holds a finished adversarial-training run."""
-    state = Path(out_dir) / CHECKPOINT / "state.json"
-    return state.is_file() and bool(json.loads(state.read_text(encoding="utf-8")).get("done"))
+    ckpt = complete_dir(Path(out_dir) / CHECKPOINT, ("state.json",))
+    return ckpt is not None and bool(json.loads((ckpt / "state.json").read_text(encoding="utf-8")).get("done"))
 
 
 def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str | os.PathLike[str],
@@ -184,12 +182,10 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     run = {"config": cfg.to_dict(), "target": str(Path(target_dir).resolve()),
            "attacker": str(Path(attacker_dir).resolve()), "scenarios": len(scen), "eval_scenarios": len(held)}
-    cfg_file = out / "train_config.json"
-    ckpt = out / CHECKPOINT
-    resuming = (ckpt / "state.json").is_file()
-    if resuming and cfg_file.is_file() and json.loads(cfg_file.read_text(encoding="utf-8")) != run:
-        raise ValueError(f"{out} holds an adversarial-training run with other settings; use a new folder")
-    cfg_file.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    found = complete_dir(out / CHECKPOINT, ("state.json", "rng.pt", "optimizers.pt"))
+    resuming = found is not None
+    ckpt = found if found is not None else out / CHECKPOINT
+    start_run(out, run, resuming=resuming, name="train_config.json")
     if is_complete(out):
         return out
     accelerator = _accelerator(device)
@@ -210,7 +206,7 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
         states = torch.load(ckpt / "optimizers.pt", map_location="cpu", weights_only=True)
         for k, o in optimizers.items():
             o.load_state_dict(states[k])
-        _set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True))
+        set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True))
         st: dict[str, Any] = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
         logger.info("resuming adversarial training in %s after round %d", out, st["round"])
     else:
@@ -245,14 +241,14 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
         seen = 0
         for k in range(cfg.target_updates):
             stats = reinforce_update(target, attacker, next_games(), cfg=t_cfg, optimizer=t_opt,
-                                     baseline=baselines["target"], seed=_seed_for(cfg.seed, rnd, 0, k),
+                                     baseline=baselines["target"], seed=seed_for(cfg.seed, rnd, 0, k),
                                      backward=accelerator.backward, clip=accelerator.clip_grad_norm_,
                                      partner_complement=cfg.target_forced)
             sums["target"].append(stats.reward)
             before, seen = seen, seen + stats.dialogues
             n_sv = seen // cfg.sv_every - before // cfg.sv_every if cfg.sv_every else 0
             if n_sv:
-                rng = random.Random(_seed_for(cfg.seed, rnd, k, 2))
+                rng = random.Random(seed_for(cfg.seed, rnd, k, 2))
                 target.train()
                 sv_opt.zero_grad(set_to_none=True)
                 for _ in range(n_sv):
@@ -269,7 +265,7 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
         attacker.requires_grad_(True)
         for k in range(cfg.attacker_updates):
             stats = reinforce_update(attacker, target, next_games(), cfg=a_cfg, optimizer=a_opt,
-                                     baseline=baselines["attacker"], seed=_seed_for(cfg.seed, rnd, 1, k),
+                                     baseline=baselines["attacker"], seed=seed_for(cfg.seed, rnd, 1, k),
                                      backward=accelerator.backward, clip=accelerator.clip_grad_norm_)
             sums["attacker"].append(stats.reward)
             bar.update(1)

@@ -115,9 +115,24 @@ def metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(out)
 
 
+def _shard(text: str | None, games_file: str | None, option: str) -> Any:
+    """This process's :class:`~nlprobust.core.runner.Shard` (``--shard``, else torchrun / accelerate's
+    environment); a sharded run needs a games file to write its share to."""
+    from nlprobust.core.runner import parse_shard
+
+    try:
+        shard = parse_shard(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if shard.world > 1 and not games_file:
+        raise CliError(f"a sharded run (torchrun / accelerate launch / --shard) needs {option} FILE.jsonl")
+    return shard
+
+
 def cmd_selfplay(args: argparse.Namespace) -> int:
-    from negotiation.dialog import format_game
-    from negotiation.train import evaluate_selfplay, load_scenarios
+    from negotiation.attacks.run import run_attack
+    from negotiation.dialog import GameRecord, format_game, selfplay_metrics
+    from negotiation.train import load_scenarios
 
     if args.n is not None and args.n < 1:
         raise CliError(f"--n must be >= 1, got {args.n}")
@@ -129,11 +144,17 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
             raise CliError(f"--n {args.n} exceeds the {len(scenarios)} scenarios of selfplay.txt")
         scenarios = [scenarios[i] for i in sorted(random.Random(args.seed).sample(range(len(scenarios)), args.n))]
     names = (args.name_a, args.name_b)
+    shard = _shard(args.shard, args.games, "--games")
     t = time.time()
-    records, metrics = evaluate_selfplay(model_a, model_b, scenarios, temperature=args.temperature,
-                                         batch_size=args.batch_size, seed=args.seed, names=names,
-                                         progress=not args.quiet)
+    games = run_attack("none", target=model_b, speaker=model_a, scenarios=scenarios, out_jsonl=args.games,
+                       batch_size=args.batch_size, seed=args.seed, temperature=args.temperature, names=names,
+                       shard=shard, progress=not args.quiet)
     elapsed = time.time() - t
+    if len(games) < len(scenarios):
+        print(f"rank {shard}: its games are played; the last rank to finish merges them into {args.games}")
+        return 0
+    records = [GameRecord.from_dict(g) for g in games]
+    metrics = selfplay_metrics(records)
     label = f"{names[0]} (A) vs {names[1]} (B)"
     print(f"A = {args.a}, B = {args.b}: {len(records)} scenarios from selfplay.txt, {elapsed:.0f}s")
     print(metrics_table([(label, metrics.to_dict())]))
@@ -142,7 +163,8 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
         print()
         print(text)
     if args.out:
-        from nlprobust.results import run_metadata, write_recipe_results
+        from nlprobust.core.results import write_recipe_results
+        from nlprobust.core.runio import run_metadata
 
         payload: dict[str, Any] = {"a": args.a, "b": args.b, "names": list(names), "n": len(records),
                                    "seed": args.seed, "temperature": args.temperature, "wall_time_s": round(elapsed, 1),
@@ -220,12 +242,16 @@ def cmd_attack(args: argparse.Namespace) -> int:
         pool = collect_transfer_sentences(_load_model(args.rl_attacker, args.device), target, others,
                                           seed=args.seed)
         print(f"{len(pool)} transfer sentences from {len(others)} dialogues of the RL attacker")
+    shard = _shard(args.shard, args.out, "--out")
     t = time.time()
     games = run_attack(args.method, target=target, speaker=speaker, scenarios=scenarios, out_jsonl=args.out,
                        batch_size=args.batch_size, seed=args.seed, start_turn=args.start_turn, kappa=args.kappa,
                        sel_margin=args.sel_margin, replies=args.replies, validate=args.validate,
                        max_changes=args.max_changes,
-                       transfer_sentences=pool, temperature=args.temperature, progress=not args.quiet)
+                       transfer_sentences=pool, temperature=args.temperature, shard=shard, progress=not args.quiet)
+    if len(games) < len(scenarios):
+        print(f"rank {shard}: its games are played; the last rank to finish merges them into {args.out}")
+        return 0
     s = summarize_games(games)
     print(f"{args.method} against {args.target} ({len(games)} games, {time.time() - t:.0f}s this run): "
           f"PAR {100 * s['par']:.1f}%, score {s['score_attacker']:.2f} vs {s['score_target']:.2f} "
@@ -305,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("selfplay", help="two checkpoints negotiate on scenarios from selfplay.txt")
     sp.add_argument("a", help="checkpoint of side A (the first context of each scenario)")
     sp.add_argument("b", help="checkpoint of side B (may equal A)")
-    sp.add_argument("--n", type=int, default=None, help="a seeded sample of N scenarios (default: all)")
+    sp.add_argument("--n", "--num-games", dest="n", type=int, default=None,
+                    help="a seeded sample of N scenarios (default: all; under torchrun write --num-games, "
+                         "which torchrun's own options cannot swallow)")
     _add_common(sp)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--temperature", type=float, default=0.5)
@@ -315,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--transcripts", type=int, default=0, help="print (and save) the first K games")
     sp.add_argument("--out", default=None, help="write the metrics (and transcripts) as JSON")
     sp.add_argument("--records", action="store_true", help="save every game's record in --out")
+    sp.add_argument("--games", default=None, help="JSONL of the games, appended chunk by chunk (resumes; needed "
+                    "to shard the games across processes with torchrun / accelerate launch)")
+    sp.add_argument("--shard", default=None, metavar="RANK/WORLD",
+                    help="this process's part (default: from torchrun / accelerate launch)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_selfplay)
 
@@ -327,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "attacker)")
     at.add_argument("--rl-attacker", default=None, help="RL attacker for the transfer sentences")
     at.add_argument("--transfer-games", type=int, default=1000, help="dialogues played to collect them")
-    at.add_argument("--n", type=int, default=None, help="a seeded sample of N scenarios (default: all)")
+    at.add_argument("--n", "--num-games", dest="n", type=int, default=None,
+                    help="a seeded sample of N scenarios (default: all; under torchrun write --num-games)")
     _add_common(at)
     at.add_argument("--seed", type=int, default=0)
     at.add_argument("--temperature", type=float, default=0.5)
@@ -339,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--validate", type=int, default=8, help="fresh target replies a preemptive edit must win half "
                     "of (0: the thesis' single reply)")
     at.add_argument("--max-changes", type=int, default=2, help="words the greedy search may change")
-    at.add_argument("--out", default=None, help="JSONL of the games, appended chunk by chunk (resumes)")
+    at.add_argument("--out", default=None, help="JSONL of the games, appended chunk by chunk (resumes; needed to "
+                    "shard the games across processes with torchrun / accelerate launch)")
+    at.add_argument("--shard", default=None, metavar="RANK/WORLD",
+                    help="this process's part (default: from torchrun / accelerate launch)")
     at.add_argument("--quiet", action="store_true", help="no progress bar")
     at.set_defaults(func=cmd_attack)
 

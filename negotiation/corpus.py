@@ -19,7 +19,7 @@ perspective and never needs to mirror a line; :meth:`Example.mirrored` exists fo
 dialogues generated in self-play.
 
 Data are read from a path, never copied: ``load_split`` resolves the data folder as
-:func:`nlprobust.corpora.data_root` does (argument, else ``NLPROBUST_DATA``, else ``../shared/data``).
+:func:`nlprobust.core.data.data_root` does (argument, else ``NLPROBUST_DATA``, else ``../shared/data``).
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ def read_examples(path: str | os.PathLike[str], *, strict: bool = True) -> Corpu
     """Read a FAIR ``train/val/test.txt`` file."""
     p = Path(path)
     if not p.is_file():
-        from nlprobust.corpora import DataNotFoundError
+        from nlprobust.core.data import DataNotFoundError
 
         raise DataNotFoundError(f"negotiation corpus file not found: {p}")
     return parse_lines(p.read_text(encoding="utf-8").splitlines(), source=str(p), strict=strict)
@@ -344,7 +344,7 @@ def read_examples(path: str | os.PathLike[str], *, strict: bool = True) -> Corpu
 
 def load_split(split: str, data_dir: str | os.PathLike[str] | None = None, *, strict: bool = True) -> Corpus:
     """``<data>/negotiate/{split}.txt`` for split ``train``, ``val`` (or ``validation``) or ``test``."""
-    from nlprobust.corpora import data_root
+    from nlprobust.core.data import data_root
 
     name = "val" if split == "validation" else split
     if name not in SPLITS:

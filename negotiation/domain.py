@@ -402,8 +402,8 @@ def read_scenarios(path: str | os.PathLike[str]) -> list[Scenario]:
 
 def selfplay_scenarios(data_dir: str | os.PathLike[str] | None = None) -> list[Scenario]:
     """The 4,086 self-play scenarios of ``<data>/negotiate/selfplay.txt`` (data folder as in
-    :func:`nlprobust.corpora.data_root`: argument, else ``NLPROBUST_DATA``, else ``../shared/data``)."""
-    from nlprobust.corpora import data_root
+    :func:`nlprobust.core.data.data_root`: argument, else ``NLPROBUST_DATA``, else ``../shared/data``)."""
+    from nlprobust.core.data import data_root
 
     root = data_root(data_dir)
     assert root is not None

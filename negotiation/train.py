@@ -61,7 +61,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ from negotiation.corpus import FAIR_MIN_FREQ, Batch, Example, build_word_vocab, 
 from negotiation.dialog import GameRecord, SelfPlayMetrics, play, selfplay_metrics
 from negotiation.domain import MAX_TURNS, Scenario, parse_scenario_lines
 from negotiation.model import WEIGHTS_FILE, DialogModel, DialogModelConfig
+from nlprobust.core.runio import atomic_dir, complete_dir, rng_state, seed_for, set_rng_state, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def rl_preset(name: str, **overrides: Any) -> ReinforceConfig:
 
 
 def _negotiate_file(name: str, data_dir: str | os.PathLike[str] | None) -> Path:
-    from nlprobust.corpora import DataNotFoundError, data_root
+    from nlprobust.core.data import DataNotFoundError, data_root
 
     root = data_root(data_dir)
     assert root is not None
@@ -319,7 +319,7 @@ def load_examples(split: str, data_dir: str | os.PathLike[str] | None = None, *,
     """The first ``limit`` (None: all) lines of ``<data>/negotiate/{train,val,test}.txt``, parsed.
 
     Raises:
-        nlprobust.corpora.DataNotFoundError: no data folder, or no such file in it.
+        nlprobust.core.data.DataNotFoundError: no data folder, or no such file in it.
         ValueError: unknown split or a malformed line.
     """
     name = "val" if split == "validation" else split
@@ -409,71 +409,28 @@ def evaluate_selfplay(model_a: DialogModel, model_b: DialogModel, scenarios: Seq
 # --- checkpoints ----------------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import accelerate
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "accelerate": accelerate.__version__}
-
-
-def _check_run_config(out: Path, run_config: dict[str, Any], resuming: bool) -> None:
-    """Write ``train_config.json``, or check that a run being resumed was started with the same settings."""
-    path = out / RUN_CONFIG_FILE
-    if resuming and path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        old, new = saved.get("run", {}), json.loads(json.dumps(run_config))
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ValueError(f"{out} holds a run started with other settings (differences in {diff}); "
-                             f"resume it with the same ones, or write to a new folder")
-        return
-    path.write_text(json.dumps({"run": run_config, "versions": _versions()}, indent=2) + "\n", encoding="utf-8")
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _save_checkpoint(out: Path, model: DialogModel, optimizers: Mapping[str, Any], state: dict[str, Any]) -> None:
-    """Write ``out/checkpoint`` atomically (a new folder renamed over the old one)."""
-    tmp, final, old = out / f"{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / OPTIMIZER_FILE)
-    torch.save(_rng_state(), tmp / RNG_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write ``out/checkpoint`` atomically (:func:`nlprobust.core.runio.atomic_dir`)."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / OPTIMIZER_FILE)
+        torch.save(rng_state(), tmp / RNG_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+    atomic_dir(out / CHECKPOINT_DIR, write)
 
 
 def _checkpoint_dir(out: Path) -> Path | None:
-    """The last complete checkpoint folder (``checkpoint``, or ``checkpoint.old`` after a crash mid-rename)."""
-    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):
-        d = out / name
-        if (d / STATE_FILE).is_file() and (d / RNG_FILE).is_file() and (d / OPTIMIZER_FILE).is_file():
-            return d
-    return None
+    """The last complete checkpoint folder (``checkpoint``, or ``checkpoint.old`` after a crash mid-swap)."""
+    return complete_dir(out / CHECKPOINT_DIR, (STATE_FILE, RNG_FILE, OPTIMIZER_FILE))
 
 
 def _load_checkpoint(ckpt: Path, optimizers: Mapping[str, Any]) -> dict[str, Any]:
     opt_states = torch.load(ckpt / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
     for k, o in optimizers.items():
         o.load_state_dict(opt_states[k])
-    _set_rng_state(torch.load(ckpt / RNG_FILE, map_location="cpu", weights_only=True))
+    set_rng_state(torch.load(ckpt / RNG_FILE, map_location="cpu", weights_only=True))
     state: dict[str, Any] = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     return state
 
@@ -526,14 +483,6 @@ def _make_optimizer(params: Any, kind: str, lr: float, momentum: float, nesterov
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
 
 
-def _seed_for(*parts: int) -> int:
-    """A deterministic seed from integers (Python's tuple hash is randomised for strings, not for ints)."""
-    s = 0
-    for p in parts:
-        s = (s * 1_000_003 + int(p)) % (2**61 - 1)
-    return s
-
-
 # --- supervised training --------------------------------------------------------------------------------
 
 
@@ -544,7 +493,7 @@ def _begin_run(out: Path, run_config: dict[str, Any], seed: int, device: Any) ->
     ``None``, the accelerator)."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt = _checkpoint_dir(out)
-    _check_run_config(out, run_config, resuming=ckpt is not None)
+    start_run(out, run_config, resuming=ckpt is not None, name=RUN_CONFIG_FILE)
     if is_complete(out):
         logger.info("%s holds a finished run", out)
         return None
@@ -618,7 +567,7 @@ def train_supervised(train: Sequence[Example], valid: Sequence[Example], out_dir
         model.train()
         run_loss = torch.zeros((), device=dev)
         run_lm = torch.zeros((), device=dev)
-        batches = iter_batches(train, cfg.batch_size, raw.words, raw.items, seed=_seed_for(cfg.seed, epoch),
+        batches = iter_batches(train, cfg.batch_size, raw.words, raw.items, seed=seed_for(cfg.seed, epoch),
                                device=dev)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"sv epoch {epoch}", unit="batch", disable=not progress,
                    dynamic_ncols=True)
@@ -789,9 +738,9 @@ def reinforce_update(model: DialogModel, partner: DialogModel, scenarios: Sequen
     if partner_complement and cfg.complement:
         raise ValueError("only one side can take the complement of the other's choice")
     agent = RnnAgent(model, name="rl", temperature=cfg.temperature, max_words=cfg.max_words,
-                     sample_choice=cfg.sample_choice, track_grad=True, seed=_seed_for(seed, 0))
+                     sample_choice=cfg.sample_choice, track_grad=True, seed=seed_for(seed, 0))
     other = RnnAgent(partner, name="partner", temperature=cfg.temperature, max_words=cfg.max_words,
-                     seed=_seed_for(seed, 1))
+                     seed=seed_for(seed, 1))
     side = "a" if cfg.complement else ("b" if partner_complement else None)
     records = play(agent, other, scenarios, max_turns=cfg.max_turns, complement=side)
     rewards = [float(r.scores[0] - (r.scores[1] if cfg.reward == "advantage" else 0)) for r in records]
@@ -902,7 +851,7 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     while not st["done"]:
         epoch = st["epoch"] + 1
         order = list(range(len(scen)))
-        random.Random(_seed_for(cfg.seed, epoch)).shuffle(order)
+        random.Random(seed_for(cfg.seed, epoch)).shuffle(order)
         sums: dict[str, float] = {k: float(st["epoch_stats"].get(k, 0.0)) for k in (*keys, "updates", "sv_batches")}
         t_part = time.perf_counter()
         bar = tqdm(range(st["update"], n_updates), total=n_updates, initial=st["update"], desc=f"rl epoch {epoch}",
@@ -910,13 +859,13 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         for k in bar:
             games = [scen[i] for i in order[k * cfg.batch_size : (k + 1) * cfg.batch_size]]
             stats = reinforce_update(raw, partner, games, cfg=cfg, optimizer=rl_opt, baseline=baseline,
-                                     seed=_seed_for(cfg.seed, epoch, k), backward=accelerator.backward,
+                                     seed=seed_for(cfg.seed, epoch, k), backward=accelerator.backward,
                                      clip=accelerator.clip_grad_norm_)
             before = st["dialogues"]
             st["dialogues"] += stats.dialogues
             n_sv = st["dialogues"] // cfg.sv_every - before // cfg.sv_every if cfg.sv_every else 0
             if n_sv:
-                rng = random.Random(_seed_for(cfg.seed, epoch, k, 2))
+                rng = random.Random(seed_for(cfg.seed, epoch, k, 2))
                 stats.sv_batches = n_sv
                 stats.sv_loss = sv_step([sv_batches[rng.randrange(len(sv_batches))] for _ in range(n_sv)])
             st["update"], st["updates"] = k + 1, st["updates"] + 1

@@ -29,24 +29,21 @@ def _add_victim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-prefix", default="", help='fixed source prefix, e.g. "translate English to German: " for T5')
 
 
-def _read_inputs(path: str, keywords: list[str]) -> list:
+def _read_inputs(args: argparse.Namespace, keywords: list[str]) -> list:
+    """The attack items of ``--input`` (text, JSON lines, a ``datasets`` file or folder, ``hf:NAME``)."""
     from nlprobust.attacks import AttackItem
+    from nlprobust.core.runner import read_items
 
-    p = Path(path)
-    if not p.is_file():
-        raise SystemExit(f"error: input file not found: {p}")
+    try:
+        rows = read_items(args.input, text_column=args.text_column, split=args.split)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
     items = []
-    lines = p.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if p.suffix == ".jsonl":
-            try:
-                rec = json.loads(line)
-                text, kws = rec["text"], tuple(rec.get("keywords", keywords))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise SystemExit(f"error: {p}:{i + 1}: expected a JSON object with a 'text' field ({exc})") from exc
-        else:
-            text, kws = line, tuple(keywords)
-        items.append(AttackItem(i, text, kws))
+    for i, row in enumerate(rows):
+        kws = row.get(args.keywords_column, keywords)
+        if isinstance(kws, str):
+            kws = kws.split()
+        items.append(AttackItem(i, row[args.text_column], tuple(kws or ())))
     return items
 
 
@@ -76,11 +73,11 @@ def _attack_config(args: argparse.Namespace):  # noqa: ANN202 - an AttackConfig 
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from nlprobust.attacks import ATTACKS, build_attack
+    from nlprobust.core.runio import atomic_write_json
+    from nlprobust.core.runner import local_device, parse_shard, run_items
     from nlprobust.metrics import mark_changes
-    from nlprobust.results import JsonlLog, summarize, summary_table
+    from nlprobust.results import summarize, summary_table
     from nlprobust.victims import VictimError, load_victim
 
     if args.list or args.attack is None:
@@ -93,32 +90,34 @@ def cmd_attack(args: argparse.Namespace) -> int:
         print("non-overlap criteria (--criterion): " + ", ".join(CRITERIA) + " (the first is the default)")
         return 0 if args.list else 2
     keywords = args.keywords.split() if args.keywords else []
-    if args.mode == "keywords" and not keywords and not args.input.endswith(".jsonl"):
-        raise SystemExit("error: --mode keywords needs --keywords (or a .jsonl input with a 'keywords' field)")
     try:
         config = _attack_config(args)
+        shard = parse_shard(args.shard)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    items = _read_inputs(args.input, keywords)
+    items = _read_inputs(args, keywords)
+    if args.mode == "keywords" and any(not it.keywords for it in items):
+        raise SystemExit("error: --mode keywords needs --keywords (or a 'keywords' field on every input)")
     try:
-        victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint, device=args.device,
-                             lowercase=args.lowercase, task_prefix=args.task_prefix)
+        victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint,
+                             device=local_device(shard, args.device), lowercase=args.lowercase,
+                             task_prefix=args.task_prefix)
     except VictimError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    out = JsonlLog(args.out, resume=not args.overwrite)
-    todo = [it for it in items if it.index not in out.done]
-    if out.done:
-        print(f"resuming: {len(out.done)} of {len(items)} sentences already in {args.out}", file=sys.stderr)
-    Path(args.out).with_suffix(".config.json").write_text(json.dumps(
-        {"victim": args.victim, "input": args.input, "attack": args.attack, "config": asdict(config)}, indent=2))
+    if shard.is_main:
+        atomic_write_json(Path(args.out).with_suffix(".config.json"),
+                          {"victim": args.victim, "input": args.input, "attack": args.attack,
+                           "batch_size": args.batch_size, "config": asdict(config)})
     attack = build_attack(args.attack, victim, config)
-    bar = tqdm(total=len(todo), desc=f"{args.attack} {args.mode}", unit="sent", disable=args.quiet)
-    for s in range(0, len(todo), args.batch_size):
-        for r in attack.attack_batch(todo[s : s + args.batch_size]):
-            out.append(r.to_dict())
-            bar.update(1)
-    bar.close()
-    recs = sorted(out.records, key=lambda r: r["index"])
+    outcome = run_items(items, lambda _c, chunk: [r.to_dict() for r in attack.attack_batch(chunk)], args.out,
+                        keys=[it.index for it in items], chunk_size=args.batch_size, shard=shard,
+                        resume=not args.overwrite, desc=f"{args.attack} {args.mode}", unit="sent",
+                        progress=not args.quiet)
+    if not outcome.merged:
+        print(f"rank {shard}: shard done ({len(outcome.records)} sentences in {outcome.shard_file}); the last rank "
+              f"to finish merges all shards into {args.out}", file=sys.stderr)
+        return 0
+    recs = outcome.records
     if not args.quiet:
         for rec in recs[: args.show]:
             if rec.get("error"):
@@ -210,7 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_cls, desc) in ATTACKS.items():
         a = at.add_parser(name, help=desc)
         _add_victim_args(a)
-        a.add_argument("--input", required=True, help="one sentence per line (.txt) or JSON lines with text/keywords")
+        a.add_argument("--input", required=True,
+                       help="one sentence per line (.txt), JSON lines, a .csv/.parquet/.json file or a "
+                            "Dataset.save_to_disk folder (read with datasets), or hf:NAME[:SPLIT]")
+        a.add_argument("--text-column", default="text", help="the input column holding the sentence")
+        a.add_argument("--keywords-column", default="keywords",
+                       help="the input column holding an item's keywords (a list or a space-separated string)")
+        a.add_argument("--split", default="train", help="split of a dataset folder or hf: input")
         a.add_argument("--mode", choices=list(MODES), default="nonoverlap", help="the goal")
         a.add_argument("--keywords", default="", help='space-separated target keywords, e.g. "Hund sitzt"')
         a.add_argument("--criterion", choices=list(CRITERIA), default="at-least-as-long",
@@ -227,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--beam-size", dest="beam_size", type=int, default=None, help="beam of the judging decode")
         a.add_argument("--out", required=True, help="results, one JSON line per sentence (resumed if present)")
         a.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out")
-        a.add_argument("--batch-size", type=int, default=32)
+        a.add_argument("--batch-size", type=int, default=32,
+                       help="sentences attacked together (also the unit of sharding and resuming)")
+        a.add_argument("--shard", default=None, metavar="RANK/WORLD",
+                       help="this process's part of a sharded run (default: RANK and WORLD_SIZE as set by "
+                            "torchrun / accelerate launch; relaunch one killed rank with --shard R/W)")
         a.add_argument("--show", type=int, default=5, help="examples to print at the end")
         a.add_argument("--quiet", action="store_true")
         a.set_defaults(func=cmd_attack, list=False)

@@ -13,32 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nlprobust.core.data import DataNotFoundError, data_root
+
 MULTI30K_SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A corpus folder or file is missing; the message says where it was looked for."""
-
-
-def data_root(data_dir: str | os.PathLike[str] | None = None, *, required: bool = True) -> Path | None:
-    """Resolve the folder holding the corpora (``multi30k/``, ``gigaword/``, ...)."""
-    candidates: list[Path] = []
-    if data_dir is not None:
-        candidates.append(Path(data_dir))
-    elif os.environ.get("NLPROBUST_DATA"):
-        candidates.append(Path(os.environ["NLPROBUST_DATA"]))
-    else:
-        candidates.append(Path("..") / "shared" / "data")
-        candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    if required:
-        where = ", ".join(str(c) for c in candidates)
-        raise DataNotFoundError(
-            f"data folder not found (looked in: {where}); pass --data-dir or set NLPROBUST_DATA"
-        )
-    return None
 
 
 def _read_lines(path: Path) -> list[str]:

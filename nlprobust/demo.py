@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from nlprobust.attacks import DEFAULT_ATTACK, AttackItem, build_attack, preset, word_swap_preset
-from nlprobust.corpora import data_root, load_multi30k
+from nlprobust.core.data import data_root
+from nlprobust.corpora import load_multi30k
 from nlprobust.keywords import draw_keyword_sets, frequent_content_words
 from nlprobust.metrics import mark_changes
 from nlprobust.results import summarize, summary_table

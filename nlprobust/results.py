@@ -1,51 +1,10 @@
-"""Results: incremental JSONL with resume, summaries, and the recipe results files (ARCHITECTURE.md format)."""
+"""Text-attack results: summaries of per-sentence records and their markdown table (the JSON-lines logs, run
+metadata and results files are :mod:`nlprobust.core`'s)."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
-
-
-class JsonlLog:
-    """Append-only JSON-lines file, one record per finished item, flushed and synced as written.
-
-    Opening an existing file keeps its complete records (a line cut short by a crash is dropped), so an
-    interrupted run resumes where it stopped: :attr:`done` holds the ``key`` of every finished record.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, key: str = "index", resume: bool = True) -> None:
-        self.path = Path(path)
-        self.key = key
-        self.records: list[dict[str, Any]] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and resume:
-            good_lines = []
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a partial last line from a crash
-                if isinstance(rec, dict):
-                    self.records.append(rec)
-                    good_lines.append(line)
-            self.path.write_text("".join(x + "\n" for x in good_lines), encoding="utf-8")
-        else:
-            self.path.write_text("", encoding="utf-8")
-        self.done = {r.get(key) for r in self.records}
-
-    def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.records.append(record)
-        self.done.add(record.get(self.key))
 
 
 def without_reduction(record: dict[str, Any]) -> dict[str, Any]:
@@ -120,36 +79,3 @@ def summary_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
                    f"{fmt(s['bleu'])} | {fmt(s.get('chrf'))} | {fmt(s['changed'], '.2f')} | {s['errors']} | "
                    f"{fmt(s['time_s'], '.2f')} |")
     return "\n".join(out)
-
-
-def run_metadata(command: list[str] | None = None) -> dict[str, Any]:
-    """Hardware, versions, git SHA and command of the current run."""
-    import torch
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("transformers", "onmt", "sacrebleu"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            pass
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        sha = ""
-    if torch.cuda.is_available():
-        hardware = torch.cuda.get_device_name(0)
-    else:
-        hardware = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
-    argv = list(command if command is not None else sys.argv)
-    if argv and argv[0].endswith(".py"):
-        argv = ["python", os.path.relpath(argv[0]) if os.path.isabs(argv[0]) else argv[0], *argv[1:]]
-    return {"hardware": hardware, "versions": versions, "git_sha": sha, "command": " ".join(argv)}
-
-
-def write_recipe_results(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write a recipe's results JSON (numbers as numbers) atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(p)

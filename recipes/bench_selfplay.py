@@ -28,7 +28,8 @@ from negotiation.corpus import build_word_vocab  # noqa: E402
 from negotiation.dialog import benchmark_play  # noqa: E402
 from negotiation.model import DialogModel  # noqa: E402
 from negotiation.train import is_complete, load_examples, load_scenarios, sv_preset  # noqa: E402
-from nlprobust.results import run_metadata, write_recipe_results  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
 
 DEFAULTS = {"tiny": (8, 8), "small": (256, 128), "paper": (2000, 500)}  # (scenarios, batch size)
 

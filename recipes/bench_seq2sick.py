@@ -20,8 +20,9 @@ import torch  # noqa: E402
 from common import ROOT  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402
-from nlprobust.results import run_metadata, write_recipe_results  # noqa: E402
 from nlprobust.victims import load_victim  # noqa: E402
 
 

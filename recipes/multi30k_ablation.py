@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, attack_setup, multi30k_lstm  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
+from nlprobust.results import summarize  # noqa: E402
 
 VARIANTS = {
     "full": {},

@@ -48,9 +48,10 @@ from common import (  # noqa: E402
 )
 
 from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
 from nlprobust.corpora import load_multi30k  # noqa: E402
 from nlprobust.metrics import KneserNeyLM, mark_changes  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, write_recipe_results  # noqa: E402
 from nlprobust.text import tokenize  # noqa: E402
 
 PAPER = {  # thesis Table 3.4

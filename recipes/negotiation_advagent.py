@@ -45,7 +45,7 @@ from negotiation.attacks.transfer import collect_transfer_sentences  # noqa: E40
 from negotiation.dialog import GameRecord, format_game  # noqa: E402
 from negotiation.model import DialogModel  # noqa: E402
 from negotiation.train import is_complete, load_examples, load_scenarios, read_log, rl_preset, train_rl  # noqa: E402
-from nlprobust.results import run_metadata  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
 
 RESULTS = ROOT / "recipes" / "results"
 METHODS = ("none", "rl", "transfer", "reactive", "preemptive", "ra-pa-da", "ra-pa-ta")

@@ -40,7 +40,7 @@ from negotiation.train import (  # noqa: E402
     train_rl,
     train_supervised,
 )
-from nlprobust.results import run_metadata  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
 
 RESULTS = ROOT / "recipes" / "results"
 PAPER = {  # thesis Table 3.10, row "RL model (w/o attack)": side A is the RL agent

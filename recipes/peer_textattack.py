@@ -82,9 +82,12 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from nlprobust.corpora import DataNotFoundError, load_multi30k  # noqa: E402
+from nlprobust.core.data import DataNotFoundError  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
+from nlprobust.corpora import load_multi30k  # noqa: E402
 from nlprobust.metrics import changed_positions, changed_words, mark_changes, nonoverlap_success, sentence_bleu  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.results import summarize  # noqa: E402
 from nlprobust.text import tokenize  # noqa: E402
 from nlprobust.victims import Seq2SeqVictim, VictimError, load_victim  # noqa: E402
 

@@ -154,7 +154,7 @@ def _rank(path: Path) -> tuple[int, str]:
 
 def publish(path: str | Path, payload: dict[str, Any], *, render_docs: bool = True) -> None:
     """Write a recipe's results JSON; re-render ``docs/RESULTS.md`` when it lands in ``recipes/results``."""
-    from nlprobust.results import write_recipe_results
+    from nlprobust.core.results import write_recipe_results
 
     write_recipe_results(path, payload)
     if render_docs and Path(path).resolve().parent == RESULTS.resolve():

@@ -42,6 +42,7 @@ from common import attack_views, parse_choices, parse_counts, run_attacks, table
 from summarization_victims import VICTIMS, gigaword_source, load_victim, victim_fingerprint  # noqa: E402
 
 from nlprobust.attacks import AttackItem, build_attack, preset  # noqa: E402
+from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
 from nlprobust.corpora import (  # noqa: E402
     SummaryCorpus,
     gigaword_articles,
@@ -50,7 +51,7 @@ from nlprobust.corpora import (  # noqa: E402
     preprocess_summary,
 )
 from nlprobust.metrics import KneserNeyLM, mark_changes, rouge  # noqa: E402
-from nlprobust.results import JsonlLog, run_metadata, summarize  # noqa: E402
+from nlprobust.results import summarize  # noqa: E402
 
 DATASETS = ("gigaword", "duc2003", "duc2004")
 METHODS = ("nonoverlap", "1-keyword", "2-keyword", "3-keyword")

@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, VICTIMS, attack_setup, recipe_victim  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
-from nlprobust.results import run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
+from nlprobust.results import summarize  # noqa: E402
 
 GRID = {
     "nonoverlap": {"lr": [1.0, 2.0], "lambda1": [1.0, 3.0], "lambda2": [1.0], "epsilon": [0.0, 1.0]},

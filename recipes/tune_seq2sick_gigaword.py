@@ -25,9 +25,11 @@ from summarization_seq2sick import keyword_pool  # noqa: E402
 from summarization_victims import VALID, load_victim  # noqa: E402
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
 from nlprobust.corpora import load_gigaword, preprocess_summary  # noqa: E402
 from nlprobust.keywords import draw_keyword_sets  # noqa: E402
-from nlprobust.results import run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.results import summarize  # noqa: E402
 
 GRID = [  # (pool, overrides of the multi30k-lstm keyword preset)
     (2000, {"iterations": 200, "lr": 0.5, "lr_late": 2.0, "lambda1": 0.5}),

@@ -22,7 +22,9 @@ from common import ROOT, VICTIMS, attack_setup, recipe_victim  # noqa: E402
 from tune_seq2sick import select_best  # noqa: E402
 
 from nlprobust.attacks import AttackItem, GradientWordSwap, WordSwapConfig  # noqa: E402
-from nlprobust.results import run_metadata, summarize, write_recipe_results  # noqa: E402
+from nlprobust.core.results import write_recipe_results  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
+from nlprobust.results import summarize  # noqa: E402
 
 GRID = {"candidates": [16, 32, 64], "skip_stopwords": [True, False], "epsilon": [0.0, 1.0]}
 

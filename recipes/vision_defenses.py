@@ -44,7 +44,7 @@ for p in (ROOT, ROOT / "recipes"):
 from common import parse_choices  # noqa: E402
 from render_results import RESULTS, publish  # noqa: E402
 
-from nlprobust.results import run_metadata  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
 from nlprobust.vision.datasets import ImageData, load_images  # noqa: E402
 from nlprobust.vision.defenses import (  # noqa: E402
     build_defense,

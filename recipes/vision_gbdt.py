@@ -32,7 +32,7 @@ for p in (ROOT, ROOT / "recipes"):
 
 from render_results import RESULTS, publish  # noqa: E402
 
-from nlprobust.results import run_metadata  # noqa: E402
+from nlprobust.core.runio import run_metadata  # noqa: E402
 from nlprobust.vision.attacks import get_attack  # noqa: E402
 from nlprobust.vision.datasets import load_mnist  # noqa: E402
 from nlprobust.vision.oracle import BoosterModel  # noqa: E402

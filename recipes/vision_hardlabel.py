@@ -44,7 +44,7 @@ for p in (ROOT, ROOT / "recipes"):
 from common import parse_choices, parse_counts  # noqa: E402
 from render_results import RESULTS, publish  # noqa: E402
 
-from nlprobust.results import JsonlLog, run_metadata  # noqa: E402
+from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
 from nlprobust.vision.attacks import Starts, attack_class  # noqa: E402
 from nlprobust.vision.attacks.base import AttackResult  # noqa: E402
 from nlprobust.vision.datasets import load_cifar10, load_images  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nlprobust.corpora import data_root
+from nlprobust.core.data import data_root
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -51,3 +51,68 @@ def test_attack_cli_clear_errors(tiny_onmt_ckpt: Path, tmp_path: Path) -> None:
         _run(tiny_onmt_ckpt, inp, tmp_path / "o.jsonl", "--mode", "keywords")
     with pytest.raises(SystemExit, match="victim must look like"):
         main(["attack", "seq2sick", "--victim", "model.pt", "--input", str(inp), "--out", str(tmp_path / "o.jsonl")])
+
+
+def _cli(ckpt: Path, inp: Path, out: Path) -> list[str]:
+    return ["attack", "seq2sick", "--victim", f"onmt:{ckpt}", "--trust-checkpoint", "--input", str(inp),
+            "--out", str(out), "--iterations", "10", "--batch-size", "2", "--quiet", "--device", "cpu"]
+
+
+def _stable(path: Path) -> list[dict]:
+    """Records without their wall times (everything else must be identical)."""
+
+    def strip(d: dict) -> dict:
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k != "time_s"}
+
+    return [strip(json.loads(x)) for x in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_attack_cli_sharded_run_equals_single_process(launcher: str, tiny_onmt_ckpt: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(synthetic_corpus(7, 21).src) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    subprocess.run([sys.executable, "-m", "nlprobust.cli", *_cli(tiny_onmt_ckpt, inp, one)], env=env, check=True,
+                   capture_output=True)
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    proc = subprocess.run([*cmd, "-m", "nlprobust.cli", *_cli(tiny_onmt_ckpt, inp, many)], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _stable(many) == _stable(one) and len(_stable(one)) == 7
+    assert not list(tmp_path.glob("many.rank*"))  # shards merged and removed
+
+
+def test_attack_cli_killed_rank_relaunched_alone(tiny_onmt_ckpt: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from nlprobust.attacks import Seq2Sick
+
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(synthetic_corpus(7, 21).src) + "\n")
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    assert main(_cli(tiny_onmt_ckpt, inp, one)) == 0
+    assert main([*_cli(tiny_onmt_ckpt, inp, many), "--shard", "0/2"]) == 0
+    assert not many.exists()  # rank 1 has not run: nothing merged yet
+    real, calls = Seq2Sick.attack_batch, []
+
+    def dies_in_second_chunk(self, items):  # rank 1 owns chunks 1 and 3 (sentences 2-3 and 6)
+        calls.append([it.index for it in items])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(self, items)
+
+    monkeypatch.setattr(Seq2Sick, "attack_batch", dies_in_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        main([*_cli(tiny_onmt_ckpt, inp, many), "--shard", "1/2"])
+    monkeypatch.undo()
+    assert calls == [[2, 3], [6]] and not many.exists()
+    assert main([*_cli(tiny_onmt_ckpt, inp, many), "--shard", "1/2"]) == 0  # relaunched alone
+    assert _stable(many) == _stable(one)

@@ -69,6 +69,57 @@ def test_selfplay_command(runs: dict[str, Path], fake_data: Path, tmp_path: Path
     assert res["command"] and res["hardware"]
 
 
+def _games(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in path.read_text().splitlines()]
+
+
+def test_selfplay_sharded_with_torchrun_equals_one_process(runs: dict[str, Path], fake_data: Path,
+                                                           tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # torchrun's parser takes a bare --n for one of its own abbreviated options: --num-games is the long name
+    base = ["selfplay", str(runs["rl"]), str(runs["sv"]), "--num-games", "10", "--batch-size", "3", "--data-dir",
+            str(fake_data), "--quiet"]
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    assert main([*base, "--games", str(one)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "negotiation.cli", *base, "--games", str(many)], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _games(many) == _games(one) and [g["index"] for g in _games(one)] == list(range(10))
+
+
+def test_selfplay_killed_rank_relaunched_alone(runs: dict[str, Path], fake_data: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import negotiation.attacks.run as run_mod
+
+    base = ["selfplay", str(runs["rl"]), str(runs["sv"]), "--n", "10", "--batch-size", "3", "--data-dir",
+            str(fake_data), "--quiet"]
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    assert main([*base, "--games", str(one)]) == 0
+    assert main([*base, "--games", str(many), "--shard", "1/2"]) == 0  # chunks 1 and 3
+    real, calls = run_mod.play, []
+
+    def killed_in_second_chunk(*a, **k):  # rank 0 owns chunks 0 and 2
+        calls.append(len(a[2]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_mod, "play", killed_in_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        main([*base, "--games", str(many), "--shard", "0/2"])
+    monkeypatch.undo()
+    assert not many.exists()
+    assert main([*base, "--games", str(many), "--shard", "0/2"]) == 0
+    assert _games(many) == _games(one)
+    with pytest.raises(SystemExit, match="needs --games"):
+        main([*base, "--shard", "0/2"])
+
+
 def test_chat_with_a_fake_terminal(runs: dict[str, Path], fake_data: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture) -> None:
     # the person writes first, then ends the negotiation; a stray line is refused as a selection

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 import peer_textattack  # noqa: E402
 
-from nlprobust.results import JsonlLog  # noqa: E402
+from nlprobust.core.runio import JsonlLog  # noqa: E402
 from nlprobust.synthetic import synthetic_corpus  # noqa: E402
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from nlprobust.core.data import DataNotFoundError
 from nlprobust.corpora import (
-    DataNotFoundError,
     SummaryCorpus,
     gigaword_articles,
     load_duc,

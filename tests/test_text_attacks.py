@@ -121,6 +121,24 @@ def test_config_tag_ignores_options_added_later_until_set() -> None:
     base = preset("paper", "keywords")
     assert base.tag() == preset("paper", "keywords", repair=0).tag()
     assert base.tag() != preset("paper", "keywords", repair=8).tag()
+    # the tags of the committed tables' per-sentence logs (runs resume from them)
+    assert preset("multi30k-lstm", "keywords").tag() == "b45a0435"
+    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.0).tag() == "b45a0435"
+    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.5).tag() != "b45a0435"
+    with pytest.raises(ValueError, match="lambda1_growth"):
+        preset("paper", "keywords", lambda1_growth=0.5)
+
+
+def test_seq2sick_lambda1_growth_keeps_searching_for_sparser_successes(tiny_victim) -> None:  # noqa: ANN001
+    items = [AttackItem(i, s) for i, s in enumerate(synthetic_corpus(6, 31).src)]
+    plain = Seq2Sick(tiny_victim, preset("multi30k-lstm", "nonoverlap", iterations=60, reduce=False)).run(items)
+    grown = Seq2Sick(tiny_victim, preset("multi30k-lstm", "nonoverlap", iterations=60, reduce=False,
+                                         early_stop=False, max_pending=4, lambda1_growth=2.0)).run(items)
+    for p, g in zip(plain, grown):
+        assert g.success >= p.success  # never loses a success it found
+        if p.success:
+            assert g.changed <= p.changed  # and keeps the sparsest one
+    assert sum(g.iterations for g in grown) >= sum(p.iterations for p in plain)
 
 
 # ---- judging bugs, each with a test that fails on the old code ------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nlprobust.corpora import data_root
+from nlprobust.core.data import data_root
 from nlprobust.vision.models import Normalize
 
 

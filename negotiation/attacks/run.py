@@ -12,7 +12,6 @@ agreement).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -27,7 +26,8 @@ from negotiation.attacks.agent import AttackAgent
 from negotiation.dialog import play
 from negotiation.domain import Scenario
 from negotiation.model import DialogModel
-from negotiation.train import _seed_for
+from nlprobust.core.runio import read_jsonl, seed_for
+from nlprobust.core.runner import Shard, run_items, shard_from_env, shard_path
 
 ATTACKS: tuple[str, ...] = ("none", "rl", "transfer", "reactive", "preemptive", "ra-pa-da", "ra-pa-ta")
 
@@ -61,67 +61,51 @@ def summarize_games(games: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON ({e}); delete the file to start over") from e
-    return rows
+def _check_games(path: Path, scen: Sequence[Scenario]) -> None:
+    """Games already in ``path`` must have been played on the scenarios given (same index, same contexts)."""
+    for d in read_jsonl(path):
+        sc = scen[d["index"]] if 0 <= d.get("index", -1) < len(scen) else None
+        if sc is None or d["contexts"] != [sc.first.to_ints(), sc.second.to_ints()]:
+            raise ValueError(f"{path}: game {d.get('index')} was played on another scenario than the one given; "
+                             f"it belongs to another run (delete it, or pass the same scenarios)")
 
 
 def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenarios: Sequence[Scenario],
                out_jsonl: str | os.PathLike[str] | None = None, batch_size: int = 64, seed: int = 0,
                start_turn: int = 2, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1, validate: int = 0,
                max_changes: int = 2, transfer_sentences: Sequence[Sequence[str]] | None = None,
-               temperature: float = 0.5, max_rows: int = 2048, progress: bool = True) -> list[dict[str, Any]]:
+               temperature: float = 0.5, max_rows: int = 2048, names: tuple[str, str] = ("attacker", "target"),
+               shard: Shard | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Play ``method`` (:data:`ATTACKS`) with ``speaker`` as the attacker's speaking module (for ``rl``: the
     RL attacker itself) against ``target`` on every scenario; return one dict per game (side A = attacker;
     ``events``: the attack turns; ``seconds``: wall time of its chunk divided by the chunk's games).
+    ``method="none"`` is plain self-play of ``speaker`` (side A) and ``target`` (side B).
 
-    With ``out_jsonl`` every finished chunk is appended there and games already in the file are not replayed.
+    Games are played ``batch_size`` at a time, each chunk with its own seeds (from ``seed`` and the chunk
+    index), so the games do not depend on how the run is split. With ``out_jsonl`` every finished chunk is
+    appended there and games already in the file are not replayed; under ``torchrun`` / ``accelerate launch``
+    (or with ``shard``) each process plays its share of the chunks and the last one to finish merges them
+    (:func:`nlprobust.core.runner.run_items`); a process that did not merge returns only its own games.
     """
     if method not in ATTACKS:
         raise ValueError(f"unknown attack {method!r}; expected one of {ATTACKS}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     scen = list(scenarios)
-    path = Path(out_jsonl) if out_jsonl is not None else None
-    done = _read_jsonl(path) if path is not None else []
-    if len(done) > len(scen):
-        raise ValueError(f"{path} holds {len(done)} games but only {len(scen)} scenarios were given; wrong file?")
-    for d in done:
-        sc = scen[d["index"]] if 0 <= d.get("index", -1) < len(scen) else None
-        if sc is None or d["contexts"] != [sc.first.to_ints(), sc.second.to_ints()]:
-            raise ValueError(f"{path}: game {d.get('index')} was played on another scenario than the one given; "
-                             f"it belongs to another run (delete it, or pass the same scenarios)")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    first_chunk = len(done) // batch_size
-    if first_chunk * batch_size != len(done):  # a partial chunk (should not happen: chunks are written whole)
-        done = done[: first_chunk * batch_size]
-        if path is not None:
-            path.write_text("".join(json.dumps(g) + "\n" for g in done), encoding="utf-8")
-    chunks = range(first_chunk * batch_size, len(scen), batch_size)
-    bar = tqdm(chunks, desc=f"attack {method}", unit="chunk", disable=not progress, dynamic_ncols=True)
-    for k in bar:
-        part = scen[k : k + batch_size]
-        c = k // batch_size
-        tgt = RnnAgent(target, name="target", temperature=temperature, seed=_seed_for(seed, c, 1))
-        own = RnnAgent(speaker, name="attacker", temperature=temperature, seed=_seed_for(seed, c, 0))
+    shard = shard if shard is not None else shard_from_env()
+
+    def process(c: int, part: list[Scenario]) -> list[dict[str, Any]]:
+        k = c * batch_size
+        tgt = RnnAgent(target, name=names[1], temperature=temperature, seed=seed_for(seed, c, 1))
+        own = RnnAgent(speaker, name=names[0], temperature=temperature, seed=seed_for(seed, c, 0))
         attacker: Any
         if method in ("none", "rl"):
             attacker = own
         else:
             attacker = AttackAgent(own, tgt, method=method, start_turn=start_turn, kappa=kappa,
                                    sel_margin=sel_margin, replies=replies, validate=validate,
-                                   max_changes=max_changes,
-                                   transfer_sentences=transfer_sentences, max_rows=max_rows, seed=_seed_for(seed, c, 2))
+                                   max_changes=max_changes, transfer_sentences=transfer_sentences,
+                                   max_rows=max_rows, seed=seed_for(seed, c, 2))
         firsts = ["a" if (k + i) % 2 == 0 else "b" for i in range(len(part))]
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -135,13 +119,20 @@ def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenar
             if isinstance(attacker, AttackAgent):
                 d["events"] = [e.to_dict() for e in attacker.events[i]]
             rows.append(d)
-        done += rows
-        if path is not None:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(d) + "\n" for d in rows)
-        s = summarize_games(done)
-        bar.set_postfix(adv=f"{s['advantage']:.2f}", par=f"{100 * s['par']:.0f}%")
-    return done
+        return rows
+
+    if out_jsonl is None:
+        if shard.world > 1:
+            raise ValueError("a sharded run needs out_jsonl (each process writes its games there)")
+        chunks = [scen[k : k + batch_size] for k in range(0, len(scen), batch_size)]
+        bar = tqdm(chunks, desc=f"attack {method}", unit="chunk", disable=not progress, dynamic_ncols=True)
+        return [g for c, part in enumerate(bar) for g in process(c, part)]
+    path = Path(out_jsonl)
+    for p in (path, shard_path(path, shard)):
+        _check_games(p, scen)
+    outcome = run_items(scen, process, path, chunk_size=batch_size, shard=shard, desc=f"attack {method}",
+                        unit="game", progress=progress)
+    return outcome.records
 
 
 __all__ = ["ATTACKS", "run_attack", "summarize_games"]

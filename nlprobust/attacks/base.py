@@ -24,7 +24,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, final
 
 import torch
@@ -86,8 +86,9 @@ class AttackConfig:
         """A short hash of every value: results files carry it so a resumed run never mixes settings. Options
         added later (``_HASHED_WHEN_SET``) count only when set, so earlier runs' records stay resumable."""
         values = asdict(self)
+        defaults = {f.name: f.default for f in fields(self)}
         for name in self._HASHED_WHEN_SET:
-            if not values[name]:
+            if values[name] == defaults[name]:
                 del values[name]
         return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
 

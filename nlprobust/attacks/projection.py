@@ -48,7 +48,7 @@ def project_to_vocab(x: Tensor, original_ids: Tensor, original_embeds: Tensor, e
     return out
 
 
-def group_lasso_prox(delta: Tensor, threshold: float) -> Tensor:
+def group_lasso_prox(delta: Tensor, threshold: float | Tensor) -> Tensor:
     """Proximal operator of ``threshold * sum_i ||delta_i||_2`` (group soft-thresholding over the last dim)."""
     norms = delta.norm(dim=-1, keepdim=True)
     scale = (1.0 - threshold / norms.clamp(min=1e-12)).clamp(min=0.0)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 
@@ -76,7 +77,13 @@ class Seq2SickConfig(AttackConfig):
             added to the loss; an ablation).
         project_every_iteration: False optimises in continuous embedding space and projects onto the
             vocabulary once, at the end (the "naive" ablation / no projection during optimisation).
+        lambda1_growth: when above 1, a sentence keeps searching after its first verified success and its
+            group-lasso weight is multiplied by this factor at every check that found it a sparser success
+            (a per-sentence search on the sparsity constant, as C&W / EAD search theirs); 1 keeps one
+            lambda1 for all sentences.
     """
+
+    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "lambda1_growth")
 
     iterations: int = 200
     lr: float = 2.0
@@ -89,9 +96,12 @@ class Seq2SickConfig(AttackConfig):
     max_pending: int = 1
     regularizer: str = "group_lasso"
     project_every_iteration: bool = True
+    lambda1_growth: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.lambda1_growth < 1.0:
+            raise ValueError(f"lambda1_growth must be >= 1, not {self.lambda1_growth}")
         if self.iterations < 1 or self.lr <= 0 or self.check_every < 1:
             raise ValueError("iterations, lr and check_every must be positive")
         if self.lambda1 < 0 or self.lambda2 < 0:
@@ -189,16 +199,22 @@ class Seq2Sick(TextAttack):
     config_class = Seq2SickConfig
     config: Seq2SickConfig
 
-    def _check(self, rows: list[Row], book: dict[int, _Search]) -> None:
-        """Judge pending candidates with beam search (one batched decode) and keep the best success."""
+    def _check(self, rows: list[Row], book: dict[int, _Search]) -> list[bool]:
+        """Judge pending candidates with beam search (one batched decode) and keep the best success; per row,
+        whether this check found it a sparser success."""
+        before = [r.best_changed if r.best is not None else None for r in rows]
         trials = [(r, key) for r in rows for key in book[id(r)].pending]
         self.verify(trials)
-        for r in rows:
+        improved = []
+        for r, old in zip(rows, before):
             b = book[id(r)]
             b.checked.update(b.pending)
             b.pending.clear()
-            if self.config.early_stop and r.best is not None:
-                r.done = True
+            improved.append(r.best is not None and (old is None or r.best_changed < old))
+            growing = self.config.lambda1_growth > 1.0
+            if r.best is not None and ((self.config.early_stop and not growing) or r.best_changed <= 1):
+                r.done = True  # growing: keep searching for a sparser success (one word is the sparsest)
+        return improved
 
     def search(self, rows: list[Row]) -> None:
         v, cfg = self.victim, self.config
@@ -213,6 +229,7 @@ class Seq2Sick(TextAttack):
         delta = torch.zeros_like(x0)
         target, word_index = self.targets(rows)
         active = list(range(len(rows)))
+        lam = torch.full((len(rows),), cfg.lambda1, device=dev)  # per-sentence group-lasso weight
         self.iteration_times: list[float] = []  # wall time of each iteration, verification excluded
         for it in range(cfg.iterations):
             t_it = time.perf_counter()
@@ -242,7 +259,7 @@ class Seq2Sick(TextAttack):
             with torch.no_grad():
                 new = a_delta.detach() - lr * grad
                 if cfg.regularizer == "group_lasso":
-                    new = group_lasso_prox(new, lr * cfg.lambda1)
+                    new = group_lasso_prox(new, (lr * lam[sel]).view(-1, 1, 1))
                 delta[sel] = new * a_edit.unsqueeze(-1)
             for r in act_rows:
                 r.backward += 1
@@ -267,7 +284,10 @@ class Seq2Sick(TextAttack):
                         del b.pending[worst]
             self.iteration_times.append(time.perf_counter() - t_it)
             if (it + 1) % cfg.check_every == 0 or it + 1 == cfg.iterations:
-                self._check(act_rows, book)
+                improved = self._check(act_rows, book)
+                if cfg.lambda1_growth > 1.0 and any(improved):
+                    grow = torch.tensor([i for i, up in zip(active, improved) if up], device=dev)
+                    lam[grow] *= cfg.lambda1_growth
                 active = [i for i, r in zip(active, act_rows) if not r.done]
                 if not active:
                     break

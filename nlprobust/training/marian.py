@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nlprobust.core.runio import atomic_write_json, git_sha, versions
 from nlprobust.corpora import ParallelCorpus
 
 log = logging.getLogger(__name__)
@@ -555,24 +556,16 @@ def train_marian(train: ParallelCorpus, valid: ParallelCorpus, out_dir: str | os
                    "stopped_early": stopped_early, "elapsed_s": round(time.perf_counter() - t0, 2)}
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(summary) + "\n")
-        (out / "train_config.json").write_text(json.dumps({
+        atomic_write_json(out / "train_config.json", {
             "config": asdict(cfg), "seed": cfg.seed, "source_lang": source_lang, "target_lang": target_lang,
             "train_size": len(train), "train_used": len(tr_src), "valid_size": len(va_src),
             "vocab_size": len(tok), "parameters": sum(p.numel() for p in raw.parameters()),
-            "num_processes": world, "device": str(device), **summary, "versions": _versions(),
-        }, indent=2), encoding="utf-8")
+            "num_processes": world, "device": str(device), **summary,
+            "versions": versions("transformers", "accelerate", "sentencepiece"), "git_sha": git_sha(),
+        })
         log.info("saved Marian model to %s (best step %d, val loss %.4f)", out, best_step, best_loss)
     accelerator.wait_for_everyone()
     return out
-
-
-def _versions() -> dict[str, str]:
-    import accelerate
-    import sentencepiece
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "sentencepiece": sentencepiece.__version__}
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -202,7 +203,9 @@ def train_onmt(
         cand = run / f"model_step_{best[0]}.pt"
         if cand.exists():
             chosen = cand
-    shutil.copyfile(chosen, run / "best.pt")
+    tmp = run / ".best.pt.tmp"
+    shutil.copyfile(chosen, tmp)
+    os.replace(tmp, run / "best.pt")  # atomic: a crash mid-copy leaves no torn best.pt
     log.info("best checkpoint %s (valid %s %s)", chosen.name, cfg.select_by, best[1] if best else "n/a")
     return run / "best.pt"
 

@@ -1,7 +1,7 @@
 """MNIST and CIFAR-10 read straight from their files (no torchvision).
 
 Images come back as float tensors in [0, 1], shape ``N x C x H x W``; labels as ``int64``. The data folder is
-the one of :func:`nlprobust.corpora.data_root` (``--data-dir``, else ``NLPROBUST_DATA``), holding
+the one of :func:`nlprobust.core.data.data_root` (``--data-dir``, else ``NLPROBUST_DATA``), holding
 
 - ``mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` (the original idx files, gzip), and
 - ``cifar10/{train_0,train_1,train_2,test,test_exact_0-760}.npz`` (``x``: N x 32 x 32 x 3 uint8, ``y``: labels).
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlprobust.corpora import data_root
+from nlprobust.core.data import data_root
 
 __all__ = ["ImageData", "DATASETS", "load_mnist", "load_cifar10", "load_images", "NUM_CLASSES", "CIFAR10_CLASSES"]
 

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nlprobust.core.runio import atomic_torch_save
+
 __all__ = ["ARCHS", "BN_KINDS", "VisionModelConfig", "Normalize", "CWCNN", "ResNet18", "VGG16", "build_model",
            "save_checkpoint", "load_checkpoint", "CheckpointError", "accuracy"]
 
@@ -207,9 +209,7 @@ def save_checkpoint(model: nn.Module, config: VisionModelConfig, path: str | os.
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    torch.save({"config": asdict(config), "state_dict": state, **extra}, tmp)
-    os.replace(tmp, p)
+    atomic_torch_save({"config": asdict(config), "state_dict": state, **extra}, p)
     return p
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from nlprobust.results import JsonlLog
+from nlprobust.core.runio import JsonlLog
 from nlprobust.vision.attacks.base import AttackResult, Starts, predict_labels
 
 __all__ = ["Selection", "select_images", "attack_logged", "record_distance", "distance_summary", "curve_summary",

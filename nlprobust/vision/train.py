@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlprobust.core.runio import atomic_torch_save
 from nlprobust.vision.datasets import ImageData
 from nlprobust.vision.models import VisionModelConfig, accuracy, build_model, save_checkpoint
 
@@ -207,10 +208,8 @@ def train_classifier(model_config: VisionModelConfig, train: ImageData, test: Im
         if not quiet:
             log.info("%s epoch %d: loss %.4f test acc %.4f (%.0f s)", method, epoch + 1, rec["loss"], test_acc,
                      seconds)
-        tmp = last.with_suffix(".tmp")
-        torch.save({"model": accelerator.unwrap_model(net).state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": json.dumps(history)}, tmp)
-        os.replace(tmp, last)
+        atomic_torch_save({"model": accelerator.unwrap_model(net).state_dict(), "optimizer": opt.state_dict(),
+                           "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": json.dumps(history)}, last)
     plain = accelerator.unwrap_model(net).eval()
     summary = {"method": method, "test_acc": history[-1]["test_acc"], "epochs": config.epochs,
                "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history), "n_train": len(train),

@@ -1,0 +1,160 @@
+"""The shared run I/O and the sharded resumable runner (no model needed)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlprobust.core.runio import JsonlLog, atomic_dir, atomic_torch_save, complete_dir, read_jsonl, seed_for, start_run
+from nlprobust.core.runner import Shard, merge_shards, parse_shard, run_items, shard_from_env, shard_path
+
+
+def _process(calls: list[int] | None = None, fail_on: int | None = None):
+    """A deterministic per-chunk job: seeded by the chunk index only, as the runner requires."""
+
+    def process(chunk: int, items: list[str]) -> list[dict]:
+        if calls is not None:
+            calls.append(chunk)
+        if chunk == fail_on:
+            raise KeyboardInterrupt("killed")
+        rng = random.Random(seed_for(7, chunk))
+        return [{"index": int(it[1:]), "text": it, "draw": rng.random()} for it in items]
+
+    return process
+
+
+ITEMS = [f"s{i}" for i in range(23)]
+
+
+def test_single_process_writes_all_in_order(tmp_path: Path) -> None:
+    res = run_items(ITEMS, _process(), tmp_path / "out.jsonl", chunk_size=5, progress=False, shard=Shard())
+    assert res.complete and res.merged
+    assert [r["index"] for r in read_jsonl(tmp_path / "out.jsonl")] == list(range(23))
+
+
+def test_shards_merge_to_the_single_process_output(tmp_path: Path) -> None:
+    run_items(ITEMS, _process(), tmp_path / "one.jsonl", chunk_size=5, progress=False, shard=Shard())
+    out = tmp_path / "many.jsonl"
+    outcomes = [run_items(ITEMS, _process(), out, chunk_size=5, progress=False, shard=Shard(r, 3))
+                for r in (2, 0, 1)]
+    assert [o.merged for o in outcomes] == [False, False, True]  # the last rank to finish merges
+    assert out.read_text() == (tmp_path / "one.jsonl").read_text()
+    assert not any(shard_path(out, Shard(r, 3)).exists() for r in range(3))  # shards removed after the merge
+    # a rerun of a merged run does nothing and keeps the output
+    calls: list[int] = []
+    again = run_items(ITEMS, _process(calls), out, chunk_size=5, progress=False, shard=Shard(1, 3))
+    assert calls == [] and again.merged and out.read_text() == (tmp_path / "one.jsonl").read_text()
+
+
+def test_killed_rank_relaunched_alone_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    run_items(ITEMS, _process(), tmp_path / "one.jsonl", chunk_size=4, progress=False, shard=Shard())
+    out = tmp_path / "out.jsonl"
+    run_items(ITEMS, _process(), out, chunk_size=4, progress=False, shard=Shard(0, 2))
+    calls: list[int] = []
+    with pytest.raises(KeyboardInterrupt):  # rank 1 owns chunks 1, 3, 5: killed in chunk 3
+        run_items(ITEMS, _process(calls, fail_on=3), out, chunk_size=4, progress=False, shard=Shard(1, 2))
+    assert calls == [1, 3] and not out.exists()
+    # a torn last line from the kill
+    with open(shard_path(out, Shard(1, 2)), "a") as fh:
+        fh.write('{"index": 12, "te')
+    calls.clear()
+    res = run_items(ITEMS, _process(calls), out, chunk_size=4, progress=False, shard=Shard(1, 2))
+    assert calls == [3, 5] and res.merged
+    recs = read_jsonl(out)
+    assert [r["index"] for r in recs] == list(range(23))
+    assert out.read_text() == (tmp_path / "one.jsonl").read_text()
+
+
+def test_process_must_return_one_record_per_item(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="chunk 0"):
+        run_items(ITEMS, lambda c, its: [{"index": 0}], tmp_path / "o.jsonl", chunk_size=5, progress=False,
+                  shard=Shard())
+
+
+def test_shard_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert shard_from_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Shard(1, 4, 1)
+    assert shard_from_env({}) == Shard()
+    assert parse_shard("2/3").rank == 2 and parse_shard("2/3").world == 3
+    with pytest.raises(ValueError, match="RANK/WORLD"):
+        parse_shard("two")
+    with pytest.raises(ValueError, match="rank must be"):
+        Shard(3, 3)
+
+
+def test_merge_waits_for_every_item(tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    JsonlLog(shard_path(out, Shard(0, 2))).append({"index": 0})
+    assert merge_shards(out, [0, 1], 2) is None and not out.exists()
+
+
+def test_jsonl_torn_line_policy(tmp_path: Path) -> None:
+    p = tmp_path / "log.jsonl"
+    p.write_text('{"index": 0}\n{"index": 1}\n{"index": 2, "x": "ab')
+    assert [r["index"] for r in read_jsonl(p)] == [0, 1]
+    assert p.read_text().endswith('"ab')  # readers leave the file alone
+    log = JsonlLog(p)
+    assert log.done == {0, 1} and p.read_text() == '{"index": 0}\n{"index": 1}\n'  # the log cuts it away
+    log.append({"index": 2})
+    assert [r["index"] for r in read_jsonl(p)] == [0, 1, 2]
+    # a complete line that does not parse is corruption, not a torn write
+    p.write_text('{"index": 0}\nnot json\n{"index": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        JsonlLog(p)
+    # a torn write cut inside a multi-byte character
+    p.write_bytes(b'{"index": 0}\n{"w": "Gr' + "ü".encode()[:1])
+    assert read_jsonl(p) == [{"index": 0}]
+
+
+def test_atomic_torch_save_survives_a_crash_mid_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_torch_save({"step": 1}, path)
+
+    def half_save(obj, f, *a, **k):  # writes some bytes, then the process "dies"
+        Path(f).write_bytes(b"\x80partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", half_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path) == {"step": 1}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_atomic_dir_keeps_a_complete_checkpoint(tmp_path: Path) -> None:
+    ck = tmp_path / "checkpoint"
+
+    def write(step: int):
+        def w(d: Path) -> None:
+            (d / "state.json").write_text(json.dumps({"step": step}))
+        return w
+
+    atomic_dir(ck, write(1))
+
+    def crash(d: Path) -> None:
+        (d / "state.json").write_text("{")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_dir(ck, crash)
+    found = complete_dir(ck, ["state.json"])
+    assert found == ck and json.loads((found / "state.json").read_text()) == {"step": 1}
+    # a crash between the two renames leaves the old folder complete under .old
+    ck.rename(ck.with_name("checkpoint.old"))
+    assert complete_dir(ck, ["state.json"]) == ck.with_name("checkpoint.old")
+    atomic_dir(ck, write(2))
+    assert json.loads((ck / "state.json").read_text()) == {"step": 2}
+    assert not ck.with_name("checkpoint.old").exists()
+
+
+def test_start_run_checks_the_config_on_resume(tmp_path: Path) -> None:
+    start_run(tmp_path, {"lr": 1.0}, resuming=False)
+    saved = json.loads((tmp_path / "run_config.json").read_text())
+    assert saved["run"] == {"lr": 1.0} and "torch" in saved["versions"]
+    start_run(tmp_path, {"lr": 1.0}, resuming=True)
+    with pytest.raises(ValueError, match="lr"):
+        start_run(tmp_path, {"lr": 2.0}, resuming=True)
