@@ -54,6 +54,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check nlprobust negotiation recipes tests
+	$(BIN)/mypy nlprobust negotiation
 
 bench: install
 	$(BIN)/python recipes/bench_seq2sick.py

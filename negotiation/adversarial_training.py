@@ -239,16 +239,16 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
         attacker.requires_grad_(False)
         target.requires_grad_(True)
         seen = 0
-        for k in range(cfg.target_updates):
+        for step in range(cfg.target_updates):
             stats = reinforce_update(target, attacker, next_games(), cfg=t_cfg, optimizer=t_opt,
-                                     baseline=baselines["target"], seed=seed_for(cfg.seed, rnd, 0, k),
+                                     baseline=baselines["target"], seed=seed_for(cfg.seed, rnd, 0, step),
                                      backward=accelerator.backward, clip=accelerator.clip_grad_norm_,
                                      partner_complement=cfg.target_forced)
             sums["target"].append(stats.reward)
             before, seen = seen, seen + stats.dialogues
             n_sv = seen // cfg.sv_every - before // cfg.sv_every if cfg.sv_every else 0
             if n_sv:
-                rng = random.Random(seed_for(cfg.seed, rnd, k, 2))
+                rng = random.Random(seed_for(cfg.seed, rnd, step, 2))
                 target.train()
                 sv_opt.zero_grad(set_to_none=True)
                 for _ in range(n_sv):
@@ -263,9 +263,9 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
             bar.set_postfix(side="target", reward=f"{stats.reward:.2f}")
         target.requires_grad_(False)
         attacker.requires_grad_(True)
-        for k in range(cfg.attacker_updates):
+        for step in range(cfg.attacker_updates):
             stats = reinforce_update(attacker, target, next_games(), cfg=a_cfg, optimizer=a_opt,
-                                     baseline=baselines["attacker"], seed=seed_for(cfg.seed, rnd, 1, k),
+                                     baseline=baselines["attacker"], seed=seed_for(cfg.seed, rnd, 1, step),
                                      backward=accelerator.backward, clip=accelerator.clip_grad_norm_)
             sums["attacker"].append(stats.reward)
             bar.update(1)

@@ -741,7 +741,7 @@ def reinforce_update(model: DialogModel, partner: DialogModel, scenarios: Sequen
                      sample_choice=cfg.sample_choice, track_grad=True, seed=seed_for(seed, 0))
     other = RnnAgent(partner, name="partner", temperature=cfg.temperature, max_words=cfg.max_words,
                      seed=seed_for(seed, 1))
-    side = "a" if cfg.complement else ("b" if partner_complement else None)
+    side: Literal["a", "b"] | None = "a" if cfg.complement else ("b" if partner_complement else None)
     records = play(agent, other, scenarios, max_turns=cfg.max_turns, complement=side)
     rewards = [float(r.scores[0] - (r.scores[1] if cfg.reward == "advantage" else 0)) for r in records]
     adv = torch.tensor(baseline.advantages(rewards), device=model.device)

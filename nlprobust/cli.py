@@ -25,6 +25,8 @@ def _add_victim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow unpickling an OpenNMT-py checkpoint (only for files you trust)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="the model's floating-point type (attack state stays float32; default: as saved)")
     p.add_argument("--lowercase", action="store_true", help="lowercase inputs (models trained on lowercased text)")
     p.add_argument("--task-prefix", default="", help='fixed source prefix, e.g. "translate English to German: " for T5')
 
@@ -101,7 +103,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     try:
         victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint,
                              device=local_device(shard, args.device), lowercase=args.lowercase,
-                             task_prefix=args.task_prefix)
+                             task_prefix=args.task_prefix, dtype=args.dtype)
     except VictimError as exc:
         raise SystemExit(f"error: {exc}") from exc
     if shard.is_main:
@@ -172,10 +174,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import sacrebleu
 
     from nlprobust.corpora import load_multi30k
-    from nlprobust.victims import load_victim
+    from nlprobust.victims import VictimError, load_victim
 
-    victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint, device=args.device,
-                         lowercase=args.lowercase, task_prefix=args.task_prefix)
+    try:
+        victim = load_victim(args.victim, trust_checkpoint=args.trust_checkpoint, device=args.device,
+                             lowercase=args.lowercase, task_prefix=args.task_prefix, dtype=args.dtype)
+    except VictimError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     data = load_multi30k(args.split, args.data_dir)
     src, ref = data.src[: args.limit], data.tgt[: args.limit]
     t = time.time()

@@ -1,5 +1,6 @@
-"""Text-attack results: summaries of per-sentence records and their markdown table (the JSON-lines logs, run
-metadata and results files are :mod:`nlprobust.core`'s)."""
+"""Text-attack results: summaries of per-sentence records, their markdown table, and the sections a results
+document adds for text victims and adversarial examples (the JSON-lines logs, run metadata, results files and
+their renderer are :mod:`nlprobust.core`'s)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,39 @@ def summary_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
                    f"{fmt(s['bleu'])} | {fmt(s.get('chrf'))} | {fmt(s['changed'], '.2f')} | {s['errors']} | "
                    f"{fmt(s['time_s'], '.2f')} |")
     return "\n".join(out)
+
+
+def victim_lines(data: dict[str, Any]) -> list[str]:
+    """A results file's text victims (key ``victim``): test BLEU of translators, Gigaword ROUGE of summarizers."""
+    out = []
+    for name, v in (data.get("victim") or {}).items():
+        if isinstance(v, dict) and "test_bleu" in v:
+            tb = v["test_bleu"]
+            out.append(f"Victim `{name}`: test BLEU {tb.get('bleu')} on {tb.get('n')} sentences (beam 5, sacrebleu).")
+        if isinstance(v, dict) and "rouge" in v:
+            rg = v["rouge"]
+            out.append(f"Victim `{name}`: Gigaword test ROUGE-1/2/L F1 {rg.get('rouge1')} / {rg.get('rouge2')} / "
+                       f"{rg.get('rougeL')} on {rg.get('n')} pairs (beam 5; models trained on the full corpus: "
+                       "about 30-35 / 12-17 / 28-32).  ")
+    return out
+
+
+def example_lines(data: dict[str, Any]) -> list[str]:
+    """A results file's adversarial ``examples`` (a list, or lists by method): input, adversarial input (changed
+    words in bold), and both outputs."""
+    ex = data.get("examples") or {}
+    if isinstance(ex, list):
+        ex = {"": ex}
+    if not ex:
+        return []
+    out = ["Examples (changed words in **bold**):", ""]
+    for method, items in ex.items():
+        for e in items:
+            kw = f" — keywords: {' '.join(e['keywords'])}" if e.get("keywords") else ""
+            out.append(f"- *{method}*{kw}  " if method else f"- {kw.removeprefix(' — ')}  ")
+            out.append(f"  input: {e['source']}  ")
+            out.append(f"  adversarial: {e['adversarial']}  ")
+            out.append(f"  output: {e['original_output']}  ")
+            out.append(f"  adversarial output: {e['adversarial_output']}")
+    out.append("")
+    return out

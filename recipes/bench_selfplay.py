@@ -17,19 +17,17 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from negotiation.agents import RnnAgent
+from negotiation.corpus import build_word_vocab
+from negotiation.dialog import benchmark_play
+from negotiation.model import DialogModel
+from negotiation.train import is_complete, load_examples, load_scenarios, sv_preset
+from nlprobust.core.results import write_recipe_results
+from nlprobust.core.runio import run_metadata
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from negotiation.agents import RnnAgent  # noqa: E402
-from negotiation.corpus import build_word_vocab  # noqa: E402
-from negotiation.dialog import benchmark_play  # noqa: E402
-from negotiation.model import DialogModel  # noqa: E402
-from negotiation.train import is_complete, load_examples, load_scenarios, sv_preset  # noqa: E402
-from nlprobust.core.results import write_recipe_results  # noqa: E402
-from nlprobust.core.runio import run_metadata  # noqa: E402
 
 DEFAULTS = {"tiny": (8, 8), "small": (256, 128), "paper": (2000, 500)}  # (scenarios, batch size)
 

@@ -29,20 +29,17 @@ from typing import Any
 
 import torch
 
+from nlprobust.core.runio import run_metadata
+from nlprobust.experiments.report import publish
+from nlprobust.vision.attacks import get_attack
+from nlprobust.vision.datasets import load_images
+from nlprobust.vision.models import load_checkpoint
+from nlprobust.vision.oracle import HardLabelView
+from nlprobust.vision.peers import art_available, run_art
+from nlprobust.vision.run import select_images
+
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "recipes"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from render_results import RESULTS, publish  # noqa: E402
-
-from nlprobust.core.runio import run_metadata  # noqa: E402
-from nlprobust.vision.attacks import get_attack  # noqa: E402
-from nlprobust.vision.datasets import load_images  # noqa: E402
-from nlprobust.vision.models import load_checkpoint  # noqa: E402
-from nlprobust.vision.oracle import HardLabelView  # noqa: E402
-from nlprobust.vision.peers import art_available, run_art  # noqa: E402
-from nlprobust.vision.run import select_images  # noqa: E402
+RESULTS = ROOT / "recipes" / "results"
 
 
 def _measure(fn: Any) -> tuple[float, Any]:
@@ -164,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                          "same algorithm with the same hyperparameters and budget. The published code needs one "
                          "model call per query as ART does.",
                          *[bound_note(r) for r in rows if "speedup_bound" in r], *args.note]}
-    publish(args.out, payload, render_docs=not args.no_render)
+    publish(ROOT, args.out, payload, render_docs=not args.no_render)
     return 0
 
 

@@ -15,14 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nlprobust.attacks import AttackItem, Seq2Sick, preset
+from nlprobust.core.cli import SCALES
+from nlprobust.core.results import write_recipe_results
+from nlprobust.core.runio import JsonlLog, run_metadata
+from nlprobust.experiments.multi30k import attack_setup, multi30k_lstm
+from nlprobust.experiments.report import render
+from nlprobust.results import summarize
 
-from common import ROOT, attack_setup, multi30k_lstm  # noqa: E402
-
-from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
-from nlprobust.core.results import write_recipe_results  # noqa: E402
-from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
-from nlprobust.results import summarize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "full": {},
@@ -37,7 +38,7 @@ VARIANTS = {
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--preset", default="multi30k-lstm")
@@ -76,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                   "The tuned preset already has lambda2 = 0 (validation tuning found the nearest-word pull hurts "
                   "keyword success on this victim), so (iii) equals the full method and (iii') shows the effect "
                   "of adding the gradient regularisation back."]})
-    from render_results import render
-
-    render()
+    render(ROOT)
     return 0
 
 

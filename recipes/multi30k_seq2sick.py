@@ -31,28 +31,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack
+from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
+from nlprobust.core.results import write_recipe_results
+from nlprobust.core.runio import JsonlLog, run_metadata
+from nlprobust.corpora import load_multi30k
+from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim, victim_bleu
+from nlprobust.experiments.report import render
+from nlprobust.experiments.tables import attack_views, run_attacks, table_attack_config, table_row
+from nlprobust.metrics import KneserNeyLM, mark_changes
+from nlprobust.text import tokenize
 
-from common import (  # noqa: E402
-    ROOT,
-    VICTIMS,
-    attack_setup,
-    attack_views,
-    parse_choices,
-    parse_counts,
-    recipe_victim,
-    run_attacks,
-    table_attack_config,
-    table_row,
-    test_bleu,
-)
-
-from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack  # noqa: E402
-from nlprobust.core.results import write_recipe_results  # noqa: E402
-from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
-from nlprobust.corpora import load_multi30k  # noqa: E402
-from nlprobust.metrics import KneserNeyLM, mark_changes  # noqa: E402
-from nlprobust.text import tokenize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAPER = {  # thesis Table 3.4
     "nonoverlap": {"success": 0.894, "bleu": 0.349, "changed": 3.5},
@@ -68,7 +58,7 @@ WORD_SWAP_PRESET = {"lstm": "multi30k-lstm", "marian": "multi30k-marian"}  # tun
 def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str], runs: Path) -> dict:
     """Every method of ``methods`` on victim ``name``: table rows, examples, keyword draws, victim description."""
     victim, folder, train_config = recipe_victim(name, args.scale, args.data_dir, runs, device=args.device)
-    bleu = test_bleu(victim, args.data_dir, folder / "bleu.json", limit=100 if args.scale == "tiny" else None)
+    bleu = victim_bleu(victim, args.data_dir, folder / "bleu.json", limit=100 if args.scale == "tiny" else None)
     print(f"{name} victim: test_2016_flickr BLEU {bleu['bleu']} (beam 5, n={bleu['n']})", flush=True)
     work = runs / "recipes" / "multi30k_seq2sick" / args.scale
     work.mkdir(parents=True, exist_ok=True)
@@ -91,7 +81,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             stem = f"{name}_{method}_{attack_name}_{cfg.preset}"
             log = JsonlLog(work / f"{stem}_{cfg.tag()}.jsonl", key="index")
             recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,
-                               f"{name} {method} {attack_name}", args.report_only)
+                               f"{name} {method} {attack_name}", args.report_only, echo=echo)
             done = len(recs)
             if done < len(idx):
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
@@ -134,7 +124,7 @@ def source_lm(data_dir: str | None) -> KneserNeyLM:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n", type=int, default=None, help="test sentences (default: 500; tiny: 6)")
     ap.add_argument("--n-for", action="append", default=[], metavar="VICTIM=N",
@@ -220,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                                 + "; ".join(incomplete) + ".")
     write_recipe_results(args.out, payload)
     if not args.no_render:
-        from render_results import render
-
-        render()
+        render(ROOT)
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")
     return 0
 

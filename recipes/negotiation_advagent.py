@@ -32,22 +32,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from negotiation import adversarial_training as AT
+from negotiation.attacks.run import run_attack, summarize_games
+from negotiation.attacks.transfer import collect_transfer_sentences
+from negotiation.dialog import GameRecord, format_game
+from negotiation.experiments import train_agents
+from negotiation.model import DialogModel
+from negotiation.train import is_complete, load_examples, load_scenarios, read_log, rl_preset, train_rl
+from nlprobust.core.cli import SCALES, display_path, echo
+from nlprobust.core.runio import run_metadata
+from nlprobust.experiments.report import publish
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "recipes"))
-
-import torch  # noqa: E402
-
-from negotiation import adversarial_training as AT  # noqa: E402
-from negotiation.attacks.run import run_attack, summarize_games  # noqa: E402
-from negotiation.attacks.transfer import collect_transfer_sentences  # noqa: E402
-from negotiation.dialog import GameRecord, format_game  # noqa: E402
-from negotiation.model import DialogModel  # noqa: E402
-from negotiation.train import is_complete, load_examples, load_scenarios, read_log, rl_preset, train_rl  # noqa: E402
-from nlprobust.core.runio import run_metadata  # noqa: E402
-
 RESULTS = ROOT / "recipes" / "results"
+
 METHODS = ("none", "rl", "transfer", "reactive", "preemptive", "ra-pa-da", "ra-pa-ta")
 WHITEBOX = {"reactive", "preemptive", "ra-pa-da", "ra-pa-ta"}
 LABELS = {"none": "RL model (w/o attack)", "rl": "RL attack", "transfer": "Transfer attack",
@@ -84,16 +84,10 @@ N_SHORT = {"tiny": 4, "small": 100, "paper": 2000}  # preemptive, RA+PA+TA and e
 N_TRANSFER_GAMES = {"tiny": 16, "small": 1000, "paper": 2000}
 
 
-def _rel(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device: str | None,
                  progress: bool) -> dict[str, Any]:
-    """The SV/RL agents (negotiation_selfplay), the RL attacker and the adversarially trained agent."""
-    from negotiation_selfplay import train_agents
-
-    info = train_agents(scale, runs, data_dir, seed, device, progress)
+    """The SV/RL agents (as ``negotiation_selfplay.py``), the RL attacker and the adversarially trained agent."""
+    info = train_agents(scale, runs, data_dir, seed, device, progress, root=ROOT, echo=echo)
     rl_dir = runs / f"negotiation_rl_{scale}"
     att_dir = runs / f"advagent_rl_attacker_{scale}"
     cfg = rl_preset(scale, seed=seed, reward="advantage", complement=True, **ATTACKER[scale])
@@ -104,7 +98,7 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
     valid = load_examples("val", data_dir, limit=cfg.max_valid)
     train_rl(rl_dir, att_dir, cfg, scenarios=scen, train=train, valid=valid, partner_dir=rl_dir, device=device,
              progress=progress)
-    info["RL attacker"] = {"path": _rel(att_dir), "config": cfg.to_dict(),
+    info["RL attacker"] = {"path": display_path(att_dir, ROOT), "config": cfg.to_dict(),
                            "log": [r for r in read_log(att_dir) if r.get("kind") != "update"]}
     adv_cfg = AT.ADV_PRESETS[scale]
     adv_dir = runs / f"advtrain_{scale}"
@@ -115,7 +109,8 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
         print(f"adversarial training into {adv_dir}", flush=True)
     AT.adversarial_training(rl_dir, att_dir, adv_dir, adv_cfg, scenarios=all_scen[: -adv_cfg.eval_scenarios],
                             eval_scenarios=held, train=sv_train, device=device, progress=progress)
-    info["adv-trained"] = {"path": _rel(adv_dir / "target"), "config": adv_cfg.to_dict(), "log": AT.read_log(adv_dir)}
+    info["adv-trained"] = {"path": display_path(adv_dir / "target", ROOT), "config": adv_cfg.to_dict(),
+                           "log": AT.read_log(adv_dir)}
     return info
 
 
@@ -134,7 +129,7 @@ def _example(games: list[dict[str, Any]], label: str, want_event: str | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n", type=int, default=None, help="scenarios of the black-box rows (default 2000)")
     ap.add_argument("--n-whitebox", type=int, default=None, help="scenarios of the reactive and RA+PA+DA rows")
@@ -274,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             *args.note,
         ],
     }
-    from render_results import publish
-
-    publish(args.out, payload, render_docs=not args.no_render)
+    publish(ROOT, args.out, payload, render_docs=not args.no_render)
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")
     return 0
 

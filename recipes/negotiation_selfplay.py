@@ -5,8 +5,9 @@
 
 Trains the SV agent into ``<runs>/negotiation_sv_<scale>`` and then the RL agent (REINFORCE against the frozen
 SV agent) into ``<runs>/negotiation_rl_<scale>``, unless they are finished there (an interrupted run
-resumes). Then the agents negotiate on 2,000 scenarios drawn (seeded) from ``selfplay.txt`` (tiny: 20): RL vs
-SV, SV vs SV and RL vs RL, words sampled at temperature 0.5, each agent taking its best choice. Writes
+resumes; ``negotiation.experiments.train_agents``). Then the agents negotiate on 2,000 scenarios drawn
+(seeded) from ``selfplay.txt`` (tiny: 20): RL vs SV, SV vs SV and RL vs RL, words sampled at temperature 0.5,
+each agent taking its best choice. Writes
 ``recipes/results/negotiation_selfplay.json`` (or ``--out``) with each side's score, agreement, PAR,
 advantage, Pareto optimality and turns beside the thesis' numbers, the validation perplexity of both agents,
 the training logs and example transcripts (Table 3.9 style), and renders ``docs/RESULTS.md`` when writing
@@ -22,27 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from negotiation.dialog import format_game
+from negotiation.experiments import train_agents
+from negotiation.model import DialogModel
+from negotiation.train import evaluate_selfplay, evaluate_supervised, load_examples, load_scenarios, sv_preset
+from nlprobust.core.cli import SCALES, echo
+from nlprobust.core.runio import run_metadata
+from nlprobust.experiments.report import publish
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from negotiation.dialog import format_game  # noqa: E402
-from negotiation.model import DialogModel  # noqa: E402
-from negotiation.train import (  # noqa: E402
-    evaluate_selfplay,
-    evaluate_supervised,
-    is_complete,
-    load_examples,
-    load_scenarios,
-    read_log,
-    rl_preset,
-    sv_preset,
-    train_rl,
-    train_supervised,
-)
-from nlprobust.core.runio import run_metadata  # noqa: E402
-
 RESULTS = ROOT / "recipes" / "results"
+
 PAPER = {  # thesis Table 3.10, row "RL model (w/o attack)": side A is the RL agent
     "RL vs SV": {"score_a": 7.23, "score_b": 4.55, "advantage": 2.68, "agreement": 0.8957, "par": 0.7579},
     "RL vs RL": {"score_a": 5.05, "score_b": 5.00, "advantage": 0.05, "agreement": 0.7636, "par": 0.4470},
@@ -50,39 +41,6 @@ PAPER = {  # thesis Table 3.10, row "RL model (w/o attack)": side A is the RL ag
 PAPER_PPL = {"SV": 5.47, "RL": 5.86}  # thesis section 3.2.5 (FAIR's perplexity convention)
 DEFAULT_N = {"tiny": 20, "small": 2000, "paper": 2000}
 PAIRINGS = {"rl-sv": ("RL", "SV"), "sv-sv": ("SV", "SV"), "rl-rl": ("RL", "RL")}
-
-
-def _rel(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def train_agents(scale: str, runs: Path, data_dir: str | None, seed: int, device: str | None,
-                 progress: bool) -> dict[str, Any]:
-    """Train (or resume, or reuse) the SV and RL agents of ``scale``; their folders, configs and logs."""
-    info: dict[str, Any] = {}
-    sv_dir, rl_dir = runs / f"negotiation_sv_{scale}", runs / f"negotiation_rl_{scale}"
-    sv_cfg = sv_preset(scale, seed=seed)
-    rl_cfg = rl_preset(scale, seed=seed)
-    for name, folder, cfg in (("sv", sv_dir, sv_cfg), ("rl", rl_dir, rl_cfg)):
-        t = time.time()
-        trained = not is_complete(folder)
-        if trained and name == "sv":
-            train_supervised(load_examples("train", data_dir, limit=sv_cfg.max_train),
-                             load_examples("val", data_dir, limit=sv_cfg.max_valid), sv_dir, sv_cfg, device=device,
-                             progress=progress)
-        elif trained:
-            train_rl(sv_dir, rl_dir, rl_cfg, scenarios=load_scenarios(data_dir, limit=rl_cfg.max_scenarios),
-                     train=load_examples("train", data_dir, limit=rl_cfg.max_train) if rl_cfg.sv_every else [],
-                     valid=load_examples("val", data_dir, limit=rl_cfg.max_valid), device=device, progress=progress)
-        log = read_log(folder)
-        summary = next((r for r in reversed(log) if r.get("kind") == "summary"), {})
-        info[name] = {"checkpoint": _rel(folder), "config": cfg.to_dict(), "trained_in_this_run": trained,
-                      "wall_time_this_run_s": round(time.time() - t, 1) if trained else 0.0,
-                      "train_time_s": summary.get("elapsed_s"),
-                      "epochs": [r for r in log if r.get("kind") == "epoch"], "summary": summary}
-        print(f"{name.upper()} agent: {_rel(folder)} ({'trained' if trained else 'found'}; "
-              f"training took {summary.get('elapsed_s')}s)", flush=True)
-    return info
 
 
 SPEAKER_NOTE = (
@@ -95,7 +53,7 @@ SPEAKER_NOTE = (
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n", type=int, default=None, help="self-play scenarios (default 2000; tiny: 20)")
     ap.add_argument("--pairings", default="rl-sv,sv-sv,rl-rl", help=f"comma-separated, of {sorted(PAIRINGS)}")
@@ -116,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown pairings {bad}; expected some of {sorted(PAIRINGS)}")
     runs = Path(args.runs)
     progress = not args.quiet
-    models_info = train_agents(args.scale, runs, args.data_dir, args.seed, args.device, progress)
+    models_info = train_agents(args.scale, runs, args.data_dir, args.seed, args.device, progress, root=ROOT,
+                               echo=echo)
     models = {"SV": DialogModel.from_pretrained(runs / f"negotiation_sv_{args.scale}", device=args.device),
               "RL": DialogModel.from_pretrained(runs / f"negotiation_rl_{args.scale}", device=args.device)}
 
@@ -176,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             *args.note,
         ],
     }
-    from render_results import publish
-
-    publish(args.out, payload, render_docs=not args.no_render)
+    publish(ROOT, args.out, payload, render_docs=not args.no_render)
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")
     return 0
 

@@ -4,7 +4,7 @@
     python recipes/summarization_seq2sick.py --scale small --victims transformer --methods nonoverlap,1-keyword
     python recipes/summarization_seq2sick.py --scale paper --full-gigaword /data/sumdata   # the thesis's sizes
 
-Victims (``recipes/summarization_victims.py``, trained into ``runs/`` when missing): ``lstm`` (OpenNMT-py
+Victims (``nlprobust.experiments.summarization``, trained into ``runs/`` when missing): ``lstm`` (OpenNMT-py
 2-layer LSTM with attention, the thesis's model) and ``transformer`` (Marian, SentencePiece); each is scored by
 ROUGE-1/2/L F1 on the 1,951-pair Gigaword test set (beam 5).
 
@@ -26,34 +26,33 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "recipes"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from common import attack_views, parse_choices, parse_counts, run_attacks, table_attack_config, table_row  # noqa: E402
-from summarization_victims import VICTIMS, gigaword_source, load_victim, victim_fingerprint  # noqa: E402
-
-from nlprobust.attacks import AttackItem, build_attack, preset  # noqa: E402
-from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
-from nlprobust.corpora import (  # noqa: E402
-    SummaryCorpus,
-    gigaword_articles,
-    load_duc,
-    load_gigaword,
-    preprocess_summary,
+from nlprobust.attacks import AttackItem, build_attack, preset
+from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
+from nlprobust.core.runio import JsonlLog, run_metadata
+from nlprobust.corpora import gigaword_articles
+from nlprobust.experiments.report import publish
+from nlprobust.experiments.summarization import (
+    DATASETS,
+    VICTIMS,
+    adversarial_words,
+    keyword_pool,
+    load_summary_corpus,
+    summarization_victim,
+    victim_fingerprint,
+    victim_rouge,
 )
-from nlprobust.metrics import KneserNeyLM, mark_changes, rouge  # noqa: E402
-from nlprobust.results import summarize  # noqa: E402
+from nlprobust.experiments.tables import attack_views, run_attacks, table_attack_config, table_row
+from nlprobust.metrics import KneserNeyLM, mark_changes
+from nlprobust.results import summarize
 
-DATASETS = ("gigaword", "duc2003", "duc2004")
+ROOT = Path(__file__).resolve().parents[1]
+
 METHODS = ("nonoverlap", "1-keyword", "2-keyword", "3-keyword")
 PAPER = {  # thesis Table 3.2 (non-overlap) and Table 3.3 (keywords): success, BLEU, # changed
     "gigaword": {"nonoverlap": (0.86, 0.828, 2.17), "1-keyword": (0.998, 0.801, 2.04),
@@ -86,47 +85,11 @@ ATTACKS = ("seq2sick", "word-swap")
 POOL = {"tiny": 500, "small": 500, "paper": 2000}
 
 
-def load_dataset(name: str, data_dir: str | None, full_dir: str | None) -> SummaryCorpus:
-    """Inputs normalised as the Gigaword training data (lowercase, digits as ``#``), references as given."""
-    if name == "gigaword":
-        c = load_gigaword("test", data_dir, **gigaword_source(full_dir))
-    elif name in ("duc2003", "duc2004"):
-        c = load_duc(name[3:], data_dir)
-    else:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
-    return SummaryCorpus([preprocess_summary(s) for s in c.src], c.refs, c.name)
-
-
 def sample_indices(name: str, size: int, scale: str, n: int | None, seed: int) -> list[int]:
     """The seeded inputs of ``name`` in draw order: ``n`` of them, or at paper scale (``n`` None) 1,000 for
     Gigaword and every DUC input."""
     k = n if n is not None else (PAPER_GIGAWORD_N if name == "gigaword" else size)
     return random.Random(f"{seed}:{name}").sample(range(size), min(k, size))
-
-
-def victim_rouge(victim: Any, run: Path, data_dir: str | None, *, limit: int | None = None) -> dict[str, Any]:
-    """ROUGE-1/2/L F1 (beam 5) of a victim on the Gigaword test set, cached beside its checkpoint."""
-    cache = run / "rouge.json"
-    key = f"gigaword-test:{limit}"
-    data = json.loads(cache.read_text()) if cache.exists() else {}
-    if key not in data:
-        test = load_dataset("gigaword", data_dir, None)
-        src, ref = test.src[:limit], test.refs[0][:limit]
-        t = time.time()
-        hyp = victim.translate(src, beam_size=5)
-        data[key] = {**rouge(hyp, ref), "n": len(src), "seconds": round(time.time() - t, 1),
-                     "examples": [{"input": s, "reference": r, "output": h} for s, r, h in
-                                  zip(src[:3], ref[:3], hyp[:3])]}
-        cache.write_text(json.dumps(data, indent=2))
-    return data[key]
-
-
-@functools.lru_cache(maxsize=4)
-def keyword_pool(data_dir: str | None, top: int = 2000) -> list[str]:
-    """The keyword protocol's pool: the ``top`` most frequent English content words of the training headlines."""
-    from nlprobust.keywords import frequent_content_words
-
-    return frequent_content_words(load_gigaword("train", data_dir).refs[0], lang="en", top=top, tokenized=True)
 
 
 def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, seed: int,
@@ -150,15 +113,6 @@ def article_lm(data_dir: str | None) -> KneserNeyLM:
     return KneserNeyLM([s.split() for s in gigaword_articles(data_dir)], order=3)
 
 
-def adversarial_words(r: dict[str, Any]) -> list[str]:
-    """The adversarial input as words, with the original spelling of unchanged words that the victim reads as
-    ``<unk>`` (word-level victims replace words in place); subword victims: their decoded text, split."""
-    orig, adv = r["source"].split(), r["adversarial"].split()
-    if len(orig) == len(r["source_words"]) == len(adv):
-        return [a if a != s else o for o, s, a in zip(orig, r["source_words"], adv)]
-    return adv
-
-
 def attack_stats(recs: list[dict[str, Any]], lm: KneserNeyLM) -> dict[str, Any]:
     """Success, size, quality, perplexity (on the inputs' own words) and cost of one attack row."""
     return table_row(recs, lm, words=adversarial_words, source=lambda r: r["source"].split())
@@ -173,8 +127,8 @@ def _example(r: dict[str, Any]) -> dict[str, Any]:
 
 def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, Any]:
     """Every dataset x method on victim ``name``: rows, examples, keyword draws, records for perplexity."""
-    victim, folder, train_config = load_victim(name, args.scale, args.data_dir, runs, device=args.device,
-                                               full_dir=args.full_gigaword, glove=args.glove)
+    victim, folder, train_config = summarization_victim(name, args.scale, args.data_dir, runs, device=args.device,
+                                                        full_dir=args.full_gigaword, glove=args.glove)
     rg = victim_rouge(victim, folder, args.data_dir, limit=50 if args.scale == "tiny" else None)
     print(f"{name}: Gigaword test ROUGE-1/2/L {rg['rouge1']}/{rg['rouge2']}/{rg['rougeL']} (n={rg['n']})",
           flush=True)
@@ -191,7 +145,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
     records: dict[str, dict[str, list[dict[str, Any]]]] = {}
     incomplete: list[str] = []
     for ds in args.datasets:
-        data = load_dataset(ds, args.data_dir, args.full_gigaword)
+        data = load_summary_corpus(ds, args.data_dir, args.full_gigaword)
         # every victim draws from the LSTM's sample; the transformer takes its first n inputs
         drawn = sample_indices(ds, len(data), args.scale, args.n.get("lstm", DEFAULT_N[args.scale]["lstm"]),
                                args.seed)
@@ -212,7 +166,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                 log = JsonlLog(work / f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}.jsonl",
                                key="index")
                 recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,
-                                   f"{name} {ds} {method} {attack_name}", args.report_only)
+                                   f"{name} {ds} {method} {attack_name}", args.report_only, echo=echo)
                 summ = summarize(recs)
                 if summ["n"] + summ["errors"] < len(idx):
                     incomplete.append(f"{name} {ds} {method} {attack_name} ({summ['n'] + summ['errors']} of "
@@ -250,7 +204,7 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
                   ) -> dict[str, Any]:
     """Table 3.8: the keywords ``police arrest`` on the first DUC2004 inputs (Seq2Sick, with and without the
     reduction pass)."""
-    data = load_dataset("duc2004", args.data_dir, None)
+    data = load_summary_corpus("duc2004", args.data_dir, None)
     m = min(args.police_n if args.police_n is not None else POLICE_N[args.scale], len(data))
     if m < 1:
         return {"rows": [], "examples": [], "skipped": f"{name}: no 'police arrest' attack (--police-n 0)"}
@@ -265,7 +219,7 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
     items = [AttackItem(i, data.src[i], ("police", "arrest")) for i in range(m)]
     log = JsonlLog(work / f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
     recs = run_attacks(victim, log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
-                       f"{name} duc2004 police arrest", args.report_only)
+                       f"{name} duc2004 police arrest", args.report_only, echo=echo)
     summ = summarize(recs)
     if summ["n"] + summ["errors"] < m:
         return {"rows": [], "examples": []}
@@ -307,7 +261,7 @@ def perplexity_rows(per: dict[str, dict[str, Any]], data_dir: str | None) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--full-gigaword", default=None,
                     help="folder of the full Rush et al. Gigaword release, or hub:gigaword to read it through "
@@ -384,9 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     incomplete = [x for p in per.values() for x in p["incomplete"]]
     if incomplete:
         payload["notes"].insert(0, "UNFINISHED run; rows not reported yet: " + "; ".join(incomplete) + ".")
-    from render_results import publish
-
-    publish(args.out, payload, render_docs=not args.no_render)
+    publish(ROOT, args.out, payload, render_docs=not args.no_render)
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")
     return 0
 

@@ -4,8 +4,8 @@
 
 For each mode, a small grid over (lr, lambda1, lambda2, epsilon) is attacked on the same seeded validation
 sentences (1 keyword for the keywords mode). The setting with the best ``success - 0.02 x changed words`` (one
-changed word is worth two points of success, beam-5 judged) is reported; the ``multi30k-lstm`` preset in
-``nlprobust/attacks/seq2sick.py`` holds the winners.
+changed word is worth two points of success, beam-5 judged; ``nlprobust.experiments.tables.select_best``) is
+reported; the ``multi30k-lstm`` preset in ``nlprobust/attacks/seq2sick.py`` holds the winners.
 Also runs the ``paper`` and ``original-code`` presets on the same sentences for comparison.
 """
 
@@ -18,30 +18,25 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nlprobust.attacks import AttackItem, Seq2Sick, preset
+from nlprobust.core.cli import SCALES
+from nlprobust.core.results import write_recipe_results
+from nlprobust.core.runio import run_metadata
+from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim
+from nlprobust.experiments.tables import select_best
+from nlprobust.results import summarize
 
-from common import ROOT, VICTIMS, attack_setup, recipe_victim  # noqa: E402
-
-from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
-from nlprobust.core.results import write_recipe_results  # noqa: E402
-from nlprobust.core.runio import run_metadata  # noqa: E402
-from nlprobust.results import summarize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GRID = {
     "nonoverlap": {"lr": [1.0, 2.0], "lambda1": [1.0, 3.0], "lambda2": [1.0], "epsilon": [0.0, 1.0]},
     "keywords": {"lr": [0.5, 1.0], "lambda1": [0.5, 1.0], "lambda2": [0.0, 1.0], "epsilon": [1.0]},
 }
-CHANGE_COST = 0.02  # settings are ranked by success - CHANGE_COST * changed words (1 word = 2 points)
-
-
-def select_best(rows: list[dict]) -> dict:
-    """The grid row with the best trade-off between success rate and changed words."""
-    return max(rows, key=lambda r: (r["success"] or 0.0) - CHANGE_COST * (r["changed"] or 99.0))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--victim", choices=VICTIMS, default="lstm")
     ap.add_argument("--n", type=int, default=40)

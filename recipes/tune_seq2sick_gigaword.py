@@ -5,7 +5,8 @@
 One keyword per input, drawn by the keyword protocol from pools of the ``--pools`` most frequent headline
 content words; every setting of ``--grid`` is attacked on the same seeded dev inputs (outside the 500 dev pairs
 used for early stopping). Writes ``recipes/results/tune_seq2sick_gigaword.json``; the ``gigaword-lstm`` preset
-in ``nlprobust/attacks/seq2sick.py`` and the recipe's keyword pool hold the choices.
+in ``nlprobust/attacks/seq2sick.py`` and the summarization recipe's keyword pool
+(``nlprobust.experiments.summarization.keyword_pool``) hold the choices.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+from nlprobust.attacks import AttackItem, Seq2Sick, preset
+from nlprobust.core.cli import SCALES
+from nlprobust.core.results import write_recipe_results
+from nlprobust.core.runio import run_metadata
+from nlprobust.corpora import load_gigaword, preprocess_summary
+from nlprobust.experiments.summarization import VALID, keyword_pool, summarization_victim
+from nlprobust.keywords import draw_keyword_sets
+from nlprobust.results import summarize
+
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "recipes"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from summarization_seq2sick import keyword_pool  # noqa: E402
-from summarization_victims import VALID, load_victim  # noqa: E402
-
-from nlprobust.attacks import AttackItem, Seq2Sick, preset  # noqa: E402
-from nlprobust.core.results import write_recipe_results  # noqa: E402
-from nlprobust.core.runio import run_metadata  # noqa: E402
-from nlprobust.corpora import load_gigaword, preprocess_summary  # noqa: E402
-from nlprobust.keywords import draw_keyword_sets  # noqa: E402
-from nlprobust.results import summarize  # noqa: E402
 
 GRID = [  # (pool, overrides of the multi30k-lstm keyword preset)
     (2000, {"iterations": 200, "lr": 0.5, "lr_late": 2.0, "lambda1": 0.5}),
@@ -44,7 +41,7 @@ GRID = [  # (pool, overrides of the multi30k-lstm keyword preset)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--seed", type=int, default=1)
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "recipes" / "results" / "tune_seq2sick_gigaword.json"))
     args = ap.parse_args(argv)
     t0 = time.time()
-    victim, _, _ = load_victim("lstm", args.scale, args.data_dir, Path(args.runs))
+    victim, _, _ = summarization_victim("lstm", args.scale, args.data_dir, Path(args.runs))
     dev = load_gigaword("dev", args.data_dir)
     idx = random.Random(args.seed).sample(range(VALID, len(dev)), args.n)
     sents = [preprocess_summary(dev.src[i]) for i in idx]

@@ -4,7 +4,8 @@
 
 A small grid over the number of swaps tested per step (``candidates``), whether stop words may change, and the
 surrogate margin is attacked on the same seeded validation sentences (1 keyword for the keywords mode). The
-setting with the best ``success - 0.02 x changed words`` (as ``tune_seq2sick.py``) is reported per mode.
+setting with the best ``success - 0.02 x changed words`` (``nlprobust.experiments.tables.select_best``, as
+``tune_seq2sick.py``) is reported per mode.
 """
 
 from __future__ import annotations
@@ -16,22 +17,22 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nlprobust.attacks import AttackItem, GradientWordSwap, WordSwapConfig
+from nlprobust.core.cli import SCALES
+from nlprobust.core.results import write_recipe_results
+from nlprobust.core.runio import run_metadata
+from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim
+from nlprobust.experiments.tables import select_best
+from nlprobust.results import summarize
 
-from common import ROOT, VICTIMS, attack_setup, recipe_victim  # noqa: E402
-from tune_seq2sick import select_best  # noqa: E402
-
-from nlprobust.attacks import AttackItem, GradientWordSwap, WordSwapConfig  # noqa: E402
-from nlprobust.core.results import write_recipe_results  # noqa: E402
-from nlprobust.core.runio import run_metadata  # noqa: E402
-from nlprobust.results import summarize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GRID = {"candidates": [16, 32, 64], "skip_stopwords": [True, False], "epsilon": [0.0, 1.0]}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--victim", choices=VICTIMS, default="lstm")
     ap.add_argument("--n", type=int, default=40)

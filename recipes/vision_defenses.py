@@ -36,17 +36,11 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "recipes"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from common import parse_choices  # noqa: E402
-from render_results import RESULTS, publish  # noqa: E402
-
-from nlprobust.core.runio import run_metadata  # noqa: E402
-from nlprobust.vision.datasets import ImageData, load_images  # noqa: E402
-from nlprobust.vision.defenses import (  # noqa: E402
+from nlprobust.core.cli import parse_choices
+from nlprobust.core.runio import run_metadata
+from nlprobust.experiments.report import publish
+from nlprobust.vision.datasets import ImageData, load_images
+from nlprobust.vision.defenses import (
     build_defense,
     finetune_bn_only,
     interpolate_bn,
@@ -54,9 +48,12 @@ from nlprobust.vision.defenses import (  # noqa: E402
     set_bn_branch,
     set_bn_epsilon,
 )
-from nlprobust.vision.evaluate import eval_preset, evaluate, refresh_masking_flags  # noqa: E402
-from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint  # noqa: E402
-from nlprobust.vision.train import time_training_steps, train_classifier, train_preset  # noqa: E402
+from nlprobust.vision.evaluate import eval_preset, evaluate, refresh_masking_flags
+from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint
+from nlprobust.vision.train import time_training_steps, train_classifier, train_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "recipes" / "results"
 
 METHODS = ("natural", "madry", "trades", "cat", "sprout", "robmask", "advprop")
 SCALES: dict[str, dict[str, Any]] = {
@@ -332,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                "training": {m: {k: v for k, v in summaries[m].items() if k not in ("history", "hyper")}
                             for m in methods},
                "rows": rows, "notes": notes, "reports": reports}
-    publish(args.out, payload, render_docs=not args.no_render)
+    publish(ROOT, args.out, payload, render_docs=not args.no_render)
     for r in rows:
         if r["table"] == "robustness" and r["epsilon"] == round(cfg["epsilons"][-1], 4):
             print(f"{r['method']:8s} clean {r['clean_acc']:.3f} pgd {r.get('pgd_acc')} worst {r.get('worst_case_acc')}"

@@ -25,18 +25,15 @@ from typing import Any
 
 import torch
 
+from nlprobust.core.runio import run_metadata
+from nlprobust.experiments.report import publish
+from nlprobust.vision.attacks import get_attack
+from nlprobust.vision.datasets import load_mnist
+from nlprobust.vision.oracle import BoosterModel
+from nlprobust.vision.run import Selection, attack_logged, curve_summary, select_images
+
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "recipes"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from render_results import RESULTS, publish  # noqa: E402
-
-from nlprobust.core.runio import run_metadata  # noqa: E402
-from nlprobust.vision.attacks import get_attack  # noqa: E402
-from nlprobust.vision.datasets import load_mnist  # noqa: E402
-from nlprobust.vision.oracle import BoosterModel  # noqa: E402
-from nlprobust.vision.run import Selection, attack_logged, curve_summary, select_images  # noqa: E402
+RESULTS = ROOT / "recipes" / "results"
 
 SCALES: dict[str, dict[str, Any]] = {
     "tiny": {"rounds": 10, "n": 3, "budget": 1200, "report": (300, 600, 1200), "max_train": 5000},
@@ -150,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                          "rounding to 8 bits. The mean is dominated by the few images that need a large change.",
                          "Distortion at q queries: the smallest L2 distance among the adversarial images queried "
                          "within q queries; mean over images (the thesis's 'Avg L2').", *args.note]}
-    publish(args.out, payload, render_docs=not args.no_render)
+    publish(ROOT, args.out, payload, render_docs=not args.no_render)
     for r in rows:
         print(f"{r['method']:9s} q={r['queries']:6d} mean L2 {r['mean_l2']} median {r['median_l2']}")
     return 0

@@ -36,21 +36,15 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "recipes"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from common import parse_choices, parse_counts  # noqa: E402
-from render_results import RESULTS, publish  # noqa: E402
-
-from nlprobust.core.runio import JsonlLog, run_metadata  # noqa: E402
-from nlprobust.vision.attacks import Starts, attack_class  # noqa: E402
-from nlprobust.vision.attacks.base import AttackResult  # noqa: E402
-from nlprobust.vision.datasets import load_cifar10, load_images  # noqa: E402
-from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint  # noqa: E402
-from nlprobust.vision.peers import ART_ATTACKS, art_available, run_art  # noqa: E402
-from nlprobust.vision.run import (  # noqa: E402
+from nlprobust.core.cli import parse_choices, parse_counts
+from nlprobust.core.runio import JsonlLog, run_metadata
+from nlprobust.experiments.report import publish
+from nlprobust.vision.attacks import Starts, attack_class
+from nlprobust.vision.attacks.base import AttackResult
+from nlprobust.vision.datasets import load_cifar10, load_images
+from nlprobust.vision.models import VisionModelConfig, accuracy, load_checkpoint
+from nlprobust.vision.peers import ART_ATTACKS, art_available, run_art
+from nlprobust.vision.run import (
     Selection,
     attack_logged,
     curve_summary,
@@ -58,7 +52,10 @@ from nlprobust.vision.run import (  # noqa: E402
     record_distance,
     select_images,
 )
-from nlprobust.vision.train import train_classifier, train_preset  # noqa: E402
+from nlprobust.vision.train import train_classifier, train_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "recipes" / "results"
 
 DATASETS = ("mnist", "cifar10")
 OURS = ("opt", "sign-opt", "svm-opt")
@@ -308,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                **run_metadata(), "budget": budget, "epsilon": EPSILON, "victims": victims,
                "attack_seconds_total": round(sum(r["seconds_per_image"] * r["n"] for r in timed), 1),
                "rows": rows, "notes": notes, "figures": figures}
-    publish(args.out, payload, render_docs=not args.no_render)
+    publish(ROOT, args.out, payload, render_docs=not args.no_render)
     for r in rows:
         if r["queries"] in (None, report[-1]) or (r["dataset"] == "cifar10" and r["queries"] == 12000):
             print(f"{r['dataset']:8s} {r['table']:9s} {r['method']:16s} q={r['queries']} "

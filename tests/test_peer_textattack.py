@@ -1,4 +1,5 @@
-"""recipes/peer_textattack.py: TextAttack's black-box seq2sick recipe against an nlprobust victim.
+"""TextAttack's black-box seq2sick recipe against an nlprobust victim (``nlprobust.peers.textattack``), our
+attacks on the same sentences (``nlprobust.experiments.peer``) and ``recipes/peer_textattack.py``.
 
 TextAttack lives in its own venv (``make peers``); in the main venv the attack tests are skipped and only the
 helpers that do not need it run:
@@ -17,13 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nlprobust.core.runio import JsonlLog
+from nlprobust.experiments import peer
+from nlprobust.peers import textattack as ta
+from nlprobust.synthetic import synthetic_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-
-import peer_textattack  # noqa: E402
-
-from nlprobust.core.runio import JsonlLog  # noqa: E402
-from nlprobust.synthetic import synthetic_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +32,23 @@ def textattack_api() -> Any:
         pytest.skip("textattack is not installed in this venv (it has its own: `make peers`, then run this file "
                     "with .venv-peers/bin/python -m pytest)")
     try:
-        return peer_textattack.textattack_api()
-    except peer_textattack.PeerSetupError as exc:
+        return ta.textattack_api()
+    except ta.PeerSetupError as exc:
         pytest.skip(f"textattack is installed but cannot be imported: {exc}")
 
 
 def test_attack_two_synthetic_sentences(textattack_api: Any, tiny_victim: Any, tmp_path: Path) -> None:
     data = synthetic_corpus(2, 7)
     items = list(enumerate(data.src))
-    embedding = peer_textattack.embedding_from_onmt(tiny_victim)
+    embedding = ta.embedding_from_onmt(tiny_victim)
     words = embedding[1]
     assert words and all(w.isalpha() and w == w.lower() for w in words)
     assert not {"<unk>", "<blank>", "<s>", "</s>"} & set(words)
-    stopwords, source = peer_textattack.stopword_list("auto")
-    cfg = peer_textattack.PeerConfig(stopwords=source, embedding="lstm:tiny")
+    stopwords, source = ta.stopword_list("auto")
+    cfg = ta.PeerConfig(stopwords=source, embedding="lstm:tiny")
     log = JsonlLog(tmp_path / "peer.jsonl", key="index")
-    recs = peer_textattack.run_peer(tiny_victim, items, embedding=embedding, stopwords=stopwords, cfg=cfg, log=log,
-                                    progress=False)
+    recs = ta.run_peer(tiny_victim, items, embedding=embedding, stopwords=stopwords, cfg=cfg, log=log,
+                       progress=False)
     assert [r["index"] for r in recs] == [0, 1]
     for r, (_, src) in zip(recs, items):
         assert "error" not in r, r
@@ -64,13 +64,13 @@ def test_attack_two_synthetic_sentences(textattack_api: Any, tiny_victim: Any, t
         assert r["changed"] == len(r["changed_positions"])
         if r["success"] or r["success_nlprobust"]:
             assert r["changed"] > 0 and r["adversarial"] != src
-    row = peer_textattack.summary_row(recs, "tiny", cfg)
+    row = ta.summary_row(recs, "tiny", cfg)
     assert row["table"] == "peer" and row["n"] == 2 and row["errors"] == 0
     assert 0.0 <= row["success"] <= 1.0 and row["queries"] >= 1
     # resume: nothing is attacked again
     log2 = JsonlLog(tmp_path / "peer.jsonl", key="index")
-    again = peer_textattack.run_peer(tiny_victim, items, embedding=embedding, stopwords=stopwords, cfg=cfg,
-                                     log=log2, progress=False)
+    again = ta.run_peer(tiny_victim, items, embedding=embedding, stopwords=stopwords, cfg=cfg, log=log2,
+                        progress=False)
     assert again == recs
     assert len((tmp_path / "peer.jsonl").read_text().splitlines()) == 2
 
@@ -85,38 +85,41 @@ def test_local_embedding_neighbours(textattack_api: Any) -> None:
 def test_embedding_file_and_helpers(tmp_path: Path) -> None:
     glove = tmp_path / "vec.txt"
     glove.write_text("4 2\nDog 1 0\ndog 5 5\n, 0 1\nt-shirt 1 1\ncat 0 2\n", encoding="utf-8")
-    matrix, words = peer_textattack.embedding_from_file(glove)
+    matrix, words = ta.embedding_from_file(glove)
     assert words == ["dog", "cat"] and matrix.tolist() == [[1.0, 0.0], [0.0, 2.0]]
     bad = tmp_path / "bad.txt"
     bad.write_text("dog 1 0\ncat 1\n", encoding="utf-8")
-    with pytest.raises(peer_textattack.PeerSetupError, match="expected 2"):
-        peer_textattack.embedding_from_file(bad)
-    with pytest.raises(peer_textattack.PeerSetupError, match="not found"):
-        peer_textattack.embedding_from_file(tmp_path / "missing.txt")
+    with pytest.raises(ta.PeerSetupError, match="expected 2"):
+        ta.embedding_from_file(bad)
+    with pytest.raises(ta.PeerSetupError, match="not found"):
+        ta.embedding_from_file(tmp_path / "missing.txt")
 
     res = tmp_path / "res.json"
-    with pytest.raises(peer_textattack.PeerSetupError, match="results file not found"):
-        peer_textattack.read_sentence_indices(res)
+    with pytest.raises(ta.PeerSetupError, match="results file not found"):
+        peer.read_sentence_indices(res)
     res.write_text(json.dumps({"rows": []}))
-    with pytest.raises(peer_textattack.PeerSetupError, match="'sentences'"):
-        peer_textattack.read_sentence_indices(res)
+    with pytest.raises(ta.PeerSetupError, match="'sentences'"):
+        peer.read_sentence_indices(res)
     res.write_text(json.dumps({"sentences": [3, 1]}))
-    assert peer_textattack.read_sentence_indices(res) == [3, 1]
+    assert peer.read_sentence_indices(res) == [3, 1]
 
-    assert peer_textattack.victim_name("onmt:runs/multi30k_lstm_small/best.pt") == "multi30k_lstm_small"
-    assert peer_textattack.victim_name("hf:runs/multi30k_marian_small/") == "multi30k_marian_small"
-    assert peer_textattack.PeerConfig().tag() != peer_textattack.PeerConfig(query_budget=100).tag()
+    assert peer.victim_name("onmt:runs/multi30k_lstm_small/best.pt") == "multi30k_lstm_small"
+    assert peer.victim_name("hf:runs/multi30k_marian_small/") == "multi30k_marian_small"
+    assert ta.PeerConfig().tag() != ta.PeerConfig(query_budget=100).tag()
 
 
 def test_missing_results_file_is_a_clear_error(tmp_path: Path) -> None:
     res = tmp_path / "res.json"
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import peer_textattack
+
     with pytest.raises(SystemExit, match="results file not found"):
         peer_textattack.main(["--results", str(res), "--out", str(tmp_path / "o.json")])
 
 
 def test_our_attacks_run_on_the_same_sentences(tiny_victim: Any, tmp_path: Path) -> None:
     items = list(enumerate(synthetic_corpus(3, 7).src))
-    rows = peer_textattack.run_ours(tiny_victim, items, ["word-swap", "seq2sick"], "tiny", tmp_path)
+    rows = peer.run_ours(tiny_victim, items, ["word-swap", "seq2sick"], "tiny", tmp_path)
     assert [r["method"] for r in rows] == ["nlprobust word-swap (white-box)", "nlprobust seq2sick (white-box)",
                                            "nlprobust seq2sick + reduction (white-box)"]
     for r in rows:

@@ -216,18 +216,20 @@ def test_shared_embeddings_tie_encoder_decoder_and_output(tmp_path: Path) -> Non
 def test_victim_folder_trained_with_other_settings_is_refused(tmp_path: Path) -> None:
     from dataclasses import asdict
 
-    from summarization_victims import _onmt_config, load_victim, run_dir
+    from nlprobust.experiments.summarization import onmt_config, run_dir, summarization_victim
 
     run = run_dir("lstm", "tiny", tmp_path)
     run.mkdir(parents=True)
     (run / "best.pt").write_bytes(b"")
-    (run / "config.json").write_text(json.dumps({"preset": {**asdict(_onmt_config("tiny", None)), "hidden_size": 9}}))
+    (run / "config.json").write_text(json.dumps({"preset": {**asdict(onmt_config("tiny", None)), "hidden_size": 9}}))
     with pytest.raises(ValueError, match="other settings than this recipe's \\(hidden_size differ\\)"):
-        load_victim("lstm", "tiny", None, tmp_path)
+        summarization_victim("lstm", "tiny", None, tmp_path)
 
 
 def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     import summarization_seq2sick as rec
+
+    from nlprobust.experiments.summarization import DATASETS
 
     _need_summarization_data(data_dir)
     out = tmp_path / "res.json"
@@ -238,7 +240,7 @@ def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     attack_rows = [r for r in res["rows"] if r["table"] in ("3.2", "3.3")]
     labels = ("seq2sick", "seq2sick + reduction", "word-swap")
     assert {(r["victim"], r["dataset"], r["method"], r["attack"]) for r in attack_rows} == {
-        (v, d, m, a) for v in ("lstm", "transformer") for d in rec.DATASETS for m in rec.METHODS for a in labels}
+        (v, d, m, a) for v in ("lstm", "transformer") for d in DATASETS for m in rec.METHODS for a in labels}
     fields = ("attack", "criterion", "reduction", "changed", "success", "bleu", "chrf", "perplexity",
               "success_at_1", "success_at_2", "success_at_3", "seconds_per_sentence", "forward_passes",
               "backward_passes", "beam_decodes")
@@ -266,7 +268,7 @@ def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_adversarial_text_keeps_the_spelling_of_unchanged_unknown_words() -> None:
-    from summarization_seq2sick import adversarial_words
+    from nlprobust.experiments.summarization import adversarial_words
 
     rec = {"source": "kindu falls to rebels", "source_words": ["<unk>", "falls", "to", "rebels"],
            "adversarial_words": ["<unk>", "falls", "to", "police"], "adversarial": "<unk> falls to police"}

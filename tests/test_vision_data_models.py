@@ -134,6 +134,18 @@ def test_cli_trains_and_attacks(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["n"] == 2 and summary["mean_queries"] <= 300
     assert len(log.read_text().splitlines()) == 2
+    # sharded (two ranks, one image per chunk) = one process with the same chunks
+    base = ["vision", "attack", "--checkpoint", str(out / "model.pt"), "--method", "sign-opt", "--n", "2",
+            "--budget", "300", "--chunk", "1", "--quiet"]
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    assert main([*base, "--out", str(one)]) == 0
+    assert main([*base, "--out", str(many), "--shard", "1/2"]) == 0 and not many.exists()
+    assert main([*base, "--out", str(many), "--shard", "0/2"]) == 0
+
+    def stable(p):
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in p.read_text().splitlines()]
+
+    assert stable(many) == stable(one)
     # a defense fine-tunes the trained model (--init) and records its settings beside the run
     sprout = tmp_path / "sprout"
     args = ["vision", "defend", "--method", "sprout", "--scale", "tiny", "--n-train", "256", "--set", "sigma=0.5",

@@ -346,9 +346,9 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
     ok = (margin >= 0) & (loss < 0)
     rate: list[float] | None = None
     if mode == "preemptive" and validate:
-        r = scorer.win_rate(everyone, cur, lengths, samples=validate, seed=scorer.seed + 7919)
-        rate = r.tolist()
-        ok = ok & (r >= min_win_rate)
+        wins = scorer.win_rate(everyone, cur, lengths, samples=validate, seed=scorer.seed + 7919)
+        rate = wins.tolist()
+        ok = ok & (wins >= min_win_rate)
         trials += n * validate
     out = [m.words.tokens(cur[g, : int(lengths[g])].tolist()) for g in range(n)]
     return GreedyResult(out, loss.tolist(), margin.tolist(), ok.tolist(), changed, trials, rate)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nlprobust.attacks.base import AttackConfig, AttackItem, AttackResult, TextAttack
@@ -21,12 +22,14 @@ ATTACKS: dict[str, tuple[type[TextAttack], str]] = {
 DEFAULT_ATTACK = "word-swap"
 
 
-def build_attack(name: str, victim: Any, config: AttackConfig | None = None, **settings: Any) -> TextAttack:
-    """The attack ``name`` on ``victim`` with ``config`` (or its config class built from ``settings``)."""
+def build_attack(name: str, victim: Any, config: AttackConfig | None = None, *,
+                 on_iteration: Callable[[str, int], None] | None = None, **settings: Any) -> TextAttack:
+    """The attack ``name`` on ``victim`` with ``config`` (or its config class built from ``settings``);
+    ``on_iteration`` as :class:`~nlprobust.attacks.base.TextAttack` takes it (benchmark timing)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; expected one of {sorted(ATTACKS)}")
     cls = ATTACKS[name][0]
-    return cls(victim, config if config is not None else cls.config_class(**settings))
+    return cls(victim, config if config is not None else cls.config_class(**settings), on_iteration=on_iteration)
 
 
 __all__ = ["ATTACKS", "CRITERIA", "DEFAULT_ATTACK", "MODES", "PRESETS", "WORD_SWAP_PRESETS", "AttackConfig",

@@ -178,11 +178,16 @@ class TextAttack(ABC):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[AttackConfig]] = AttackConfig
 
-    def __init__(self, victim: Seq2SeqVictim, config: AttackConfig) -> None:
+    def __init__(self, victim: Seq2SeqVictim, config: AttackConfig, *,
+                 on_iteration: Callable[[str, int], None] | None = None) -> None:
+        """``on_iteration(phase, iteration)``, when given, is called with ``"begin"`` and ``"end"`` around each
+        search iteration (beam verification excluded): a benchmark times iterations there (synchronising the
+        device itself), so the attack keeps no timing state and adds no host sync."""
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, not {type(config).__name__}")
         self.victim = victim
         self.config = config
+        self.on_iteration = on_iteration
         self.goal = config.goal()
         # attack state in float32 whatever the victim's dtype (cast at the victim boundary)
         self._table = victim.source_embedding_table().detach().float()

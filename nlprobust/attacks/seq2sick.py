@@ -45,7 +45,6 @@ Deviations from the paper (Algorithm 6 / eq. 3.4), each deliberate:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -230,9 +229,10 @@ class Seq2Sick(TextAttack):
         target, word_index = self.targets(rows)
         active = list(range(len(rows)))
         lam = torch.full((len(rows),), cfg.lambda1, device=dev)  # per-sentence group-lasso weight
-        self.iteration_times: list[float] = []  # wall time of each iteration, verification excluded
+        hook = self.on_iteration
         for it in range(cfg.iterations):
-            t_it = time.perf_counter()
+            if hook is not None:
+                hook("begin", it)
             lr = cfg.lr_at(it)
             act_rows = [rows[i] for i in active]
             sel = torch.tensor(active, device=dev)
@@ -265,7 +265,8 @@ class Seq2Sick(TextAttack):
                 r.backward += 1
                 r.iterations = it + 1
             if not cfg.project_every_iteration:
-                self.iteration_times.append(time.perf_counter() - t_it)
+                if hook is not None:
+                    hook("end", it)
                 continue
             # bookkeeping (per sentence, not per token): one host transfer per iteration
             adv_list = adv_ids.tolist()
@@ -282,7 +283,8 @@ class Seq2Sick(TextAttack):
                     if len(b.pending) > cfg.max_pending:
                         worst = max(b.pending, key=lambda k: b.pending[k])
                         del b.pending[worst]
-            self.iteration_times.append(time.perf_counter() - t_it)
+            if hook is not None:
+                hook("end", it)
             if (it + 1) % cfg.check_every == 0 or it + 1 == cfg.iterations:
                 improved = self._check(act_rows, book)
                 if cfg.lambda1_growth > 1.0 and any(improved):

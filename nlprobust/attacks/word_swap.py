@@ -147,9 +147,12 @@ class GradientWordSwap(TextAttack):
         active = [i for i, a in enumerate(allowed) if any(a)]
         for r in rows:
             r.fallback = tuple(r.ids)
+        hook = self.on_iteration
         for step in range(cfg.max_changes):
             if not active:
                 break
+            if hook is not None:
+                hook("begin", step)
             act = [rows[i] for i in active]
             _, _, grad, ids = self.loss_and_grad(act, [current[i] for i in active], cfg.epsilon)
             e_cur = self._table[ids]  # [B, N, d]
@@ -186,6 +189,8 @@ class GradientWordSwap(TextAttack):
                     trials.append(t)
                     owner.append(b)
             if not trials:
+                if hook is not None:
+                    hook("end", step)
                 break
             greedy, loss = self.loss_only(trial_rows, trials, cfg.epsilon)
             losses = loss.tolist()
@@ -197,6 +202,8 @@ class GradientWordSwap(TextAttack):
                 good = [n for n in ns if self.greedy_success(trial_rows[n], greedy[n])]
                 good.sort(key=lambda n: losses[n])
                 to_verify.extend((trial_rows[n], tuple(trials[n])) for n in good[: cfg.verify])
+            if hook is not None:
+                hook("end", step)
             if to_verify:
                 self.verify(to_verify)
             still = []

@@ -20,6 +20,36 @@ class VictimError(ValueError):
     """Bad input for a victim (empty text, over-long input, unknown keyword, ...)."""
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on: ``device`` when it exists here, else CUDA when available, else CPU; asking for a
+    CUDA device this machine does not have is a :class:`VictimError` naming it."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise VictimError(f"not a device: {device!r} (expected cpu, cuda or cuda:N)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VictimError(f"device {device!r} asked for, but this machine has no CUDA GPU (or this torch build "
+                              f"has no CUDA support): leave --device unset or use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise VictimError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s)")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A floating-point dtype from its name (``float32``, ``bfloat16`` / ``bf16``, ``float16`` / ``fp16``)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    got = getattr(torch, names.get(str(dtype), str(dtype)), None)
+    if not isinstance(got, torch.dtype) or not got.is_floating_point:
+        raise VictimError(f"unknown dtype {dtype!r}; expected float32, bfloat16 or float16")
+    return got
+
+
 @dataclass(frozen=True)
 class EncodedSource:
     """Token ids of one source sentence and which positions an attack may change."""

@@ -53,7 +53,14 @@ import torch
 from torch import Tensor
 
 from nlprobust.text import tokenize
-from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError, pad_targets
+from nlprobust.victims.base import (
+    EncodedSource,
+    Seq2SeqVictim,
+    VictimError,
+    pad_targets,
+    resolve_device,
+    resolve_dtype,
+)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _DEFAULT_MAX_LEN = 512
@@ -78,8 +85,10 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
-def _load_pretrained(name: str | os.PathLike[str], tokenizer: Any, local_files_only: bool) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from a local ``save_pretrained`` directory or a hub id."""
+def _load_pretrained(name: str | os.PathLike[str], tokenizer: Any, local_files_only: bool,
+                     **model_kwargs: Any) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from a local ``save_pretrained`` directory or a hub id (``model_kwargs``,
+    e.g. ``device_map`` / ``dtype``, go to ``from_pretrained``)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     raw = os.fspath(name)
@@ -96,7 +105,7 @@ def _load_pretrained(name: str | os.PathLike[str], tokenizer: Any, local_files_o
     else:
         raise HFLoadError(f"model directory not found: {path}")
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=local)
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=local, **model_kwargs)
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             tok_source = source if tokenizer is None else os.fspath(tokenizer)
             tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=local)
@@ -112,6 +121,10 @@ def _load_pretrained(name: str | os.PathLike[str], tokenizer: Any, local_files_o
             "tokenizer.save_pretrained(dir)) and pass that local directory instead."
         ) from exc
     return model, tokenizer
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
 def _load_tokenizer(name: str | os.PathLike[str], local_files_only: bool) -> Any:
@@ -136,7 +149,13 @@ class HFVictim(Seq2SeqVictim):
         model_or_path: a local ``save_pretrained`` directory, a hub id, or an already-built model object.
         tokenizer: the tokenizer object (required with a model object); with a path, ``None`` loads the
             tokenizer from the same place, a string/path loads it from there.
-        device: where to run (default: CUDA when available, else CPU).
+        device: where to run a model this victim loads (default: CUDA when available, else CPU). A model
+            object, or one loaded with ``device_map``, stays where it is (it is never moved: a quantised or
+            dispatched model cannot be) and the victim runs on the device of its parameters; a ``device``
+            that disagrees is an error.
+        dtype: dtype of a model loaded from a path (``torch.bfloat16``, ``"float16"``, ...); attack state
+            stays float32 and is cast at the model's boundary.
+        device_map: passed to ``from_pretrained`` (e.g. ``"auto"``) for a model loaded from a path.
         task_prefix: text prepended to every source (e.g. ``"translate English to German: "`` for T5); its
             tokens are never editable.
         max_source_len: longest accepted input in tokens, specials and prefix included (default: the
@@ -150,10 +169,21 @@ class HFVictim(Seq2SeqVictim):
     word_level = False
 
     def __init__(self, model_or_path: Any, tokenizer: Any = None, *, device: str | torch.device | None = None,
-                 task_prefix: str = "", max_source_len: int | None = None, local_files_only: bool = False) -> None:
+                 task_prefix: str = "", max_source_len: int | None = None, local_files_only: bool = False,
+                 dtype: Any = None, device_map: Any = None) -> None:
+        placed = not isinstance(model_or_path, (str, os.PathLike)) or device_map is not None
+        own_device = None if placed else resolve_device(device)  # a device this machine lacks fails first
         if isinstance(model_or_path, (str, os.PathLike)):
-            model, tokenizer = _load_pretrained(model_or_path, tokenizer, local_files_only)
+            kwargs: dict[str, Any] = {}
+            if dtype is not None:
+                kwargs["dtype"] = resolve_dtype(dtype)
+            if device_map is not None:
+                kwargs["device_map"] = device_map
+            model, tokenizer = _load_pretrained(model_or_path, tokenizer, local_files_only, **kwargs)
         else:
+            if dtype is not None or device_map is not None:
+                raise HFLoadError("dtype / device_map apply to a model loaded from a path; convert or "
+                                  "place a model object yourself before passing it")
             model = model_or_path
             if tokenizer is None:
                 raise HFLoadError("a tokenizer object is required when HFVictim is given a model object")
@@ -162,8 +192,17 @@ class HFVictim(Seq2SeqVictim):
         config = getattr(model, "config", None)
         if not isinstance(model, torch.nn.Module) or config is None or not getattr(config, "is_encoder_decoder", False):
             raise HFLoadError(f"{type(model).__name__} is not a Hugging Face encoder-decoder (seq2seq) model")
-        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device).eval()
+        if placed:  # the user's (or accelerate's) placement: never moved
+            first = next(iter(model.parameters()), None)
+            here = first.device if first is not None else torch.device("cpu")
+            if device is not None and not _same_device(torch.device(device), here):
+                raise HFLoadError(f"the model is on {here}, not {device}: move it before passing it, or leave "
+                                  f"device unset to run where it is")
+            self.device = here
+            self.model = model
+        else:
+            self.device = cast(torch.device, own_device)
+            self.model = model.to(self.device).eval()
         self._hf: Any = cast(Any, self.model)  # the same model, typed loosely (get_encoder, generate, ...)
         self.tokenizer = tokenizer
         self.config = config

@@ -18,10 +18,13 @@ import torch
 from torch import Tensor
 
 from nlprobust.text import detokenize, tokenize
-from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError
+from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError, resolve_device, resolve_dtype
 from nlprobust.victims.decoding import beam_search
 
 SPECIALS = ("<blank>", "<s>", "</s>", "<unk>")
+
+
+_SYNC_EVERY = 4  # greedy decoding under autograd asks the device whether all rows are done this often
 
 
 class CheckpointError(VictimError):
@@ -63,13 +66,14 @@ class OpenNMTVictim(Seq2SeqVictim):
 
     def __init__(self, checkpoint: str | os.PathLike[str], *, trust_checkpoint: bool = False,
                  device: str | torch.device | None = None, lowercase: bool = False,
-                 max_source_len: int = 200, pretokenized: bool = False) -> None:
+                 max_source_len: int = 200, pretokenized: bool = False,
+                 dtype: str | torch.dtype | None = None) -> None:
         from onmt.inputters.inputter import dict_to_vocabs
         from onmt.model_builder import build_base_model
         from onmt.utils.parse import ArgumentParser
 
+        self.device = resolve_device(device)
         ckpt = load_onmt_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
-        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model_opt = ArgumentParser.ckpt_model_opts(ckpt["opt"])
         ArgumentParser.update_model_opts(model_opt)
         ArgumentParser.validate_model_opts(model_opt)
@@ -80,7 +84,7 @@ class OpenNMTVictim(Seq2SeqVictim):
             model.load_state_dict(ckpt, precision=torch.float32, device=self.device, strict=True)
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"checkpoint {checkpoint} does not match its own model options: {exc}") from exc
-        self.model: Any = model.to(self.device).eval()
+        self.model: Any = model.to(self.device, dtype=resolve_dtype(dtype)).eval()
         self.model_opt = model_opt
         self.src_itos: list[str] = list(ckpt["vocab"]["src"])
         self.tgt_itos: list[str] = list(ckpt["vocab"]["tgt"])
@@ -169,8 +173,10 @@ class OpenNMTVictim(Seq2SeqVictim):
 
     def greedy_with_logits(self, src_embeds: Tensor, src_mask: Tensor, *,
                            max_len: int) -> tuple[list[list[int]], Tensor, Tensor]:
-        """One greedy decoding pass under autograd (OpenNMT-py's decoder steps one token at a time anyway,
-        so its logits equal a teacher-forced pass on the greedy prefix, at the cost of one forward)."""
+        """One greedy decoding pass under autograd (OpenNMT-py's input-feeding decoder steps one token at a time
+        anyway, so its logits equal a teacher-forced pass on the greedy prefix, at the cost of one forward). The
+        host learns whether every row has finished only every ``_SYNC_EVERY`` steps (steps past a row's end are
+        masked out by ``valid``), and banned tokens are masked without a branch on the device."""
         _, enc_out, src_len = self._encode(src_embeds, src_mask)
         dec = self.model.decoder
         b = src_embeds.shape[0]
@@ -182,13 +188,10 @@ class OpenNMTVictim(Seq2SeqVictim):
             z = self.model.generator(out.squeeze(1))
             steps.append(z)
             alive.append(~finished)
-            last = z.detach().argmax(-1)
-            banned = (last.unsqueeze(1) == self._ban_t).any(1)
-            if bool(banned.any()):  # rare: a banned token (padding, BOS) on top; take the best allowed one
-                last = z.detach().index_fill(1, self._ban_t, float("-inf")).argmax(-1)
+            last = z.detach().index_fill(1, self._ban_t, float("-inf")).argmax(-1)  # never padding or BOS
             tokens.append(last)
             finished = finished | (last == self.tgt_eos_id)
-            if bool(finished.all()) or t == max_len - 1:
+            if t == max_len - 1 or ((t + 1) % _SYNC_EVERY == 0 and bool(finished.all())):
                 break
         toks = torch.stack(tokens, 1).tolist()
         outs = [seq[: seq.index(self.tgt_eos_id)] if self.tgt_eos_id in seq else seq for seq in toks]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
+    from nlprobust.core.runner import local_device, parse_shard
     from nlprobust.vision.run import attack_checkpoint
 
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     rows = attack_checkpoint(args.checkpoint, method=args.method, n=args.n, budget=args.budget,
                              targeted=args.targeted, norm=args.norm, epsilon=args.epsilon, seed=args.seed,
-                             data_dir=args.data_dir, out=args.out, device=args.device, quiet=args.quiet)
+                             data_dir=args.data_dir, out=args.out, device=local_device(shard, args.device),
+                             quiet=args.quiet, chunk=args.chunk, shard=shard)
+    if rows is None:
+        print(f"rank {shard}: its images are attacked; the last rank to finish merges the shards",
+              file=sys.stderr)
+        return 0
     print(json.dumps(rows))
     return 0
 
@@ -92,7 +103,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     model_cfg = defense.model_config(VisionModelConfig(arch=args.arch, dataset=args.dataset, batchnorm=True))
-    start = None
+    start: Any = None
     if args.init:
         try:
             start, start_cfg = load_checkpoint(args.init)
@@ -152,7 +163,11 @@ def add_parser(sub: Any) -> None:
     at.add_argument("--targeted", action="store_true", help="random target class per image (seeded)")
     at.add_argument("--seed", type=int, default=0)
     at.add_argument("--data-dir", default=None)
-    at.add_argument("--out", default=None, help="JSON lines, one per image")
+    at.add_argument("--out", default=None, help="JSON lines, one per image (resumed)")
+    at.add_argument("--chunk", type=int, default=50, help="images attacked together (the unit of resuming and "
+                    "sharding; each chunk is seeded alike, so results do not depend on how a run is split)")
+    at.add_argument("--shard", default=None, metavar="RANK/WORLD",
+                    help="this process's part (default: from torchrun / accelerate launch)")
     at.add_argument("--device", default=None)
     at.add_argument("--quiet", action="store_true")
     at.set_defaults(func=cmd_attack)

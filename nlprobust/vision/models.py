@@ -85,6 +85,9 @@ class VisionModelConfig:
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel: keeps the model's input in [0, 1]."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))

@@ -97,7 +97,7 @@ class QueryView:
                 any(isinstance(m, nn.Conv2d) for m in model.modules()):
             # a channels-last copy of a convolutional model runs about twice as fast on CPU; queries only read
             # it (no gradients), and the caller's model is left as it is
-            self._fast = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+            self._fast = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.x0 = x0.to(self.device)
         self.y0 = y0.to(self.device)
         self.target = target.to(self.device) if target is not None else None

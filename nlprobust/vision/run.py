@@ -5,7 +5,6 @@ Shared by ``nlprobust vision attack`` and the vision recipes.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -16,7 +15,8 @@ from typing import Any
 
 import torch
 
-from nlprobust.core.runio import JsonlLog
+from nlprobust.core.runio import atomic_write_json, read_jsonl
+from nlprobust.core.runner import Shard, run_items
 from nlprobust.vision.attacks.base import AttackResult, Starts, predict_labels
 
 __all__ = ["Selection", "select_images", "attack_logged", "record_distance", "distance_summary", "curve_summary",
@@ -64,30 +64,35 @@ def select_images(model: Any, x: torch.Tensor, y: torch.Tensor, n: int, *, seed:
 
 
 def attack_logged(run: Callable[[Selection], AttackResult], sel: Selection, log_path: str | os.PathLike[str], *,
-                  chunk: int = 10, desc: str = "", quiet: bool = False) -> list[dict[str, Any]]:
+                  chunk: int = 10, desc: str = "", quiet: bool = False, shard: Shard | None = None
+                  ) -> list[dict[str, Any]]:
     """Attack ``sel`` in chunks with ``run`` (a chunk -> :class:`AttackResult`), appending one JSON line per
-    image to ``log_path`` as each chunk finishes; images already in the log are skipped (resume)."""
-    from tqdm import tqdm
+    image to ``log_path`` as each chunk finishes; images already in the log are skipped (resume). Under
+    ``torchrun`` / ``accelerate launch`` (or with ``shard``) each process attacks its share of the chunks and
+    the last to finish merges them (:func:`nlprobust.core.runner.run_items`); a process that did not merge
+    returns only its own records."""
+    targets = {int(sel.index[i]): (int(sel.target[i]) if sel.target is not None else None) for i in range(len(sel))}
+    for rec in read_jsonl(log_path):
+        if rec.get("index") in targets and rec.get("target") != targets[rec["index"]]:
+            raise ValueError(f"{log_path}: image {rec['index']} was attacked with another target "
+                             f"({rec.get('target')}, not {targets[rec['index']]}); the file belongs to another run")
 
-    log = JsonlLog(log_path, key="index")
-    # a stored record counts only for the same image with the same goal (untargeted, or the same target)
-    wanted = {int(sel.index[i]): (int(sel.target[i]) if sel.target is not None else None) for i in range(len(sel))}
-    done = {r["index"] for r in log.records if r["index"] in wanted and r.get("target") == wanted[r["index"]]}
-    todo = [i for i in range(len(sel)) if int(sel.index[i]) not in done]
-    bar = tqdm(total=len(sel), initial=len(sel) - len(todo), desc=desc, unit="img", disable=quiet)
-    for s in range(0, len(todo), chunk):
-        part = torch.tensor(todo[s:s + chunk])
+    def process(_c: int, positions: list[int]) -> list[dict[str, Any]]:
+        part = torch.tensor(positions)
         sub = Selection(sel.index[part], sel.x[part], sel.y[part],
                         sel.target[part] if sel.target is not None else None)
         res = run(sub)
+        recs = []
         for j, rec in enumerate(res.records()):
             rec.update({"index": int(sub.index[j]), "label": int(sub.y[j]),
                         "target": int(sub.target[j]) if sub.target is not None else None,
                         "seconds": res.seconds / len(sub)})
-            log.append(rec)
-        bar.update(len(sub))
-    bar.close()
-    return [r for r in log.records if r["index"] in wanted and r.get("target") == wanted[r["index"]]]
+            recs.append(rec)
+        return recs
+
+    outcome = run_items(list(range(len(sel))), process, log_path, keys=list(targets), chunk_size=chunk,
+                        shard=shard, desc=desc, unit="img", progress=not quiet)
+    return outcome.records
 
 
 def _finite_mean(values: Sequence[float]) -> float | None:
@@ -120,9 +125,12 @@ def curve_summary(records: Sequence[dict[str, Any]], queries: int | None, epsilo
 
 def attack_checkpoint(checkpoint: str, *, method: str, n: int, budget: int, targeted: bool = False,
                       norm: str = "l2", epsilon: float | None = None, seed: int = 0, data_dir: str | None = None,
-                      out: str | None = None, device: str | None = None, quiet: bool = False) -> dict[str, Any]:
+                      out: str | None = None, device: str | None = None, quiet: bool = False, chunk: int = 50,
+                      shard: Shard | None = None) -> dict[str, Any] | None:
     """Attack ``n`` correctly classified test images of a trained checkpoint (the ``nlprobust vision attack``
-    command) and return a summary; per-image records go to ``out`` (JSON lines, resumed)."""
+    command) ``chunk`` images at a time and return a summary; per-image records go to ``out`` (JSON lines,
+    resumed). Sharded (``shard`` or torchrun / accelerate launch), a process that did not merge the shards
+    returns ``None``."""
     from nlprobust.vision.attacks import attack_class
     from nlprobust.vision.datasets import load_images
     from nlprobust.vision.models import load_checkpoint
@@ -144,14 +152,17 @@ def attack_checkpoint(checkpoint: str, *, method: str, n: int, budget: int, targ
     def run(sub: Selection) -> AttackResult:
         return attack(model, sub.x, sub.y, target=sub.target, starts=starts, checkpoints=checkpoints)
 
-    kind = f"{'targeted' if targeted else 'untargeted'}_{norm}_b{budget}_e{epsilon}_s{seed}"
+    chunk = max(1, min(chunk, n))
+    kind = f"{'targeted' if targeted else 'untargeted'}_{norm}_b{budget}_e{epsilon}_s{seed}_c{chunk}"
     path = out or str(Path("runs") / "vision" / "attacks" / f"{Path(checkpoint).parent.name}_{method}_{kind}.jsonl")
-    recs = attack_logged(run, sel, path, chunk=max(1, n), desc=method, quiet=quiet)
+    recs = attack_logged(run, sel, path, chunk=chunk, desc=method, quiet=quiet, shard=shard)
+    if len(recs) < n:
+        return None
     summary = {"checkpoint": checkpoint, "method": method, "norm": norm, "targeted": targeted, "n": len(recs),
                "success": sum(r["success"] for r in recs) / len(recs),
                "median_distance": statistics.median(r["distance"] for r in recs),
                "mean_queries": sum(r["queries"] for r in recs) / len(recs), "log": path}
-    Path(path).with_suffix(".config.json").write_text(json.dumps(
-        {"checkpoint": checkpoint, "method": method, "n": n, "budget": budget, "norm": norm, "targeted": targeted,
-         "epsilon": epsilon, "seed": seed}, indent=2))
+    atomic_write_json(Path(path).with_suffix(".config.json"),
+                      {"checkpoint": checkpoint, "method": method, "n": n, "budget": budget, "norm": norm,
+                       "targeted": targeted, "epsilon": epsilon, "seed": seed, "chunk": chunk})
     return summary

@@ -1,0 +1,90 @@
+"""Our attacks beside a peer library's on the same sentences of our Multi30k table, in the same process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nlprobust.core.runio import JsonlLog
+from nlprobust.peers.textattack import PeerSetupError
+from nlprobust.results import summarize
+from nlprobust.victims import Seq2SeqVictim
+
+__all__ = ["OURS_PRESET", "WORD_SWAP_PRESET", "read_sentence_indices", "run_ours", "victim_name"]
+
+logger = logging.getLogger(__name__)
+
+OURS_PRESET = {True: "multi30k-lstm", False: "multi30k-marian"}  # Seq2Sick preset by victim kind (word level?)
+WORD_SWAP_PRESET = {True: "multi30k-lstm", False: "multi30k-marian"}  # word-swap settings by victim kind
+
+
+def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: Sequence[str], name: str,
+             runs: Path, batch_size: int = 25, *, echo: Callable[[str], None] = logger.info) -> list[dict[str, Any]]:
+    """Our attacks (non-overlap, ``at-least-as-long``) on the same sentences in the same process: one row per
+    attack (Seq2Sick twice: without and with the reduction pass, one search). Per-sentence records go to
+    ``<runs>/recipes/peer_textattack/ours_<name>_<attack>_<tag>.jsonl`` (resumable); progress lines to ``echo``."""
+    from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset
+    from nlprobust.experiments.tables import attack_views
+
+    rows = []
+    for attack_name in attacks:
+        cfg: Any = preset(OURS_PRESET[victim.word_level], "nonoverlap") if attack_name == "seq2sick" \
+            else word_swap_preset(WORD_SWAP_PRESET[victim.word_level], "nonoverlap")
+        log = JsonlLog(runs / "recipes" / "peer_textattack" / f"ours_{name}_{attack_name}_{cfg.tag()}.jsonl")
+        attack = build_attack(attack_name, victim, cfg)
+        todo = [AttackItem(i, s) for i, s in items if i not in log.done]
+        for k in range(0, len(todo), batch_size):
+            for r in attack.attack_batch(todo[k : k + batch_size]):
+                log.append(r.to_dict())
+            echo(f"  ours {attack_name}: {len(log.done)}/{len(items)} sentences")
+        wanted = {i for i, _ in items}
+        recs = [r for r in log.records if r["index"] in wanted]
+        for label, _, view in attack_views(attack_name, cfg, recs):
+            s = summarize(view)
+            label = f"nlprobust {label} (white-box)"
+            rows.append({"table": "peer", "dataset": "multi30k", "victim": name, "method": label, "n": s["n"],
+                         "success": s["success"], "bleu": s["bleu"], "changed": s["changed"],
+                         "success_nlprobust": s["success"], "bleu_nlprobust": s["bleu"],
+                         "changed_nlprobust": s["changed"], "success_at_1": s["success_at_1"],
+                         "success_positional": (s.get("success_by_criterion") or {}).get("positional"),
+                         "queries": s["forward_passes"], "model_calls": s["beam_decodes"],
+                         "seconds_per_sentence": s["time_s"], "errors": s["errors"],
+                         "config": {"attack": attack_name, "preset": cfg.preset, "criterion": cfg.criterion}})
+    return rows
+
+
+def victim_name(spec: str) -> str:
+    """A file-name-safe name for a victim spec: the run folder of a checkpoint (``multi30k_lstm_small`` for
+    ``onmt:runs/multi30k_lstm_small/best.pt``) or the model folder (``hf:runs/multi30k_marian_small``)."""
+    kind, _, where = spec.partition(":")
+    p = Path(where.rstrip("/"))
+    name = p.parent.name if kind == "onmt" and p.parent.name else p.name
+    return re.sub(r"[^\w.-]+", "_", name) or kind
+
+
+def read_sentence_indices(path: str | os.PathLike[str], victim: str | None = None) -> list[int]:
+    """Test-sentence indices of our results file: those attacked on ``victim`` (key ``victim.<name>.sentences``)
+    when given, else the top-level ``sentences``."""
+    p = Path(path)
+    if not p.is_file():
+        raise PeerSetupError(f"results file not found: {p} (run recipes/multi30k_seq2sick.py first, or pass --results)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PeerSetupError(f"{p} is not valid JSON ({exc})") from exc
+    if victim is not None:
+        entry = (data.get("victim") or {}).get(victim) if isinstance(data, dict) else None
+        if not isinstance(entry, dict) or "sentences" not in entry:
+            raise PeerSetupError(f"{p} has no sentence list for victim {victim!r} (key victim.{victim}.sentences)")
+        idx = entry["sentences"]
+    else:
+        idx = data.get("sentences") if isinstance(data, dict) else None
+    if not isinstance(idx, list) or not all(isinstance(i, int) for i in idx):
+        raise PeerSetupError(f"{p} has no list of sentence indices under key 'sentences'")
+    return idx
+
