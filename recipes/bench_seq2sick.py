@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [len(part) / time_attack(attack, part, b) for _ in range(args.repeats)]
         sps[b] = statistics.median(runs)
         rows.append({"table": "bench", "metric": f"sentences/s, batch {b}", "value": sps[b],
-                     "runs": runs, "sentences": len(part)})
+                     "runs": ", ".join(f"{r:.3f}" for r in runs), "sentences": len(part)})
         rows.append({"table": "bench", "metric": f"peak memory, batch {b} (MiB)", "value": _peak_mib(dev)})
         print(f"batch {b:4d}: {sps[b]:8.2f} sentences/s (runs {', '.join(f'{r:.2f}' for r in runs)})", flush=True)
     if 1 in sps:
@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "notes": [f"Throughput: the median of {args.repeats} runs; each run attacks the same test sentences (batch 1: "
                   f"the first {args.single}) with {args.iterations} non-overlap iterations per sentence, beam-5 "
-                  "checks every 10 iterations, no early stop.",
+                  "checks every 10 iterations, no early stop, then the reduction pass (on by default) on the "
+                  "successes.",
                   "An attack iteration = projection onto the vocabulary + greedy decoding (one pass under autograd "
                   "for OpenNMT-py victims) + backward + prox, timed through the attack's on_iteration callback "
                   "without the beam-5 checks (median over iterations); the plain pass = teacher-forced forward + "
