@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 from nlprobust.attacks import AttackItem, Seq2Sick, preset
-from nlprobust.core.cli import SCALES
+from nlprobust.core.cli import SCALES, echo
 from nlprobust.core.results import write_recipe_results
-from nlprobust.core.runio import JsonlLog, run_metadata
+from nlprobust.core.runio import run_metadata
 from nlprobust.experiments.multi30k import attack_setup, multi30k_lstm
 from nlprobust.experiments.report import render
+from nlprobust.experiments.tables import run_attacks
 from nlprobust.results import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, over in VARIANTS.items():
         extra = {"iterations": args.iterations} if args.iterations else {}
         cfg = preset(args.preset, "keywords", **over, **extra)
-        log = JsonlLog(work / f"keywords_{cfg.tag()}.jsonl")
-        todo = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws) if i not in log.done]
-        attack = Seq2Sick(victim, cfg)
-        for s in range(0, len(todo), args.batch_size):
-            for r in attack.attack_batch(todo[s : s + args.batch_size]):
-                log.append(r.to_dict())
-        summ = summarize(log.records)
+        items = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws)]
+        recs = run_attacks(work / f"keywords_{cfg.tag()}.jsonl", items, Seq2Sick(victim, cfg), args.batch_size,
+                           f"ablation {name}", False, echo=echo)
+        summ = summarize(recs)
         rows.append({"table": "ablation (1-keyword, LSTM)", "variant": name, "n": summ["n"],
                      "success": summ["success"], "bleu": summ["bleu"], "changed": summ["changed"],
                      "preset": cfg.preset, "config": cfg.__dict__})

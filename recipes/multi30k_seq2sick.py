@@ -34,7 +34,7 @@ from typing import Any
 from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack
 from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
 from nlprobust.core.results import write_recipe_results
-from nlprobust.core.runio import JsonlLog, run_metadata
+from nlprobust.core.runio import run_metadata
 from nlprobust.corpora import load_multi30k
 from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim, victim_bleu
 from nlprobust.experiments.report import render
@@ -79,8 +79,8 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                                       word_swap_preset=WORD_SWAP_PRESET[name], iterations=args.iterations,
                                       criterion=args.criterion)
             stem = f"{name}_{method}_{attack_name}_{cfg.preset}"
-            log = JsonlLog(work / f"{stem}_{cfg.tag()}.jsonl", key="index")
-            recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,
+            recs = run_attacks(work / f"{stem}_{cfg.tag()}.jsonl", items, build_attack(attack_name, victim, cfg),
+                               args.batch_size,
                                f"{name} {method} {attack_name}", args.report_only, echo=echo)
             done = len(recs)
             if done < len(idx):

@@ -34,7 +34,7 @@ from typing import Any
 
 from nlprobust.attacks import AttackItem, build_attack, preset
 from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
-from nlprobust.core.runio import JsonlLog, run_metadata
+from nlprobust.core.runio import run_metadata
 from nlprobust.corpora import gigaword_articles
 from nlprobust.experiments.report import publish
 from nlprobust.experiments.summarization import (
@@ -163,9 +163,8 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                 cfg = table_attack_config(attack_name, mode, ks[method], seq2sick_preset=pname,
                                           word_swap_preset=WORD_SWAP_PRESET[name],
                                           iterations=args.iterations_for.get(method, args.iterations))
-                log = JsonlLog(work / f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}.jsonl",
-                               key="index")
-                recs = run_attacks(victim, log, items, build_attack(attack_name, victim, cfg), args.batch_size,
+                log = work / f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}.jsonl"
+                recs = run_attacks(log, items, build_attack(attack_name, victim, cfg), args.batch_size,
                                    f"{name} {ds} {method} {attack_name}", args.report_only, echo=echo)
                 summ = summarize(recs)
                 if summ["n"] + summ["errors"] < len(idx):
@@ -217,8 +216,8 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
     except VictimError as exc:  # e.g. a small SentencePiece vocabulary splits the word
         return {"rows": [], "examples": [], "skipped": f"{name}: no 'police arrest' attack ({exc})"}
     items = [AttackItem(i, data.src[i], ("police", "arrest")) for i in range(m)]
-    log = JsonlLog(work / f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}.jsonl", key="index")
-    recs = run_attacks(victim, log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
+    log = work / f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}.jsonl"
+    recs = run_attacks(log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
                        f"{name} duc2004 police arrest", args.report_only, echo=echo)
     summ = summarize(recs)
     if summ["n"] + summ["errors"] < m:

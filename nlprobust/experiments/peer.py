@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nlprobust.core.runio import JsonlLog
 from nlprobust.peers.textattack import PeerSetupError
 from nlprobust.results import summarize
 from nlprobust.victims import Seq2SeqVictim
@@ -29,21 +28,15 @@ def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: S
     attack (Seq2Sick twice: without and with the reduction pass, one search). Per-sentence records go to
     ``<runs>/recipes/peer_textattack/ours_<name>_<attack>_<tag>.jsonl`` (resumable); progress lines to ``echo``."""
     from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset
-    from nlprobust.experiments.tables import attack_views
+    from nlprobust.experiments.tables import attack_views, run_attacks
 
     rows = []
     for attack_name in attacks:
         cfg: Any = preset(OURS_PRESET[victim.word_level], "nonoverlap") if attack_name == "seq2sick" \
             else word_swap_preset(WORD_SWAP_PRESET[victim.word_level], "nonoverlap")
-        log = JsonlLog(runs / "recipes" / "peer_textattack" / f"ours_{name}_{attack_name}_{cfg.tag()}.jsonl")
-        attack = build_attack(attack_name, victim, cfg)
-        todo = [AttackItem(i, s) for i, s in items if i not in log.done]
-        for k in range(0, len(todo), batch_size):
-            for r in attack.attack_batch(todo[k : k + batch_size]):
-                log.append(r.to_dict())
-            echo(f"  ours {attack_name}: {len(log.done)}/{len(items)} sentences")
-        wanted = {i for i, _ in items}
-        recs = [r for r in log.records if r["index"] in wanted]
+        recs = run_attacks(runs / "recipes" / "peer_textattack" / f"ours_{name}_{attack_name}_{cfg.tag()}.jsonl",
+                           [AttackItem(i, s) for i, s in items], build_attack(attack_name, victim, cfg), batch_size,
+                           f"ours {attack_name}", False, echo=echo)
         for label, _, view in attack_views(attack_name, cfg, recs):
             s = summarize(view)
             label = f"nlprobust {label} (white-box)"

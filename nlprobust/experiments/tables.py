@@ -4,6 +4,7 @@ each row, and the selection of tuned settings."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,23 +16,26 @@ logger = logging.getLogger(__name__)
 CHANGE_COST = 0.02  # tuned settings are ranked by success - CHANGE_COST * changed words (1 word = 2 points)
 
 
-def run_attacks(victim: Any, log: Any, items: list[Any], attack: Any, batch: int, what: str,
+def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, batch: int, what: str,
                 report_only: bool, *, echo: Callable[[str], None] = logger.info) -> list[dict[str, Any]]:
-    """Attack the ``items`` not yet in ``log`` (a :class:`~nlprobust.core.runio.JsonlLog` keyed by index;
-    in batches of ``batch``; none with ``report_only``) and return the records of all ``items``. Progress lines
-    name ``what`` and go to ``echo``."""
-    todo = [it for it in items if it.index not in log.done]
-    if report_only and todo:
-        echo(f"  {what}: {len(todo)} of {len(items)} inputs not attacked yet (--report-only)")
-        todo = []
-    t = time.time()
-    for s in range(0, len(todo), batch):
-        for r in attack.attack_batch(todo[s : s + batch]):
-            log.append(r.to_dict())
-        done = sum(1 for it in items if it.index in log.done)
-        echo(f"  {what}: {done}/{len(items)} done ({time.time() - t:.0f}s)")
+    """Attack ``items`` with the project's resumable runner (:func:`nlprobust.core.runner.run_items`; one JSON
+    line per sentence in ``path``, keyed by the item's index, chunks of ``batch``; sentences already there are
+    not attacked again) and return the records of all ``items``; with ``report_only`` nothing is attacked and
+    the records found are returned. One process: a table needs all its records in one place."""
+    from nlprobust.core.runio import read_jsonl
+    from nlprobust.core.runner import Shard, run_items
+
     wanted = {it.index for it in items}
-    return [r for r in log.records if r["index"] in wanted]
+    if report_only:
+        recs = [r for r in read_jsonl(path) if r.get("index") in wanted]
+        if len(recs) < len(items):
+            echo(f"  {what}: {len(items) - len(recs)} of {len(items)} inputs not attacked yet (--report-only)")
+        return recs
+    t = time.time()
+    outcome = run_items(items, lambda _c, chunk: [r.to_dict() for r in attack.attack_batch(chunk)], path,
+                        keys=[it.index for it in items], chunk_size=batch, shard=Shard(), desc=what, unit="sent")
+    echo(f"  {what}: {len(outcome.records)}/{len(items)} done ({time.time() - t:.0f}s)")
+    return outcome.records
 
 
 def table_row(recs: list[dict[str, Any]], lm: Any, *,
