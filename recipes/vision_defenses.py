@@ -194,6 +194,7 @@ def cached_eval(model: Any, test: ImageData, cfg: dict[str, Any], path: Path, na
         if "key" in cached and attack_settings(cached["key"]) == attack_settings(key):
             return refresh_masking_flags(cached["report"], ecfg)
     report = evaluate(model, test.x, test.y, ecfg, transfer_from=natural, progress=not quiet)
+    assert report is not None  # one process, no shard
     path.write_text(json.dumps({"key": key, "report": report}, indent=1))
     return report
 

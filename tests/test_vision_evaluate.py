@@ -209,3 +209,28 @@ def test_masking_flags_follow_the_thresholds_and_can_be_reapplied():
     assert [b["gradient_masking_suspected"] for b in fresh["by_epsilon"]] == [True, True]
     assert fresh["gradient_masking_suspected"] and fresh["config"]["blackbox_margin"] == 0.01
     assert not refresh_masking_flags({**report, "by_epsilon": [block]}, EvalConfig())["gradient_masking_suspected"]
+
+
+def test_sharded_evaluation_equals_one_process(tmp_path):
+    """Two shards of a resumable evaluation (per-image records, chunks seeded by their index) merge into the
+    report of one in-memory run; the first rank to finish returns None."""
+    from nlprobust.core.runner import Shard
+
+    model, x, y, _, _, _ = tiny_mnist()
+    cfg = EvalConfig(epsilons=(0.1, 0.2), pgd_steps=(5,), pgd_restarts=(1,), cw_steps=0, autoattack=(),
+                     signopt_images=0, n_images=12, batch_size=4)
+
+    def strip(report):
+        out = {k: v for k, v in report.items() if k != "seconds"}
+        out["by_epsilon"] = [{k: v for k, v in e.items() if k != "seconds"} for e in report["by_epsilon"]]
+        return out
+
+    one = evaluate(model, x, y, cfg, progress=False)
+    path = tmp_path / "images.jsonl"
+    assert evaluate(model, x, y, cfg, progress=False, records=path, shard=Shard(1, 2)) is None
+    merged = evaluate(model, x, y, cfg, progress=False, records=path, shard=Shard(0, 2))
+    assert strip(merged) == strip(one)
+    assert len(path.read_text().splitlines()) == one["n_images"] * one["clean_accuracy"]
+    # a rerun resumes from the records and attacks nothing
+    again = evaluate(model, x, y, cfg, progress=False, records=path)
+    assert strip(again) == strip(one)

@@ -126,6 +126,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
             _set_eval_bn(model, args.eval_bn)
             name = f"eval_bn-{args.eval_bn}.json"
         report = evaluate(model, test.x, test.y, eval_preset(args.dataset, args.evaluate), progress=not args.quiet)
+        assert report is not None  # one process, no shard
         report["bn_setting"] = args.eval_bn
         (Path(args.out) / name).write_text(json.dumps(report, indent=1))
         out["robust_accuracy"] = {str(b["epsilon"]): b["robust_accuracy"] for b in report["by_epsilon"]}

@@ -45,6 +45,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -53,6 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nlprobust.core.runner import Shard, run_items
 from nlprobust.vision.attacks import get_attack
 
 __all__ = ["EvalConfig", "AUTOATTACK_COMPONENTS", "eval_preset", "evaluate", "frozen_for_eval", "masking_reasons",
@@ -360,7 +362,8 @@ def _frac(mask: torch.Tensor, n: int) -> float:
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: EvalConfig, *,
-             transfer_from: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
+             transfer_from: nn.Module | None = None, progress: bool = True,
+             records: str | os.PathLike[str] | None = None, shard: Shard | None = None) -> dict[str, Any] | None:
     """Robust accuracy of ``model`` on ``x``, ``y`` under every attack of ``config``, per epsilon.
 
     Args:
@@ -373,6 +376,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: EvalCon
         transfer_from: naturally trained source model for the transfer attack; default: the model of
             ``config.transfer_checkpoint``, or no transfer attack. Its modes are restored as the model's.
         progress: show a tqdm progress bar.
+        records: a JSON-lines file of per-image results (one line per correctly classified image: whether it
+            survived each attack at each epsilon), written chunk by chunk by the project's runner
+            (:func:`nlprobust.core.runner.run_items`) so an interrupted evaluation resumes; each chunk of
+            ``config.batch_size`` images is attacked with seed ``config.seed + chunk``, whatever the order.
+        shard: this process's part of a sharded evaluation (needs ``records``): each process attacks its
+            chunks, and the one that completes last merges them and returns the report; the others return
+            ``None``. Default: one process.
 
     Returns:
         A JSON-ready dict: ``n_images``, ``clean_accuracy``, ``attacks`` (names run), ``config``,
@@ -415,32 +425,50 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: EvalCon
         idx = torch.nonzero(correct).flatten()
         log.info("clean accuracy %.4f on %d images", _frac(correct, n), n)
         attacks = _attacks(net, source, config, n_classes)
-        chunks = [idx[i:i + config.batch_size] for i in range(0, len(idx), config.batch_size)]
         so_idx = idx[:config.signopt_images]
-        bar = tqdm(total=len(config.epsilons) * len(chunks) * len(attacks) + int(len(so_idx) > 0),
-                   desc="robustness", unit="batch", disable=not progress)
-        try:
-            so_report, so_dist = _sign_opt(net, x, y, so_idx, config, bar)
-            found_before = torch.zeros(n, dtype=torch.bool)  # adversarial found at a smaller epsilon
-            per_eps = []
+        positions = idx.tolist()
+
+        def process(c: int, part: list[int]) -> list[dict[str, Any]]:
+            chunk = torch.tensor(part, dtype=torch.long)
+            recs: list[dict[str, Any]] = [{"index": p, "robust": {}, "seconds": {}} for p in part]
             for eps in config.epsilons:
-                robust: dict[str, torch.Tensor] = {}
-                seconds: dict[str, float] = {}
                 for name, run in attacks.items():
-                    ok = correct.clone()
                     t0 = time.time()
-                    for b, chunk in enumerate(chunks):
-                        bar.set_postfix_str(f"eps={eps:.4g} {name}")
-                        dev = _model_device(source if name == "transfer" and source is not None else net)
-                        x_adv = run(x[chunk].to(dev), y[chunk].to(dev), eps, config.seed + b)
-                        ok[chunk] = _survives(net, x_adv, x[chunk], y[chunk], eps, name)
-                        bar.update(1)
-                    robust[name] = ok
-                    seconds[name] = round(time.time() - t0, 3)
-                    log.info("eps %g %s: robust accuracy %.4f (%.1f s)", eps, name, _frac(ok, n), seconds[name])
-                per_eps.append(_summarise(eps, robust, seconds, correct, so_idx, so_dist, config, found_before))
-        finally:
-            bar.close()
+                    dev = _model_device(source if name == "transfer" and source is not None else net)
+                    x_adv = run(x[chunk].to(dev), y[chunk].to(dev), eps, config.seed + c)
+                    ok = _survives(net, x_adv, x[chunk], y[chunk], eps, name).tolist()
+                    per_image = (time.time() - t0) / len(part)
+                    for rec, o in zip(recs, ok):
+                        rec["robust"].setdefault(repr(float(eps)), {})[name] = bool(o)
+                        rec["seconds"].setdefault(repr(float(eps)), {})[name] = per_image
+            return recs
+
+        so_report, so_dist = _sign_opt(net, x, y, so_idx, config)
+        if records is None:
+            if shard is not None and shard.world > 1:
+                raise ValueError("a sharded evaluation needs a records file")
+            chunks = [positions[i:i + config.batch_size] for i in range(0, len(positions), config.batch_size)]
+            bar = tqdm(chunks, desc="robustness", unit="batch", disable=not progress)
+            image_recs = [r for c, part in enumerate(bar) for r in process(c, part)]
+        else:
+            outcome = run_items(positions, process, records, keys=positions, chunk_size=config.batch_size,
+                                shard=shard or Shard(), desc="robustness", unit="img", progress=progress)
+            if not outcome.merged:
+                return None
+            image_recs = outcome.records
+        found_before = torch.zeros(n, dtype=torch.bool)  # adversarial found at a smaller epsilon
+        per_eps = []
+        for eps in config.epsilons:
+            robust: dict[str, torch.Tensor] = {}
+            seconds: dict[str, float] = {}
+            for name in attacks:
+                ok = correct.clone()
+                for rec in image_recs:
+                    ok[rec["index"]] = rec["robust"][repr(float(eps))][name]
+                robust[name] = ok
+                seconds[name] = round(sum(rec["seconds"][repr(float(eps))][name] for rec in image_recs), 3)
+                log.info("eps %g %s: robust accuracy %.4f", eps, name, _frac(ok, n))
+            per_eps.append(_summarise(eps, robust, seconds, correct, so_idx, so_dist, config, found_before))
     report: dict[str, Any] = {
         "n_images": n,
         "clean_accuracy": _frac(correct, n),
@@ -457,13 +485,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: EvalCon
     return report
 
 
-def _sign_opt(model: nn.Module, x: torch.Tensor, y: torch.Tensor, so_idx: torch.Tensor, config: EvalConfig,
-              bar: Any) -> tuple[dict[str, Any] | None, torch.Tensor]:
+def _sign_opt(model: nn.Module, x: torch.Tensor, y: torch.Tensor, so_idx: torch.Tensor,
+              config: EvalConfig) -> tuple[dict[str, Any] | None, torch.Tensor]:
     """Run Sign-OPT (untargeted, L-inf, minimum distortion) once on ``so_idx``; its distances serve every epsilon
     (inf where it found no adversarial)."""
     if len(so_idx) == 0:
         return None, torch.zeros(0)
-    bar.set_postfix_str("sign-opt")
     t0 = time.time()
     attack = get_attack("sign-opt", norm="linf", budget=config.signopt_budget, n_init=config.signopt_init,
                         seed=config.seed, batch_size=config.batch_size)
@@ -472,7 +499,6 @@ def _sign_opt(model: nn.Module, x: torch.Tensor, y: torch.Tensor, so_idx: torch.
     still = _survives(model, res.x_adv, x[so_idx], y[so_idx], 1.0, "sign-opt")
     dist = torch.where(~still, (res.x_adv.float().clamp(0, 1) - x[so_idx]).flatten(1).abs().amax(1),
                        torch.full((len(so_idx),), math.inf))
-    bar.update(1)
     found = int(torch.isfinite(dist).sum())
     median = float(dist.median())  # inf when Sign-OPT found no adversarial for half of the images or more
     seconds = round(time.time() - t0, 3)
