@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+_SYNC_EVERY = 4  # decoding asks the device whether every row is done this often (one host sync)
+
 
 @torch.no_grad()
 def beam_search(
@@ -44,13 +46,14 @@ def beam_search(
     history = torch.empty((b * k, 0), dtype=torch.long, device=device)
     finished = torch.zeros(b * k, dtype=torch.bool, device=device)
     base = (torch.arange(b, device=device) * k).unsqueeze(1)
+    t_done = 0
     for _ in range(max_len):
         lp = step(last).float()
         if ban:
             lp[:, ban] = float("-inf")
-        if bool(finished.any()):
-            lp.masked_fill_(finished.unsqueeze(1), float("-inf"))
-            lp[finished, eos] = 0.0
+        # finished rows may only repeat EOS at no cost (a no-op while none has finished: no host branch)
+        lp.masked_fill_(finished.unsqueeze(1), float("-inf"))
+        lp[:, eos] = lp[:, eos].masked_fill(finished, 0.0)
         vocab = lp.shape[1]
         top, idx = (scores.unsqueeze(1) + lp).view(b, k * vocab).topk(k, dim=1)
         tok = (idx % vocab).view(-1)
@@ -63,7 +66,10 @@ def beam_search(
         finished = finished | (tok == eos)
         scores = top.view(-1)
         last = tok
-        if bool(finished.view(b, k)[:, 0].all()):
+        # the host asks whether every row's best hypothesis has ended only every _SYNC_EVERY steps: a finished
+        # best hypothesis keeps its score while the others can only fall, so extra steps change nothing
+        t_done += 1
+        if t_done % _SYNC_EVERY == 0 and bool(finished.view(b, k)[:, 0].all()):
             break
     best = history.view(b, k, -1)[:, 0].tolist()
     out = []
