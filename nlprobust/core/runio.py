@@ -1,5 +1,5 @@
 """Run I/O shared by every trainer and runner: JSON-lines logs, atomic writes and checkpoints, RNG state and
-seeds, run folders (config + versions + git SHA), and an eval-mode context.
+seeds, and run folders (config + versions + git SHA).
 
 Policies, the same everywhere:
 
@@ -14,7 +14,6 @@ Policies, the same everywhere:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -22,13 +21,13 @@ import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = ["JsonlLog", "read_jsonl", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
-           "atomic_dir", "complete_dir", "rng_state", "set_rng_state", "seed_everything", "seed_for",
-           "versions", "git_sha", "run_metadata", "start_run", "eval_mode"]
+           "atomic_dir", "complete_dir", "rng_state", "set_rng_state", "seed_for",
+           "versions", "git_sha", "run_metadata", "start_run"]
 
 
 # --- JSON lines ---------------------------------------------------------------------------------------------
@@ -192,14 +191,6 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's and torch's generators (all devices)."""
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def seed_for(*parts: int) -> int:
     """A deterministic seed from integers, e.g. ``seed_for(seed, chunk, side)`` (the same on every process and
     Python version, unlike ``hash`` of strings)."""
@@ -267,16 +258,3 @@ def start_run(out: str | os.PathLike[str], config: Mapping[str, Any], *, resumin
         return path
     atomic_write_json(path, {"run": new, "versions": versions(*modules), "git_sha": git_sha()})
     return path
-
-
-@contextlib.contextmanager
-def eval_mode(*modules: Any) -> Iterator[None]:
-    """Put ``modules`` in eval mode for the block and restore each one's previous mode after."""
-    modes = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
-        yield
-    finally:
-        for m, was in zip(modules, modes):
-            m.train(was)

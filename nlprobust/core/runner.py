@@ -17,6 +17,7 @@ group is needed, only a folder every rank can write (a shared file system across
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Hashable, Sequence
@@ -67,8 +68,6 @@ def read_items(source: Any, *, text_column: str = "text", split: str = "train") 
             kind = p.suffix[1:]
             rows, where = [dict(r) for r in load_dataset(kind, data_files=str(p), split="train")], str(p)
         elif p.suffix == ".jsonl":
-            import json
-
             rows, where = [], str(p)
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
                 if not line.strip():
@@ -184,8 +183,6 @@ def merge_shards(out: str | os.PathLike[str], keys: Sequence[Hashable], world: i
             found.setdefault(_hashable(rec.get(key)), rec)
     if any(_hashable(k) not in found for k in keys):
         return None
-    import json
-
     merged = [found[_hashable(k)] for k in keys]
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
     if remove:
@@ -219,7 +216,8 @@ def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dic
     item_keys = list(range(len(items))) if keys is None else list(keys)
     if len(item_keys) != len(items):
         raise ValueError(f"{len(items)} items but {len(item_keys)} keys")
-    if len(set(map(_hashable, item_keys))) != len(item_keys):
+    hkeys = [_hashable(k) for k in item_keys]
+    if len(set(hkeys)) != len(hkeys):
         raise ValueError("item keys must be unique")
     out_path = Path(out)
     own = shard_path(out_path, shard)
@@ -228,12 +226,12 @@ def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dic
     log = JsonlLog(own, key=key, resume=resume)
     done = {_hashable(k) for k in log.done}
     if shard.world > 1 and resume:  # an earlier merge of this run holds finished records too
-        owned = {_hashable(item_keys[i]) for _, rng in mine for i in rng}
+        owned = {hkeys[i] for _, rng in mine for i in rng}
         log.extend([r for r in read_jsonl(out_path) if _hashable(r.get(key)) in owned - done])
         done = {_hashable(k) for k in log.done}
-    todo = [(c, rng) for c, rng in mine if any(_hashable(item_keys[i]) not in done for i in rng)]
+    todo = [(c, rng) for c, rng in mine if any(hkeys[i] not in done for i in rng)]
     total = sum(len(rng) for _, rng in mine)
-    finished = sum(1 for _, rng in mine for i in rng if _hashable(item_keys[i]) in done)
+    finished = sum(1 for _, rng in mine for i in rng if hkeys[i] in done)
     if finished:
         where = f"rank {shard}: " if shard.world > 1 else ""
         print(f"{where}resuming: {finished} of {total} {unit}s already in {own}", file=sys.stderr)
@@ -244,7 +242,7 @@ def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dic
                disable=not progress, dynamic_ncols=True, position=shard.local_rank if shard.world > 1 else None)
     for c, rng in todo:
         records = list(process(c, [items[i] for i in rng]))
-        wanted = {_hashable(item_keys[i]) for i in rng}
+        wanted = {hkeys[i] for i in rng}
         got = {_hashable(r.get(key)) for r in records}
         if got != wanted:
             raise RuntimeError(f"chunk {c}: process returned records for keys {sorted(map(str, got))[:5]}..., "
@@ -254,7 +252,7 @@ def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dic
         bar.update(len(rng))
     bar.close()
     if shard.world == 1:
-        order = {_hashable(k): i for i, k in enumerate(item_keys)}
+        order = {k: i for i, k in enumerate(hkeys)}
         recs = sorted((r for r in log.records if _hashable(r.get(key)) in order),
                       key=lambda r: order[_hashable(r.get(key))])
         return RunOutcome(recs, merged=True, out=out_path, shard_file=own, complete=len(recs) == len(items))
