@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     onmt.add_argument("--data-dir", default=None)
     onmt.add_argument("--train-steps", type=int, default=None)
     onmt.add_argument("--lowercase", action="store_true")
-    onmt.add_argument("--seed", type=int, default=0)
+    onmt.add_argument("--seed", type=int, default=1, help="OpenNMT-py seed, >= 1 (default 1)")
     onmt.set_defaults(func=cmd_train)
 
     mar = tr.add_parser("marian", help="HuggingFace Marian transformer built from config (SentencePiece)")

@@ -42,7 +42,9 @@ class OnmtLSTMConfig:
     select_by: str = "ppl"
     words_min_frequency: int = 2
     label_smoothing: float = 0.1
-    seed: int = 0
+    #: OpenNMT-py seeds torch, ``random`` and numpy only for a seed >= 1; with 0 or less every run shuffles
+    #: and initialises differently (the checkpoint of two runs of one config then differs), so it must be >= 1
+    seed: int = 1
     #: a GloVe-format text file (``word v1 ... vd`` per line, d = ``word_vec_size``) that initialises the
     #: encoder and decoder embeddings of the words it covers (OpenNMT-py ``both_embeddings``)
     embeddings: str | None = None
@@ -55,6 +57,8 @@ class OnmtLSTMConfig:
     def __post_init__(self) -> None:
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {list(SELECT_BY)}, got {self.select_by!r}")
+        if self.seed < 1:
+            raise ValueError(f"seed must be >= 1 (OpenNMT-py leaves a run unseeded for seed <= 0), got {self.seed}")
         if self.share_embeddings and self.word_vec_size != self.hidden_size:
             raise ValueError(f"share_embeddings ties the output layer to the embeddings: word_vec_size "
                              f"({self.word_vec_size}) must equal hidden_size ({self.hidden_size})")
