@@ -58,7 +58,8 @@ def _num(x: float | None, spec: str = ".3f") -> str:
 
 
 def cmd_train_sv(args: argparse.Namespace) -> int:
-    from negotiation.train import load_examples, sv_preset, train_supervised
+    from negotiation.data import load_examples
+    from negotiation.train import sv_preset, train_supervised
 
     cfg = sv_preset(args.preset, **_overrides(args, {"seed": "seed", "epochs": "epochs", "batch_size": "batch_size",
                                                    "lr": "lr", "max_train": "max_train", "max_valid": "max_valid",
@@ -77,7 +78,8 @@ def cmd_train_sv(args: argparse.Namespace) -> int:
 
 
 def cmd_train_rl(args: argparse.Namespace) -> int:
-    from negotiation.train import load_examples, load_scenarios, read_log, rl_preset, train_rl
+    from negotiation.data import load_examples, load_scenarios
+    from negotiation.train import read_log, rl_preset, train_rl
 
     _load_model(args.sv)  # a clear error for a missing or unfinished SV model
     if args.partner:
@@ -86,7 +88,7 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
                                                    "lr": "lr", "scenarios": "max_scenarios", "reward": "reward",
                                                    "max_train": "max_train", "max_valid": "max_valid",
                                                    "complement": "complement"}))
-    scenarios = load_scenarios(args.data_dir, limit=cfg.max_scenarios)
+    scenarios = load_scenarios("selfplay", args.data_dir, limit=cfg.max_scenarios)
     train = load_examples("train", args.data_dir, limit=cfg.max_train) if cfg.sv_every else []
     valid = load_examples("val", args.data_dir, limit=cfg.max_valid)
     t = time.time()
@@ -129,26 +131,36 @@ def _shard(text: str | None, games_file: str | None, option: str) -> Any:
     return shard
 
 
+def _add_game_rules(p: argparse.ArgumentParser, default_cap: str) -> None:
+    """--split, --max-turns and --cap-rule (recorded with the results)."""
+    from negotiation.data import SCENARIO_SPLITS
+    from negotiation.dialog import CAP_RULES
+    from negotiation.domain import MAX_TURNS
+
+    p.add_argument("--split", default="selfplay",
+                   help=f"scenarios: one of {', '.join(SCENARIO_SPLITS)} (test: the 200 held-out games of "
+                        f"test.txt, each in both orders), or a selfplay.txt-style file (default: selfplay)")
+    p.add_argument("--max-turns", type=int, default=MAX_TURNS, help=f"messages per game at most (default "
+                   f"{MAX_TURNS}, the thesis's; 20 with --cap-rule force-selection is FAIR's rule)")
+    p.add_argument("--cap-rule", choices=CAP_RULES, default=default_cap,
+                   help=f"a game at the cap: no deal, or its writer is made to select (default {default_cap})")
+
+
 def cmd_selfplay(args: argparse.Namespace) -> int:
     from negotiation.attacks.run import run_attack
     from negotiation.dialog import GameRecord, format_game, selfplay_metrics
-    from negotiation.train import load_scenarios
 
     if args.n is not None and args.n < 1:
         raise CliError(f"--n must be >= 1, got {args.n}")
     model_a = _load_model(args.a, args.device)
     model_b = model_a if Path(args.b).resolve() == Path(args.a).resolve() else _load_model(args.b, args.device)
-    scenarios = load_scenarios(args.data_dir)
-    if args.n is not None:
-        if args.n > len(scenarios):
-            raise CliError(f"--n {args.n} exceeds the {len(scenarios)} scenarios of selfplay.txt")
-        scenarios = [scenarios[i] for i in sorted(random.Random(args.seed).sample(range(len(scenarios)), args.n))]
+    scenarios = _pick_scenarios(args)
     names = (args.name_a, args.name_b)
     shard = _shard(args.shard, args.games, "--games")
     t = time.time()
     games = run_attack("none", target=model_b, speaker=model_a, scenarios=scenarios, out_jsonl=args.games,
                        batch_size=args.batch_size, seed=args.seed, temperature=args.temperature, names=names,
-                       shard=shard, progress=not args.quiet)
+                       max_turns=args.max_turns, cap_rule=args.cap_rule, shard=shard, progress=not args.quiet)
     elapsed = time.time() - t
     if len(games) < len(scenarios):
         print(f"rank {shard}: its games are played; the last rank to finish merges them into {args.games}")
@@ -156,7 +168,8 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
     records = [GameRecord.from_dict(g) for g in games]
     metrics = selfplay_metrics(records)
     label = f"{names[0]} (A) vs {names[1]} (B)"
-    print(f"A = {args.a}, B = {args.b}: {len(records)} scenarios from selfplay.txt, {elapsed:.0f}s")
+    print(f"A = {args.a}, B = {args.b}: {len(records)} games ({args.split} scenarios, at most {args.max_turns} "
+          f"messages, {args.cap_rule} at the cap), {elapsed:.0f}s")
     print(metrics_table([(label, metrics.to_dict())]))
     shown = [format_game(r, names) for r in records[: args.transcripts]]
     for text in shown:
@@ -167,6 +180,7 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
         from nlprobust.core.runio import run_metadata
 
         payload: dict[str, Any] = {"a": args.a, "b": args.b, "names": list(names), "n": len(records),
+                                   "split": args.split, "max_turns": args.max_turns, "cap_rule": args.cap_rule,
                                    "seed": args.seed, "temperature": args.temperature, "wall_time_s": round(elapsed, 1),
                                    **run_metadata(), "metrics": metrics.to_dict(),
                                    "transcripts": [{"text": s, "record": r.to_dict()}
@@ -180,9 +194,9 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from negotiation.agents import HumanAgent, RnnAgent
+    from negotiation.data import load_scenarios
     from negotiation.dialog import format_game, play
     from negotiation.domain import random_scenario
-    from negotiation.train import load_scenarios
 
     model = _load_model(args.model, args.device)
     rng = random.Random(args.seed)
@@ -190,7 +204,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         scenario = random_scenario(rng)
     else:
         try:
-            scenarios = load_scenarios(args.data_dir)
+            scenarios = load_scenarios("selfplay", args.data_dir)
         except FileNotFoundError as exc:
             raise CliError(f"{exc}; or pass --random-scenario to play a randomly drawn game") from None
         if args.scenario is not None and not 0 <= args.scenario < len(scenarios):
@@ -213,12 +227,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _pick_scenarios(args: argparse.Namespace) -> list[Any]:
-    from negotiation.train import load_scenarios
+    from negotiation.data import load_scenarios
 
-    scenarios = load_scenarios(args.data_dir)
+    try:
+        scenarios = load_scenarios(args.split, args.data_dir, both_orders=args.split in ("val", "test"))
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
     if args.n is not None:
         if not 1 <= args.n <= len(scenarios):
-            raise CliError(f"--n must be 1..{len(scenarios)}, got {args.n}")
+            raise CliError(f"--n must be 1..{len(scenarios)} (the games of --split {args.split}), got {args.n}")
         scenarios = [scenarios[i] for i in sorted(random.Random(args.seed).sample(range(len(scenarios)), args.n))]
     return scenarios
 
@@ -235,10 +252,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if not args.rl_attacker:
             raise CliError(f"--method {args.method} needs --rl-attacker (the RL attacker whose high-reward "
                            f"dialogues give the transfer sentences)")
-        from negotiation.train import load_scenarios
+        from negotiation.data import load_scenarios
 
         chosen = {s for s in scenarios}
-        others = [s for s in load_scenarios(args.data_dir) if s not in chosen][: args.transfer_games]
+        others = [s for s in load_scenarios("selfplay", args.data_dir) if s not in chosen][: args.transfer_games]
         pool = collect_transfer_sentences(_load_model(args.rl_attacker, args.device), target, others,
                                           seed=args.seed)
         print(f"{len(pool)} transfer sentences from {len(others)} dialogues of the RL attacker")
@@ -247,7 +264,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     games = run_attack(args.method, target=target, speaker=speaker, scenarios=scenarios, out_jsonl=args.out,
                        batch_size=args.batch_size, seed=args.seed, start_turn=args.start_turn, kappa=args.kappa,
                        sel_margin=args.sel_margin, replies=args.replies, validate=args.validate,
-                       max_changes=args.max_changes,
+                       max_changes=args.max_changes, max_turns=args.max_turns, cap_rule=args.cap_rule,
                        transfer_sentences=pool, temperature=args.temperature, shard=shard, progress=not args.quiet)
     if len(games) < len(scenarios):
         print(f"rank {shard}: its games are played; the last rank to finish merges them into {args.out}")
@@ -255,7 +272,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     s = summarize_games(games)
     print(f"{args.method} against {args.target} ({len(games)} games, {time.time() - t:.0f}s this run): "
           f"PAR {100 * s['par']:.1f}%, score {s['score_attacker']:.2f} vs {s['score_target']:.2f} "
-          f"(advantage {s['advantage']:.2f}), agreement {100 * s['agreement']:.1f}%")
+          f"(advantage {s['advantage']:.2f} +- {s['ci95']['advantage'] or 0:.2f}), agreement "
+          f"{100 * s['agreement']:.1f}%; {args.split} scenarios, at most {args.max_turns} messages, "
+          f"{args.cap_rule} at the cap")
     return 0
 
 
@@ -263,12 +282,12 @@ def cmd_adv_train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from negotiation.adversarial_training import ADV_PRESETS, adversarial_training, read_log
-    from negotiation.train import load_examples, load_scenarios
+    from negotiation.data import load_examples, load_scenarios
 
     _load_model(args.target)
     _load_model(args.attacker)
     cfg = dataclasses.replace(ADV_PRESETS[args.preset], **_overrides(args, {"rounds": "rounds", "seed": "seed"}))
-    scenarios = load_scenarios(args.data_dir)
+    scenarios = load_scenarios("selfplay", args.data_dir)
     held = scenarios[-cfg.eval_scenarios :]
     train = load_examples("train", args.data_dir) if cfg.sv_every else []
     t = time.time()
@@ -328,13 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--quiet", action="store_true", help="no progress bars")
     rl.set_defaults(func=cmd_train_rl)
 
-    sp = sub.add_parser("selfplay", help="two checkpoints negotiate on scenarios from selfplay.txt")
+    sp = sub.add_parser("selfplay", help="two checkpoints negotiate (selfplay.txt or held-out test.txt games)")
     sp.add_argument("a", help="checkpoint of side A (the first context of each scenario)")
     sp.add_argument("b", help="checkpoint of side B (may equal A)")
     sp.add_argument("--n", "--num-games", dest="n", type=int, default=None,
                     help="a seeded sample of N scenarios (default: all; under torchrun write --num-games, "
                          "which torchrun's own options cannot swallow)")
     _add_common(sp)
+    _add_game_rules(sp, "no-deal")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--temperature", type=float, default=0.5)
     sp.add_argument("--batch-size", type=int, default=128, help="games played in parallel")
@@ -350,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_selfplay)
 
-    at = sub.add_parser("attack", help="an AdvAgent attack against a target on scenarios from selfplay.txt")
+    at = sub.add_parser("attack", help="an AdvAgent attack against a target (selfplay.txt or held-out test.txt games)")
     at.add_argument("--method", required=True, choices=["none", "rl", "transfer", "reactive", "preemptive",
                                                         "ra-pa-da", "ra-pa-ta"])
     at.add_argument("--target", required=True, help="the target agent's checkpoint (white-box for the greedy "
@@ -362,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--n", "--num-games", dest="n", type=int, default=None,
                     help="a seeded sample of N scenarios (default: all; under torchrun write --num-games)")
     _add_common(at)
+    _add_game_rules(at, "force-selection")
     at.add_argument("--seed", type=int, default=0)
     at.add_argument("--temperature", type=float, default=0.5)
     at.add_argument("--batch-size", type=int, default=64, help="games played in parallel")

@@ -29,10 +29,11 @@ deterministically, and the cap is enforced.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from tqdm.auto import tqdm
@@ -56,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 SIDES: tuple[str, str] = ("a", "b")
 FirstMover = Literal["a", "b", "alternate", "random"]
+CapRule = Literal["no-deal", "force-selection"]
+CAP_RULES: tuple[str, ...] = ("no-deal", "force-selection")
+#: the turn rule of Lewis et al.'s self-play as the thesis author's released code plays it: 20 messages, then
+#: the writer at the cap is made to select (FAIR's own self-play has no cap)
+FAIR_TURNS, FAIR_CAP_RULE = 20, "force-selection"
 
 
 class Message(NamedTuple):
@@ -153,7 +159,7 @@ def _check_message(agent: Agent, game: int, msg: Sequence[str]) -> tuple[str, ..
 
 
 def _play_batch(agents: tuple[Agent, Agent], scenarios: Sequence[Scenario], firsts: Sequence[str], *,
-                max_turns: int, complement_side: str | None, close_at_cap: bool) -> list[GameRecord]:
+                max_turns: int, complement_side: str | None, cap_rule: CapRule) -> list[GameRecord]:
     n = len(scenarios)
     agents[0].feed_context([s.first for s in scenarios])
     agents[1].feed_context([s.second for s in scenarios])
@@ -193,7 +199,8 @@ def _play_batch(agents: tuple[Agent, Agent], scenarios: Sequence[Scenario], firs
     records = []
     for g, sc in enumerate(scenarios):
         ca, cb = chosen[0][g], chosen[1][g]
-        out = score_selections(ca, cb, sc) if selected[g] or close_at_cap else Outcome(False, (0, 0))
+        closes = selected[g] or cap_rule == "force-selection"
+        out = score_selections(ca, cb, sc) if closes else Outcome(False, (0, 0))
         pareto = is_pareto_optimal(ca, sc) if out.agreed and ca is not None else None
         records.append(GameRecord(sc, firsts[g], tuple(messages[g]), (ca, cb), out.agreed, out.scores,
                                   selected[g], pareto))
@@ -204,21 +211,24 @@ def _play_batch(agents: tuple[Agent, Agent], scenarios: Sequence[Scenario], firs
 
 def play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario], *, max_turns: int = MAX_TURNS,
          first: FirstMover | Sequence[str] = "alternate", seed: int = 0, batch_size: int | None = None,
-         complement: Literal["a", "b"] | None = None, close_at_cap: bool | None = None,
+         complement: Literal["a", "b"] | None = None, cap_rule: CapRule | None = None,
          progress: bool = False) -> list[GameRecord]:
     """Play every scenario between ``agent_a`` (``scenario.first``) and ``agent_b`` (``scenario.second``).
 
     Args:
         agent_a, agent_b: the two sides; the same object may not play both sides.
         scenarios: the games.
-        max_turns: cap on messages per game (>= 1); a game without ``<selection>`` by then is a no deal.
+        max_turns: cap on messages per game (>= 1); what a game that reaches it without ``<selection>``
+            scores is ``cap_rule``'s.
         first: who writes first in each game (:func:`first_movers`); the same for any ``batch_size``.
         seed: seed of ``first="random"``.
         batch_size: games played in parallel (None: all; 1: one at a time). Each chunk starts fresh agents'
             state with ``feed_context`` and ends with ``update``.
         complement: the side that does not choose but takes the complement of the other's choice.
-        close_at_cap: score a game that hit the turn cap on the choices made after its last message instead
-            of as a no deal (default: True with ``complement``, else False).
+        cap_rule: a game that hits the turn cap is a no deal (``"no-deal"``, the thesis's rule), or its writer
+            is made to select and both sides choose (``"force-selection"``, the rule of the thesis author's
+            released attack code, with its cap of 20 the closest to FAIR's uncapped self-play). Default:
+            ``"force-selection"`` with ``complement``, else ``"no-deal"``.
         progress: show a progress bar over chunks.
 
     Returns:
@@ -232,8 +242,10 @@ def play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario], *, max_t
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     if complement not in (None, *SIDES):
         raise ValueError(f"complement must be None, 'a' or 'b', got {complement!r}")
-    if close_at_cap is None:
-        close_at_cap = complement is not None
+    if cap_rule is None:
+        cap_rule = "force-selection" if complement is not None else "no-deal"
+    if cap_rule not in CAP_RULES:
+        raise ValueError(f"cap_rule must be one of {list(CAP_RULES)}, got {cap_rule!r}")
     scenarios = list(scenarios)
     firsts = first_movers(len(scenarios), first, seed=seed)
     size = batch_size or max(1, len(scenarios))
@@ -241,7 +253,7 @@ def play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario], *, max_t
     starts = range(0, len(scenarios), size)
     for k in tqdm(starts, desc="dialogues", unit="batch", disable=not progress):
         records += _play_batch((agent_a, agent_b), scenarios[k : k + size], firsts[k : k + size],
-                               max_turns=max_turns, complement_side=complement, close_at_cap=close_at_cap)
+                               max_turns=max_turns, complement_side=complement, cap_rule=cap_rule)
     return records
 
 
@@ -262,6 +274,8 @@ class SelfPlayMetrics:
         turns: average number of messages per game.
         selected: share of games that ended with ``<selection>`` (the rest hit the turn cap).
         score_a_agreed, score_b_agreed: average scores over agreed games only (None without any).
+        ci95: half-width of the 95% confidence interval of each mean above (normal approximation over the
+            games, ``1.96 x sd / sqrt(n)``; Pareto over the agreed games), so a row reads ``mean +- ci95``.
     """
 
     games: int
@@ -275,6 +289,7 @@ class SelfPlayMetrics:
     selected: float
     score_a_agreed: float | None
     score_b_agreed: float | None
+    ci95: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -287,6 +302,11 @@ def selfplay_metrics(records: Sequence[GameRecord]) -> SelfPlayMetrics:
         raise ValueError("no game records to summarise")
     agreed = [r for r in records if r.agreed]
     k = len(agreed)
+    per_game: dict[str, list[float]] = {
+        "score_a": [r.scores[0] for r in records], "score_b": [r.scores[1] for r in records],
+        "advantage": [r.advantage for r in records], "agreement": [float(r.agreed) for r in records],
+        "par": [float(r.scores[0] > r.scores[1]) for r in records], "pareto": [float(bool(r.pareto)) for r in agreed],
+        "turns": [float(r.turns) for r in records]}
     return SelfPlayMetrics(
         games=n,
         score_a=sum(r.scores[0] for r in records) / n,
@@ -299,7 +319,19 @@ def selfplay_metrics(records: Sequence[GameRecord]) -> SelfPlayMetrics:
         selected=sum(r.selected for r in records) / n,
         score_a_agreed=sum(r.scores[0] for r in agreed) / k if k else None,
         score_b_agreed=sum(r.scores[1] for r in agreed) / k if k else None,
+        ci95={name: ci95(values) for name, values in per_game.items()},
     )
+
+
+def ci95(values: Sequence[float]) -> float | None:
+    """Half-width of the normal-approximation 95% confidence interval of the mean of ``values`` (sample
+    standard deviation; None for fewer than two values)."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return 1.96 * math.sqrt(var / n)
 
 
 # --- transcripts ------------------------------------------------------------------------------------------
@@ -365,11 +397,16 @@ def benchmark_play(agent_a: Agent, agent_b: Agent, scenarios: Sequence[Scenario]
 
 
 __all__ = [
+    "CAP_RULES",
+    "FAIR_CAP_RULE",
+    "FAIR_TURNS",
+    "CapRule",
     "SIDES",
     "GameRecord",
     "Message",
     "SelfPlayMetrics",
     "benchmark_play",
+    "ci95",
     "describe_context",
     "describe_take",
     "first_movers",

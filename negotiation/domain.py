@@ -31,12 +31,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 ITEMS: tuple[str, ...] = ("book", "hat", "ball")
 NUM_ITEMS = len(ITEMS)
@@ -390,21 +388,3 @@ def parse_scenario_lines(lines: Iterable[str], *, source: str = "<lines>") -> li
         except ValueError as exc:
             raise ValueError(f"{source}:{numbered[k][0]}-{numbered[k + 1][0]}: {exc}") from None
     return out
-
-
-def read_scenarios(path: str | os.PathLike[str]) -> list[Scenario]:
-    """Read a ``selfplay.txt``-style file: each consecutive pair of lines is one game's two contexts."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"scenario file not found: {p}")
-    return parse_scenario_lines(p.read_text(encoding="utf-8").splitlines(), source=str(p))
-
-
-def selfplay_scenarios(data_dir: str | os.PathLike[str] | None = None) -> list[Scenario]:
-    """The 4,086 self-play scenarios of ``<data>/negotiate/selfplay.txt`` (data folder as in
-    :func:`nlprobust.core.data.data_root`: argument, else ``NLPROBUST_DATA``, else ``../shared/data``)."""
-    from nlprobust.core.data import data_root
-
-    root = data_root(data_dir)
-    assert root is not None
-    return read_scenarios(root / "negotiate" / "selfplay.txt")

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from negotiation.data import load_examples, load_scenarios
 from negotiation.train import (
     is_complete,
-    load_examples,
-    load_scenarios,
     read_log,
     rl_preset,
     sv_preset,
@@ -43,7 +42,7 @@ def train_agents(scale: str, runs: Path, data_dir: str | None, seed: int, device
                              load_examples("val", data_dir, limit=sv_cfg.max_valid), sv_dir, sv_cfg, device=device,
                              progress=progress)
         elif trained:
-            train_rl(sv_dir, rl_dir, rl_cfg, scenarios=load_scenarios(data_dir, limit=rl_cfg.max_scenarios),
+            train_rl(sv_dir, rl_dir, rl_cfg, scenarios=load_scenarios("selfplay", data_dir, limit=rl_cfg.max_scenarios),
                      train=load_examples("train", data_dir, limit=rl_cfg.max_train) if rl_cfg.sv_every else [],
                      valid=load_examples("val", data_dir, limit=rl_cfg.max_valid), device=device, progress=progress)
         log = read_log(folder)

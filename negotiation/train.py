@@ -55,7 +55,6 @@ Deviations from the paper / FAIR code:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import math
@@ -72,9 +71,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from negotiation.agents import DEFAULT_MAX_WORDS, DEFAULT_TEMPERATURE, RnnAgent
-from negotiation.corpus import FAIR_MIN_FREQ, Batch, Example, build_word_vocab, iter_batches, parse_lines
-from negotiation.dialog import GameRecord, SelfPlayMetrics, play, selfplay_metrics
-from negotiation.domain import MAX_TURNS, Scenario, parse_scenario_lines
+from negotiation.corpus import FAIR_MIN_FREQ, Batch, Example, build_word_vocab, iter_batches
+from negotiation.dialog import CapRule, GameRecord, SelfPlayMetrics, play, selfplay_metrics
+from negotiation.domain import MAX_TURNS, Scenario
 from negotiation.model import WEIGHTS_FILE, DialogModel, DialogModelConfig
 from nlprobust.core.runio import atomic_dir, complete_dir, rng_state, seed_for, set_rng_state, start_run
 
@@ -299,46 +298,6 @@ def rl_preset(name: str, **overrides: Any) -> ReinforceConfig:
     return dataclasses.replace(RL_PRESETS[name], **overrides)
 
 
-# --- data ------------------------------------------------------------------------------------------------
-
-
-def _negotiate_file(name: str, data_dir: str | os.PathLike[str] | None) -> Path:
-    from nlprobust.core.data import DataNotFoundError, data_root
-
-    root = data_root(data_dir)
-    assert root is not None
-    path = root / "negotiate" / name
-    if not path.is_file():
-        raise DataNotFoundError(f"negotiation data file not found: {path} (expected the Deal-or-No-Deal folder "
-                                f"negotiate/ under the data folder; pass --data-dir or set NLPROBUST_DATA)")
-    return path
-
-
-def load_examples(split: str, data_dir: str | os.PathLike[str] | None = None, *,
-                  limit: int | None = None) -> list[Example]:
-    """The first ``limit`` (None: all) lines of ``<data>/negotiate/{train,val,test}.txt``, parsed.
-
-    Raises:
-        nlprobust.core.data.DataNotFoundError: no data folder, or no such file in it.
-        ValueError: unknown split or a malformed line.
-    """
-    name = "val" if split == "validation" else split
-    if name not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; expected train, val or test")
-    path = _negotiate_file(f"{name}.txt", data_dir)
-    with path.open(encoding="utf-8") as fh:
-        lines = [ln.rstrip("\n") for ln in itertools.islice(fh, limit)]
-    return parse_lines(lines, source=str(path)).examples
-
-
-def load_scenarios(data_dir: str | os.PathLike[str] | None = None, *, limit: int | None = None) -> list[Scenario]:
-    """The first ``limit`` (None: all 4,086) scenarios of ``<data>/negotiate/selfplay.txt``."""
-    path = _negotiate_file("selfplay.txt", data_dir)
-    with path.open(encoding="utf-8") as fh:
-        lines = [ln.rstrip("\n") for ln in itertools.islice(fh, None if limit is None else 2 * limit)]
-    return parse_scenario_lines(lines, source=str(path))
-
-
 # --- evaluation -------------------------------------------------------------------------------------------
 
 
@@ -392,7 +351,7 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
 @torch.no_grad()
 def evaluate_selfplay(model_a: DialogModel, model_b: DialogModel, scenarios: Sequence[Scenario], *,
                       temperature: float = DEFAULT_TEMPERATURE, batch_size: int | None = 128, seed: int = 0,
-                      max_turns: int = MAX_TURNS, max_words: int = DEFAULT_MAX_WORDS,
+                      max_turns: int = MAX_TURNS, cap_rule: CapRule = "no-deal", max_words: int = DEFAULT_MAX_WORDS,
                       names: tuple[str, str] = ("a", "b"),
                       progress: bool = False) -> tuple[list[GameRecord], SelfPlayMetrics]:
     """Self-play of two models (they may be the same object) on ``scenarios``: A writes first in even games.
@@ -402,7 +361,7 @@ def evaluate_selfplay(model_a: DialogModel, model_b: DialogModel, scenarios: Seq
     """
     a = RnnAgent(model_a, name=names[0], temperature=temperature, max_words=max_words, seed=seed)
     b = RnnAgent(model_b, name=names[1], temperature=temperature, max_words=max_words, seed=seed + 1)
-    records = play(a, b, scenarios, max_turns=max_turns, batch_size=batch_size, progress=progress)
+    records = play(a, b, scenarios, max_turns=max_turns, cap_rule=cap_rule, batch_size=batch_size, progress=progress)
     return records, selfplay_metrics(records)
 
 
@@ -931,8 +890,6 @@ __all__ = [
     "evaluate_selfplay",
     "evaluate_supervised",
     "is_complete",
-    "load_examples",
-    "load_scenarios",
     "read_log",
     "reinforce_loss",
     "reinforce_update",

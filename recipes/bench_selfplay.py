@@ -21,9 +21,10 @@ import torch
 
 from negotiation.agents import RnnAgent
 from negotiation.corpus import build_word_vocab
+from negotiation.data import load_examples, load_scenarios
 from negotiation.dialog import benchmark_play
 from negotiation.model import DialogModel
-from negotiation.train import is_complete, load_examples, load_scenarios, sv_preset
+from negotiation.train import is_complete, sv_preset
 from nlprobust.core.results import write_recipe_results
 from nlprobust.core.runio import run_metadata
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         words = build_word_vocab(load_examples("train", args.data_dir, limit=cfg.max_train), min_freq=cfg.min_freq)
         model = DialogModel(words, config=cfg.model).to(device).eval()
         which = f"untrained ({args.scale} size)"
-    scenarios = load_scenarios(args.data_dir, limit=n)
+    scenarios = load_scenarios("selfplay", args.data_dir, limit=n)
     a = RnnAgent(model, name="a", seed=args.seed)
     b = RnnAgent(model, name="b", seed=args.seed + 1)
     with torch.no_grad():

@@ -37,10 +37,11 @@ import torch
 from negotiation import adversarial_training as AT
 from negotiation.attacks.run import run_attack, summarize_games
 from negotiation.attacks.transfer import collect_transfer_sentences
+from negotiation.data import load_examples, load_scenarios
 from negotiation.dialog import GameRecord, format_game
 from negotiation.experiments import train_agents
 from negotiation.model import DialogModel
-from negotiation.train import is_complete, load_examples, load_scenarios, read_log, rl_preset, train_rl
+from negotiation.train import is_complete, read_log, rl_preset, train_rl
 from nlprobust.core.cli import SCALES, display_path, echo
 from nlprobust.core.runio import run_metadata
 from nlprobust.experiments.report import publish
@@ -93,7 +94,7 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
     cfg = rl_preset(scale, seed=seed, reward="advantage", complement=True, **ATTACKER[scale])
     if not is_complete(att_dir):
         print(f"training the RL attacker into {att_dir}", flush=True)
-    scen = load_scenarios(data_dir, limit=cfg.max_scenarios)
+    scen = load_scenarios("selfplay", data_dir, limit=cfg.max_scenarios)
     train = load_examples("train", data_dir, limit=cfg.max_train) if cfg.sv_every else []
     valid = load_examples("val", data_dir, limit=cfg.max_valid)
     train_rl(rl_dir, att_dir, cfg, scenarios=scen, train=train, valid=valid, partner_dir=rl_dir, device=device,
@@ -102,7 +103,7 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
                            "log": [r for r in read_log(att_dir) if r.get("kind") != "update"]}
     adv_cfg = AT.ADV_PRESETS[scale]
     adv_dir = runs / f"advtrain_{scale}"
-    all_scen = load_scenarios(data_dir)
+    all_scen = load_scenarios("selfplay", data_dir)
     held = all_scen[-adv_cfg.eval_scenarios :]
     sv_train = load_examples("train", data_dir, limit=300 if scale == "tiny" else None) if adv_cfg.sv_every else []
     if not AT.is_complete(adv_dir):
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {k: DialogModel.from_pretrained(p, device=dev) for k, p in paths.items()
               if k in args.targets.split(",") or k == "RL"}
     attacker = DialogModel.from_pretrained(runs / f"advagent_rl_attacker_{args.scale}", device=dev)
-    scenarios = load_scenarios(args.data_dir)
+    scenarios = load_scenarios("selfplay", args.data_dir)
     n = args.n or N[args.scale]
     n_wb = min(n, args.n_whitebox or N_WHITEBOX[args.scale])
     n_short = min(n, args.n_short or N_SHORT[args.scale])

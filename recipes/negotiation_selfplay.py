@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from negotiation.data import load_examples, load_scenarios
 from negotiation.dialog import format_game
 from negotiation.experiments import train_agents
 from negotiation.model import DialogModel
-from negotiation.train import evaluate_selfplay, evaluate_supervised, load_examples, load_scenarios, sv_preset
+from negotiation.train import evaluate_selfplay, evaluate_supervised, sv_preset
 from nlprobust.core.cli import SCALES, echo
 from nlprobust.core.runio import run_metadata
 from nlprobust.experiments.report import publish
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: validation perplexity {val['ppl']:.3f} (FAIR's convention {val['ppl_fair']:.3f}; "
               f"paper {PAPER_PPL[name]})", flush=True)
 
-    scenarios = load_scenarios(args.data_dir)
+    scenarios = load_scenarios("selfplay", args.data_dir)
     n = args.n or DEFAULT_N[args.scale]
     if n > len(scenarios):
         ap.error(f"--n {n} exceeds the {len(scenarios)} scenarios of selfplay.txt")

@@ -179,11 +179,12 @@ def test_attack_agent_checks_its_inputs(model: DialogModel) -> None:
         CandidateScorer(model, _after_one_turn(model, 2)[1].snapshot([0, 1]), synthetic_scenarios(2), kappa=0)
 
 
-@pytest.mark.parametrize("close", [False, True])
-def test_forced_agreement_closes_capped_games_only_when_asked(model: DialogModel, close: bool) -> None:
+@pytest.mark.parametrize("cap_rule", ["no-deal", "force-selection"])
+def test_forced_agreement_closes_capped_games_only_when_asked(model: DialogModel, cap_rule: str) -> None:
     scen = synthetic_scenarios(12, seed=4)
     a, b = RnnAgent(model, name="a", seed=0), RnnAgent(model, name="b", seed=1)
-    records = play(a, b, scen, complement="a", max_turns=1, close_at_cap=close)  # one message: nobody selects
+    close = cap_rule == "force-selection"
+    records = play(a, b, scen, complement="a", max_turns=1, cap_rule=cap_rule)  # type: ignore[arg-type]
     capped = [r for r in records if not r.selected]
     assert capped
     for r in capped:
@@ -192,6 +193,10 @@ def test_forced_agreement_closes_capped_games_only_when_asked(model: DialogModel
             assert r.scores == (0, 0)
     plain = play(RnnAgent(model, seed=0), RnnAgent(model, seed=1), scen, max_turns=1)
     assert not any(r.agreed for r in plain if not r.selected)
+    forced = play(RnnAgent(model, seed=0), RnnAgent(model, seed=1), scen, max_turns=1, cap_rule="force-selection")
+    assert [r.scores for r in forced if r.selected] == [r.scores for r in plain if r.selected]
+    with pytest.raises(ValueError, match="cap_rule"):
+        play(RnnAgent(model, seed=0), RnnAgent(model, seed=1), scen, cap_rule="stop")  # type: ignore[arg-type]
 
 
 def test_transfer_sentences_come_from_winning_games(model: DialogModel) -> None:

@@ -147,8 +147,10 @@ def test_clear_errors(runs: dict[str, Path], fake_data: Path, tmp_path: Path) ->
         main(["train-sv", "--preset", "tiny", "--out", str(tmp_path / "x"), "--data-dir", str(tmp_path / "no")])
     with pytest.raises(SystemExit, match="--random-scenario"):
         main(["chat", str(runs["sv"]), "--data-dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="exceeds the 40 scenarios"):
+    with pytest.raises(SystemExit, match=r"--n must be 1\.\.40 \(the games of --split selfplay\), got 41"):
         main(["selfplay", str(runs["sv"]), str(runs["sv"]), "--n", "41", "--data-dir", str(fake_data)])
+    with pytest.raises(SystemExit, match="unknown scenario split 'dev'"):
+        main(["selfplay", str(runs["sv"]), str(runs["sv"]), "--split", "dev", "--data-dir", str(fake_data)])
     unfinished = tmp_path / "unfinished"
     (unfinished / "checkpoint").mkdir(parents=True)
     with pytest.raises(SystemExit, match="has not finished"):

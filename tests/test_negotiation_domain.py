@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from negotiation import domain as D
+from negotiation.data import load_scenarios
 from negotiation.domain import Context, Scenario
 
 # Hand-made contexts (not corpus lines): counts (1, 1, 3).
@@ -200,15 +201,29 @@ def test_parse_scenario_lines(tmp_path: Path) -> None:
     path = tmp_path / "pairs.txt"
     path.write_text("1 4 1 3 3 1\n2 1 2 2 1 4\n")
     with pytest.raises(ValueError, match=r"pairs\.txt:1-2: both sides must see the same item counts"):
-        D.read_scenarios(path)
+        load_scenarios(path)
     with pytest.raises(FileNotFoundError, match="scenario file not found"):
-        D.read_scenarios(tmp_path / "missing.txt")
+        load_scenarios(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="unknown scenario split 'train'"):
+        load_scenarios("train", tmp_path)
 
 
 def test_real_selfplay(negotiate_dir: Path) -> None:
-    games = D.selfplay_scenarios(negotiate_dir.parent)
+    games = load_scenarios("selfplay", negotiate_dir.parent)
     lines = (negotiate_dir / "selfplay.txt").read_text().splitlines()
     assert len(games) == len(lines) // 2 == 4086
     assert len({frozenset(g.contexts) for g in games}) == 2215
     assert games[0] == Scenario(Context.from_tokens(lines[0]), Context.from_tokens(lines[1]))
     assert all(D.pareto_frontier(g) for g in games[:100])
+
+
+def test_held_out_scenarios_are_disjoint_from_selfplay(negotiate_dir: Path) -> None:
+    """test.txt's 200 games appear in neither selfplay.txt (the RL training games) nor val.txt."""
+    key = frozenset
+    selfplay = {key(g.contexts) for g in load_scenarios("selfplay", negotiate_dir.parent)}
+    test = load_scenarios("test", negotiate_dir.parent)
+    val = load_scenarios("val", negotiate_dir.parent)
+    assert len(test) == len(val) == 200
+    assert not {key(g.contexts) for g in test} & (selfplay | {key(g.contexts) for g in val})
+    both = load_scenarios("test", negotiate_dir.parent, limit=3, both_orders=True)
+    assert both == [s for g in test[:3] for s in (g, g.swapped())]

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from negotiation.agents import RnnAgent
 from negotiation.attacks.agent import AttackAgent
-from negotiation.dialog import play
-from negotiation.domain import Scenario
+from negotiation.dialog import CapRule, GameRecord, play, selfplay_metrics
+from negotiation.domain import MAX_TURNS, Scenario
 from negotiation.model import DialogModel
 from nlprobust.core.runio import read_jsonl, seed_for
 from nlprobust.core.runner import Shard, run_items, shard_from_env, shard_path
@@ -33,23 +33,18 @@ ATTACKS: tuple[str, ...] = ("none", "rl", "transfer", "reactive", "preemptive", 
 
 
 def summarize_games(games: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """PAR, each side's average score, advantage, agreement, turns and attack statistics of game dicts
-    (side A = attacker). Rates are fractions in [0, 1]."""
+    """:func:`~negotiation.dialog.selfplay_metrics` of game dicts seen from the attack (side A = attacker:
+    ``score_attacker``, ``score_target``; Pareto optimality and 95% confidence intervals included), plus the
+    attack statistics. Rates are fractions in [0, 1]."""
     n = len(games)
     if n == 0:
         raise ValueError("no games to summarise")
-    adv = [g["scores"][0] - g["scores"][1] for g in games]
+    m = selfplay_metrics([GameRecord.from_dict(g) for g in games]).to_dict()
+    names = {"score_a": "score_attacker", "score_b": "score_target", "score_a_agreed": "score_attacker_agreed",
+             "score_b_agreed": "score_target_agreed"}
+    out: dict[str, Any] = {names.get(k, k): v for k, v in m.items()}
+    out["ci95"] = {names.get(k, k): v for k, v in m["ci95"].items()}
     events = [e for g in games for e in g.get("events", [])]
-    out: dict[str, Any] = {
-        "games": n,
-        "par": sum(a > 0 for a in adv) / n,
-        "score_attacker": sum(g["scores"][0] for g in games) / n,
-        "score_target": sum(g["scores"][1] for g in games) / n,
-        "advantage": sum(adv) / n,
-        "agreement": sum(bool(g["agreed"]) for g in games) / n,
-        "turns": sum(g["turns"] for g in games) / n,
-        "selected": sum(bool(g["selected"]) for g in games) / n,
-    }
     if events:
         kinds = sorted({e["kind"] for e in events})
         out["attack_turns"] = {k: sum(e["kind"] == k for e in events) for k in kinds}
@@ -75,11 +70,14 @@ def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenar
                start_turn: int = 2, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1, validate: int = 0,
                max_changes: int = 2, transfer_sentences: Sequence[Sequence[str]] | None = None,
                temperature: float = 0.5, max_rows: int = 2048, names: tuple[str, str] = ("attacker", "target"),
+               max_turns: int = MAX_TURNS, cap_rule: CapRule | None = None,
                shard: Shard | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Play ``method`` (:data:`ATTACKS`) with ``speaker`` as the attacker's speaking module (for ``rl``: the
     RL attacker itself) against ``target`` on every scenario; return one dict per game (side A = attacker;
     ``events``: the attack turns; ``seconds``: wall time of its chunk divided by the chunk's games).
-    ``method="none"`` is plain self-play of ``speaker`` (side A) and ``target`` (side B).
+    ``method="none"`` is plain self-play of ``speaker`` (side A) and ``target`` (side B). ``max_turns`` and
+    ``cap_rule`` are the turn rules of :func:`~negotiation.dialog.play` (default cap rule: ``no-deal`` for
+    self-play, ``force-selection`` under an attack's forced agreement).
 
     Games are played ``batch_size`` at a time, each chunk with its own seeds (from ``seed`` and the chunk
     index), so the games do not depend on how the run is split. With ``out_jsonl`` every finished chunk is
@@ -109,7 +107,8 @@ def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenar
         firsts = ["a" if (k + i) % 2 == 0 else "b" for i in range(len(part))]
         t0 = time.perf_counter()
         with torch.no_grad():
-            records = play(attacker, tgt, part, first=firsts, complement=None if method == "none" else "a")
+            records = play(attacker, tgt, part, first=firsts, complement=None if method == "none" else "a",
+                           max_turns=max_turns, cap_rule=cap_rule)
         secs = (time.perf_counter() - t0) / len(part)
         rows = []
         for i, r in enumerate(records):
