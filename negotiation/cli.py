@@ -92,8 +92,9 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
     train = load_examples("train", args.data_dir, limit=cfg.max_train) if cfg.sv_every else []
     valid = load_examples("val", args.data_dir, limit=cfg.max_valid)
     t = time.time()
+    select = load_scenarios("val", args.data_dir, both_orders=True) if cfg.select_every else None
     out = train_rl(args.sv, args.out, cfg, scenarios=scenarios, train=train, valid=valid, partner_dir=args.partner,
-                   device=args.device, progress=not args.quiet)
+                   select_scenarios=select, device=args.device, progress=not args.quiet)
     last: dict[str, Any] = next((r for r in reversed(read_log(out)) if r.get("kind") == "epoch"), {})
     agreement = last.get("agreement")
     print(f"RL model in {out} ({time.time() - t:.0f}s this run): last epoch score {_num(last.get('score'), '.2f')}"

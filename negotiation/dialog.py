@@ -61,7 +61,8 @@ CapRule = Literal["no-deal", "force-selection"]
 CAP_RULES: tuple[str, ...] = ("no-deal", "force-selection")
 #: the turn rule of Lewis et al.'s self-play as the thesis author's released code plays it: 20 messages, then
 #: the writer at the cap is made to select (FAIR's own self-play has no cap)
-FAIR_TURNS, FAIR_CAP_RULE = 20, "force-selection"
+FAIR_TURNS = 20
+FAIR_CAP_RULE: CapRule = "force-selection"
 
 
 class Message(NamedTuple):

@@ -202,6 +202,11 @@ class ReinforceConfig:
         max_words: longest message, terminator included.
         log_every: log a record every this many updates (0: epoch records only).
         save_every: also checkpoint every this many updates inside an epoch (0: at epoch ends only).
+        select_every: every this many updates (and at each epoch end) play the validation games against the
+            partner (``select_scenarios`` of :func:`train_rl`: not the training games) and keep the weights of
+            the highest mean reward (``reward``: score or advantage) as the result (0: the last weights). One RL run
+            wanders: its self-play score rises and falls by a point or more between epochs, so the last
+            weights are a matter of luck.
         eval_batch_size: dialogues per validation batch.
         seed: seeds dialogue sampling, scenario order and the supervised batches.
     """
@@ -230,6 +235,7 @@ class ReinforceConfig:
     max_words: int = DEFAULT_MAX_WORDS
     log_every: int = 10
     save_every: int = 0
+    select_every: int = 0
     eval_batch_size: int = 64
     seed: int = 0
 
@@ -243,7 +249,7 @@ class ReinforceConfig:
             raise ValueError(f"ReinforceConfig.temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.reward not in ("score", "advantage"):
             raise ValueError(f"ReinforceConfig.reward must be 'score' or 'advantage', got {self.reward!r}")
-        for name in ("momentum", "sv_every", "log_every", "save_every"):
+        for name in ("momentum", "sv_every", "log_every", "save_every", "select_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ReinforceConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -274,14 +280,16 @@ SV_PRESETS: dict[str, SupervisedConfig] = {
 
 RL_PRESETS: dict[str, ReinforceConfig] = {
     "tiny": ReinforceConfig(batch_size=8, epochs=1, max_scenarios=32, max_train=300, max_valid=100, max_words=20,
-                            log_every=1),
+                            log_every=1, select_every=4),
     # Lewis et al.'s 4 epochs over the 4,086 scenarios, in updates of 16 dialogues (FAIR updates after every
     # dialogue: 16 times as many steps of at most lr x clip). With 16 dialogues per step, lr 0.5 instead of
     # FAIR's 0.2: RL vs SV self-play 6.68 vs 4.16 at 86% agreement mid-epoch 3, against 4.83 vs 4.31 at 74% for
     # lr 0.2 (1,000 scenarios each), and 2 epochs at lr 0.2 reached 5.42 vs 4.56 at 79% (2,000). Measured on
     # one thread: about 5 min per epoch alone, about 8 min with a second job on the other core.
-    "small": ReinforceConfig(batch_size=16, epochs=4, lr=0.5, log_every=8, save_every=32),
-    "paper": ReinforceConfig(save_every=64),
+    # select_every: the weights of the best validation self-play (400 val.txt games, every 32 updates) are the
+    # result, not the last ones (see ReinforceConfig.select_every)
+    "small": ReinforceConfig(batch_size=16, epochs=4, lr=0.5, log_every=8, save_every=32, select_every=32),
+    "paper": ReinforceConfig(save_every=64, select_every=64),
 }
 
 def sv_preset(name: str, **overrides: Any) -> SupervisedConfig:
@@ -351,17 +359,20 @@ def evaluate_supervised(model: DialogModel, examples: Sequence[Example], *, batc
 @torch.no_grad()
 def evaluate_selfplay(model_a: DialogModel, model_b: DialogModel, scenarios: Sequence[Scenario], *,
                       temperature: float = DEFAULT_TEMPERATURE, batch_size: int | None = 128, seed: int = 0,
-                      max_turns: int = MAX_TURNS, cap_rule: CapRule = "no-deal", max_words: int = DEFAULT_MAX_WORDS,
+                      max_turns: int = MAX_TURNS, cap_rule: CapRule | None = None,
+                      max_words: int = DEFAULT_MAX_WORDS, complement: Literal["a", "b"] | None = None,
                       names: tuple[str, str] = ("a", "b"),
                       progress: bool = False) -> tuple[list[GameRecord], SelfPlayMetrics]:
     """Self-play of two models (they may be the same object) on ``scenarios``: A writes first in even games.
 
     Both sample their words at ``temperature`` (seeded generators ``seed`` and ``seed + 1``) and take their
-    highest-scoring choice, without dropout. Returns the game records and their metrics (A's view).
+    highest-scoring choice, without dropout. ``max_turns``, ``cap_rule`` and ``complement`` are the rules of
+    :func:`~negotiation.dialog.play`. Returns the game records and their metrics (A's view).
     """
     a = RnnAgent(model_a, name=names[0], temperature=temperature, max_words=max_words, seed=seed)
     b = RnnAgent(model_b, name=names[1], temperature=temperature, max_words=max_words, seed=seed + 1)
-    records = play(a, b, scenarios, max_turns=max_turns, cap_rule=cap_rule, batch_size=batch_size, progress=progress)
+    records = play(a, b, scenarios, max_turns=max_turns, cap_rule=cap_rule, complement=complement,
+                   batch_size=batch_size, progress=progress)
     return records, selfplay_metrics(records)
 
 
@@ -378,6 +389,15 @@ def _save_checkpoint(out: Path, model: DialogModel, optimizers: Mapping[str, Any
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
 
     atomic_dir(out / CHECKPOINT_DIR, write)
+
+
+def _save_model_dir(path: Path, model: DialogModel) -> None:
+    """``model.save_pretrained`` into ``path`` atomically (:func:`nlprobust.core.runio.atomic_dir`)."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+
+    atomic_dir(path, write)
 
 
 def _checkpoint_dir(out: Path) -> Path | None:
@@ -513,10 +533,11 @@ def train_supervised(train: Sequence[Example], valid: Sequence[Example], out_dir
         _rewrite_log(out, st["history"])
         logger.info("resuming %s after epoch %d", out, st["epoch"])
     best_state = None
-    if (out / BEST_DIR / WEIGHTS_FILE).is_file() and st["best_epoch"]:
+    best_dir = complete_dir(out / BEST_DIR, (WEIGHTS_FILE,))
+    if best_dir is not None and st["best_epoch"]:
         from safetensors.torch import load_file
 
-        best_state = load_file(str(out / BEST_DIR / WEIGHTS_FILE))
+        best_state = load_file(str(best_dir / WEIGHTS_FILE))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
 
     while not st["done"]:
@@ -547,7 +568,7 @@ def train_supervised(train: Sequence[Example], valid: Sequence[Example], out_dir
         if improved:
             st.update(best_loss=val["loss"], best_epoch=epoch, bad_epochs=0)
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
-            raw.save_pretrained(out / BEST_DIR)
+            _save_model_dir(out / BEST_DIR, raw)
         else:
             st["bad_epochs"] += 1
         epoch_s = time.perf_counter() - t_epoch
@@ -727,7 +748,8 @@ def reinforce_update(model: DialogModel, partner: DialogModel, scenarios: Sequen
 
 def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: ReinforceConfig, *,
              scenarios: Sequence[Scenario], train: Sequence[Example], valid: Sequence[Example],
-             partner_dir: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
+             partner_dir: str | os.PathLike[str] | None = None,
+             select_scenarios: Sequence[Scenario] | None = None, device: str | torch.device | None = None,
              progress: bool = True, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """REINFORCE self-play: the RL agent (initialised from ``sv_dir``) against a frozen partner; resume if started.
 
@@ -739,6 +761,8 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         train: dialogues for the interleaved supervised batches.
         valid: dialogues for the perplexity of the agent before training and after each epoch.
         partner_dir: the frozen partner (default: ``sv_dir``).
+        select_scenarios: the validation games of ``cfg.select_every`` (e.g. ``load_scenarios("val",
+            both_orders=True)``); needed when it is > 0.
         device: as for :func:`train_supervised`.
         progress: show progress bars.
         on_epoch_end: called with each epoch's log record after its checkpoint is written.
@@ -750,6 +774,9 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     train, valid = list(train)[: cfg.max_train], list(valid)[: cfg.max_valid]
     if not scen:
         raise ValueError("no self-play scenarios")
+    sel_scen = list(select_scenarios or [])
+    if cfg.select_every and not sel_scen:
+        raise ValueError("select_every > 0 needs select_scenarios (validation games, not the training ones)")
     if not valid or (cfg.sv_every and not train):
         raise ValueError(f"need validation dialogues (got {len(valid)}) and, with sv_every > 0, training dialogues "
                          f"(got {len(train)})")
@@ -757,7 +784,7 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     partner_path = Path(partner_dir) if partner_dir is not None else Path(sv_dir)
     run_config = {"kind": "reinforce", "config": cfg.to_dict(), "sv_model": str(Path(sv_dir).resolve()),
                   "partner": str(partner_path.resolve()), "scenarios": len(scen), "train_dialogues": len(train),
-                  "valid_dialogues": len(valid)}
+                  "valid_dialogues": len(valid), "select_scenarios": len(sel_scen) if cfg.select_every else 0}
     started = _begin_run(out, run_config, cfg.seed, device)
     if started is None:
         return out
@@ -773,7 +800,7 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     if ckpt is None:
         st: dict[str, Any] = {"kind": "reinforce", "epoch": 0, "update": 0, "updates": 0, "dialogues": 0,
                               "baseline": RewardBaseline(normalize=cfg.normalize_rewards).to_dict(),
-                              "epoch_stats": {}, "done": False, "elapsed_s": 0.0, "history": []}
+                              "epoch_stats": {}, "done": False, "elapsed_s": 0.0, "history": [], "best_select": None}
         val = evaluate_supervised(raw, valid, batch_size=cfg.eval_batch_size)
         start = {"kind": "epoch", "epoch": 0, "val_ppl": val["ppl"], "val_ppl_fair": val["ppl_fair"],
                  "val_sel": val["sel"]}
@@ -806,6 +833,22 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         return float(total)
 
     keys = ("dialogues", "reward", "score", "partner_score", "agreement", "turns", "loss", "grad_norm", "sv_loss")
+
+    def select(epoch: int) -> None:
+        """Play the validation games; keep the weights in ``out/best`` when the agent scores more than ever."""
+        _, m = evaluate_selfplay(raw, partner, sel_scen, temperature=cfg.temperature, seed=cfg.seed,
+                                 batch_size=2 * cfg.eval_batch_size, max_turns=cfg.max_turns, max_words=cfg.max_words,
+                                 complement="a" if cfg.complement else None)
+        reward = m.score_a if cfg.reward == "score" else m.advantage
+        best = st["best_select"] is None or reward > st["best_select"]["reward"]
+        record = {"kind": "select", "epoch": epoch, "updates": st["updates"], "dialogues": st["dialogues"],
+                  "reward": reward, "score": m.score_a, "partner_score": m.score_b, "advantage": m.advantage,
+                  "agreement": m.agreement, "turns": m.turns, "best": best}
+        if best:
+            st["best_select"] = record
+            _save_model_dir(out / BEST_DIR, raw)
+        st["history"].append(record)
+        _append_log(out, record)
 
     while not st["done"]:
         epoch = st["epoch"] + 1
@@ -842,6 +885,8 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
                           "baseline": baseline.total / max(1, baseline.n)}
                 st["history"].append(record)
                 _append_log(out, record)
+            if cfg.select_every and st["updates"] % cfg.select_every == 0:
+                select(epoch)
             if progress:
                 d = max(1.0, sums["dialogues"])
                 bar.set_postfix(score=f"{sums['score'] / d:.2f}", partner=f"{sums['partner_score'] / d:.2f}",
@@ -852,6 +897,8 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
                 t_part = time.perf_counter()
                 _save_checkpoint(out, raw, optimizers, st)
         bar.close()
+        if cfg.select_every and st["updates"] % cfg.select_every:
+            select(epoch)
         val = evaluate_supervised(raw, valid, batch_size=cfg.eval_batch_size)
         st["elapsed_s"] += time.perf_counter() - t_part
         d = max(1.0, sums["dialogues"])
@@ -870,11 +917,19 @@ def train_rl(sv_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         if on_epoch_end is not None:
             on_epoch_end(record)
 
+    chosen = st.get("best_select")
+    if chosen is not None:  # the result: the weights of the best validation games
+        best_dir = complete_dir(out / BEST_DIR, (WEIGHTS_FILE,))
+        assert best_dir is not None, "the best validation weights are saved before the state that names them"
+        raw.load_state_dict(DialogModel.from_pretrained(best_dir).state_dict())
     raw.save_pretrained(out)
     last: dict[str, Any] = next((r for r in reversed(st["history"]) if r["kind"] == "epoch"), {})
     summary = {"kind": "summary", "done": True, "epochs": st["epoch"], "updates": st["updates"],
                "dialogues": st["dialogues"], "val_ppl": last.get("val_ppl"), "val_ppl_fair": last.get("val_ppl_fair"),
-               "elapsed_s": round(st["elapsed_s"], 2)}
+               "selected": chosen, "elapsed_s": round(st["elapsed_s"], 2)}
+    if chosen is not None:
+        val = evaluate_supervised(raw, valid, batch_size=cfg.eval_batch_size)
+        summary.update(val_ppl=val["ppl"], val_ppl_fair=val["ppl_fair"])
     _rewrite_log(out, [*st["history"], summary])
     logger.info("saved the RL model to %s (%d dialogues, val ppl %s)", out, st["dialogues"], summary["val_ppl"])
     return out

@@ -5,7 +5,7 @@
 
 Both sides are ``RnnAgent``s of one model (temperature 0.5, seeded), playing the first ``--n`` scenarios of
 ``selfplay.txt`` twice: with ``batch_size=1`` and with ``--batch-size`` games in parallel. The model is
-``--checkpoint``, else ``runs/negotiation_sv_<scale>`` when finished, else an untrained model of the
+``--checkpoint``, else ``runs/negotiation_sv_<scale>_seed0`` when finished, else an untrained model of the
 scale's size (its messages run to the word limit, so it measures the worst case; the JSON says which).
 Writes ``recipes/results/bench_selfplay.json`` (or ``--out``).
 """
@@ -23,6 +23,7 @@ from negotiation.agents import RnnAgent
 from negotiation.corpus import build_word_vocab
 from negotiation.data import load_examples, load_scenarios
 from negotiation.dialog import benchmark_play
+from negotiation.experiments import agent_dirs
 from negotiation.model import DialogModel
 from negotiation.train import is_complete, sv_preset
 from nlprobust.core.results import write_recipe_results
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     n, batch_size = args.n or DEFAULTS[args.scale][0], args.batch_size or DEFAULTS[args.scale][1]
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    folder = Path(args.checkpoint) if args.checkpoint else Path(args.runs) / f"negotiation_sv_{args.scale}"
+    folder = Path(args.checkpoint) if args.checkpoint else agent_dirs(Path(args.runs), args.scale, 0)[0]
     if args.checkpoint or is_complete(folder):
         model = DialogModel.from_pretrained(folder, device=device)
         which = str(folder.relative_to(ROOT)) if folder.resolve().is_relative_to(ROOT) else str(folder)

@@ -39,7 +39,7 @@ from negotiation.attacks.run import run_attack, summarize_games
 from negotiation.attacks.transfer import collect_transfer_sentences
 from negotiation.data import load_examples, load_scenarios
 from negotiation.dialog import GameRecord, format_game
-from negotiation.experiments import train_agents
+from negotiation.experiments import agent_dirs, selection_games, train_agents
 from negotiation.model import DialogModel
 from negotiation.train import is_complete, read_log, rl_preset, train_rl
 from nlprobust.core.cli import SCALES, display_path, echo
@@ -89,7 +89,7 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
                  progress: bool) -> dict[str, Any]:
     """The SV/RL agents (as ``negotiation_selfplay.py``), the RL attacker and the adversarially trained agent."""
     info = train_agents(scale, runs, data_dir, seed, device, progress, root=ROOT, echo=echo)
-    rl_dir = runs / f"negotiation_rl_{scale}"
+    rl_dir = agent_dirs(runs, scale, seed)[1]
     att_dir = runs / f"advagent_rl_attacker_{scale}"
     cfg = rl_preset(scale, seed=seed, reward="advantage", complement=True, **ATTACKER[scale])
     if not is_complete(att_dir):
@@ -97,8 +97,8 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
     scen = load_scenarios("selfplay", data_dir, limit=cfg.max_scenarios)
     train = load_examples("train", data_dir, limit=cfg.max_train) if cfg.sv_every else []
     valid = load_examples("val", data_dir, limit=cfg.max_valid)
-    train_rl(rl_dir, att_dir, cfg, scenarios=scen, train=train, valid=valid, partner_dir=rl_dir, device=device,
-             progress=progress)
+    train_rl(rl_dir, att_dir, cfg, scenarios=scen, train=train, valid=valid, partner_dir=rl_dir,
+             select_scenarios=selection_games(cfg, data_dir), device=device, progress=progress)
     info["RL attacker"] = {"path": display_path(att_dir, ROOT), "config": cfg.to_dict(),
                            "log": [r for r in read_log(att_dir) if r.get("kind") != "update"]}
     adv_cfg = AT.ADV_PRESETS[scale]
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs)
     info = {} if args.no_train else train_models(args.scale, runs, args.data_dir, args.seed, args.device, progress)
     dev = args.device
-    paths = {"SV": runs / f"negotiation_sv_{args.scale}", "RL": runs / f"negotiation_rl_{args.scale}",
+    sv_dir, rl_dir = agent_dirs(runs, args.scale, args.seed)
+    paths = {"SV": sv_dir, "RL": rl_dir,
              "adv-trained": runs / f"advtrain_{args.scale}" / "target"}
     models = {k: DialogModel.from_pretrained(p, device=dev) for k, p in paths.items()
               if k in args.targets.split(",") or k == "RL"}

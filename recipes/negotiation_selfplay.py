@@ -1,34 +1,43 @@
-"""Thesis Table 3.10 (its first row) and section 3.2.5: the SV and RL agents of Lewis et al. (2017) in self-play.
+"""Thesis Table 3.10 (its first row) and section 3.2.5: the SV and RL agents of Lewis et al. (2017) in self-play,
+on held-out games, for several training seeds, under two turn rules.
 
     python recipes/negotiation_selfplay.py --scale small
     python recipes/negotiation_selfplay.py --scale tiny --out /tmp/neg_tiny.json --runs /tmp/runs
 
-Trains the SV agent into ``<runs>/negotiation_sv_<scale>`` and then the RL agent (REINFORCE against the frozen
-SV agent) into ``<runs>/negotiation_rl_<scale>``, unless they are finished there (an interrupted run
-resumes; ``negotiation.experiments.train_agents``). Then the agents negotiate on 2,000 scenarios drawn
-(seeded) from ``selfplay.txt`` (tiny: 20): RL vs SV, SV vs SV and RL vs RL, words sampled at temperature 0.5,
-each agent taking its best choice. Writes
-``recipes/results/negotiation_selfplay.json`` (or ``--out``) with each side's score, agreement, PAR,
-advantage, Pareto optimality and turns beside the thesis' numbers, the validation perplexity of both agents,
-the training logs and example transcripts (Table 3.9 style), and renders ``docs/RESULTS.md`` when writing
-into ``recipes/results``.
+For each seed (small: 0, 1, 2) trains the SV agent and then the RL agent (REINFORCE against the frozen SV agent,
+the weights of its best validation self-play kept) into ``<runs>/negotiation_{sv,rl}_<scale>_seed<S>``, unless
+they are finished there (an interrupted run resumes; ``negotiation.experiments.train_agents``). Then:
+
+* perplexity of both agents on ``val.txt`` and on the held-out ``test.txt``;
+* self-play RL vs SV, SV vs SV and RL vs RL, words sampled at temperature 0.5, each agent taking its best choice:
+  - ``test``: the 200 games of ``test.txt`` (appearing neither in ``selfplay.txt``, on which the RL agent trains,
+    nor in ``val.txt``, on which its weights are selected), each context pair in both orders and each order
+    with either side writing first: 800 games, the main column;
+  - ``selfplay``: a seeded sample of 2,000 ``selfplay.txt`` games (tiny: 20), labelled in-sample;
+  - under the thesis's turn rule (10 messages, a game at the cap is a no deal) and FAIR's (20 messages, the
+    writer at the cap made to select, as the thesis author's released code plays it);
+* every mean with its 95% confidence interval over games; per pairing, split and rule one row per seed and one
+  row over the seeds (pooled games, with the seeds' lowest and highest advantage and agreement).
+
+Writes ``recipes/results/negotiation_selfplay.json`` (or ``--out``) with the thesis' numbers beside, the training
+logs and example transcripts (Table 3.9 style), and renders ``docs/RESULTS.md`` when writing into
+``recipes/results``.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from negotiation.data import load_examples, load_scenarios
+from negotiation.data import load_examples
 from negotiation.dialog import format_game
-from negotiation.experiments import train_agents
+from negotiation.experiments import TURN_RULES, agent_dirs, evaluation_games, selfplay_table, train_agents
 from negotiation.model import DialogModel
-from negotiation.train import evaluate_selfplay, evaluate_supervised, sv_preset
-from nlprobust.core.cli import SCALES, echo
+from negotiation.train import evaluate_supervised, sv_preset
+from nlprobust.core.cli import SCALES, echo, parse_choices
 from nlprobust.core.runio import run_metadata
 from nlprobust.experiments.report import publish
 
@@ -42,6 +51,7 @@ PAPER = {  # thesis Table 3.10, row "RL model (w/o attack)": side A is the RL ag
 PAPER_PPL = {"SV": 5.47, "RL": 5.86}  # thesis section 3.2.5 (FAIR's perplexity convention)
 DEFAULT_N = {"tiny": 20, "small": 2000, "paper": 2000}
 PAIRINGS = {"rl-sv": ("RL", "SV"), "sv-sv": ("SV", "SV"), "rl-rl": ("RL", "RL")}
+PAIRING_LABELS = {"rl-sv": "RL vs SV", "sv-sv": "SV vs SV", "rl-rl": "RL vs RL"}
 
 
 SPEAKER_NOTE = (
@@ -56,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--n", type=int, default=None, help="self-play scenarios (default 2000; tiny: 20)")
-    ap.add_argument("--pairings", default="rl-sv,sv-sv,rl-rl", help=f"comma-separated, of {sorted(PAIRINGS)}")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None, help="training seeds, comma-separated (default 0,1,2; tiny: 0)")
+    ap.add_argument("--splits", default="test,selfplay", help="of test (held out), selfplay (in-sample)")
+    ap.add_argument("--rules", default="thesis,fair", help=f"turn rules, of {', '.join(TURN_RULES)}")
+    ap.add_argument("--n", type=int, default=None, help="selfplay.txt games sampled (default 2000; tiny: 20)")
+    ap.add_argument("--test-pairs", type=int, default=None, help="test.txt context pairs (default all 200; tiny 5)")
+    ap.add_argument("--pairings", default="rl-sv,sv-sv,rl-rl", help=f"comma-separated, of {', '.join(PAIRINGS)}")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the games' sampling")
     ap.add_argument("--batch-size", type=int, default=128, help="self-play games in parallel")
     ap.add_argument("--transcripts", type=int, default=2, help="example games kept per pairing")
     ap.add_argument("--runs", default=str(ROOT / "runs"))
@@ -69,70 +83,82 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[], help="a sentence to add to the results' notes (repeatable)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    pairings = args.pairings.split(",")
-    bad = [p for p in pairings if p not in PAIRINGS]
-    if bad:
-        ap.error(f"unknown pairings {bad}; expected some of {sorted(PAIRINGS)}")
+    pairings = {PAIRING_LABELS[p]: PAIRINGS[p] for p in parse_choices(ap, args.pairings, tuple(PAIRINGS), "pairing")}
+    splits = parse_choices(ap, args.splits, ("test", "selfplay"), "split")
+    rules = parse_choices(ap, args.rules, tuple(TURN_RULES), "turn rule")
+    seeds = [int(x) for x in (args.seeds or ("0" if args.scale == "tiny" else "0,1,2")).split(",")]
     runs = Path(args.runs)
-    progress = not args.quiet
-    models_info = train_agents(args.scale, runs, args.data_dir, args.seed, args.device, progress, root=ROOT,
-                               echo=echo)
-    models = {"SV": DialogModel.from_pretrained(runs / f"negotiation_sv_{args.scale}", device=args.device),
-              "RL": DialogModel.from_pretrained(runs / f"negotiation_rl_{args.scale}", device=args.device)}
+    models_info, models = {}, {}
+    for seed in seeds:
+        models_info[seed] = train_agents(args.scale, runs, args.data_dir, seed, args.device, not args.quiet, root=ROOT,
+                                         echo=echo)
+        sv_dir, rl_dir = agent_dirs(runs, args.scale, seed)
+        models[seed] = {"SV": DialogModel.from_pretrained(sv_dir, device=args.device),
+                        "RL": DialogModel.from_pretrained(rl_dir, device=args.device)}
 
     rows: list[dict[str, Any]] = []
-    valid = load_examples("val", args.data_dir, limit=sv_preset(args.scale).max_valid)
-    for name, model in models.items():
-        val = evaluate_supervised(model, valid)
-        rows.append({"table": "3.2.5 (text)", "model": name, "split": "val", "dialogues": val["dialogues"],
-                     "val_ppl": val["ppl"], "val_ppl_fair": val["ppl_fair"], "val_sel_acc": val["sel_acc"],
-                     "paper": {"val_ppl_fair": PAPER_PPL[name]}})
-        print(f"{name}: validation perplexity {val['ppl']:.3f} (FAIR's convention {val['ppl_fair']:.3f}; "
-              f"paper {PAPER_PPL[name]})", flush=True)
+    limit = sv_preset(args.scale).max_valid
+    texts = {split: load_examples(split, args.data_dir, limit=limit) for split in ("val", "test")}
+    for seed in seeds:
+        for name, model in models[seed].items():
+            for split, examples in texts.items():
+                ev = evaluate_supervised(model, examples)
+                paper = {"ppl_fair": PAPER_PPL[name]} if split == "val" else None
+                rows.append({"table": "3.2.5 (text)", "model": name, "train_seed": seed, "split": split,
+                             "dialogues": ev["dialogues"], "ppl": ev["ppl"], "ppl_fair": ev["ppl_fair"],
+                             "sel_acc": ev["sel_acc"], "paper": paper})
+                echo(f"{name} (seed {seed}) {split} perplexity {ev['ppl']:.3f} (FAIR's convention "
+                     f"{ev['ppl_fair']:.3f})")
 
-    scenarios = load_scenarios("selfplay", args.data_dir)
-    n = args.n or DEFAULT_N[args.scale]
-    if n > len(scenarios):
-        ap.error(f"--n {n} exceeds the {len(scenarios)} scenarios of selfplay.txt")
-    chosen = sorted(random.Random(args.seed).sample(range(len(scenarios)), n))
-    games = [scenarios[i] for i in chosen]
+    n_test = args.test_pairs or (5 if args.scale == "tiny" else None)
+    games = {split: evaluation_games(split, args.data_dir, n=args.n or DEFAULT_N[args.scale] if split == "selfplay"
+                                     else n_test, seed=args.seed) for split in splits}
+    table, played = selfplay_table(models, pairings, games, rules, batch_size=args.batch_size, seed=args.seed,
+                                   echo=echo)
+    for r in table:
+        if r["table"] == "3.10" or len(seeds) == 1:
+            r["paper"] = PAPER.get(r["pairing"])
+    rows += table
     transcripts = []
-    for key in pairings:
-        a, b = PAIRINGS[key]
-        label = f"{a} vs {b}"
-        t = time.time()
-        records, m = evaluate_selfplay(models[a], models[b], games, batch_size=args.batch_size, seed=args.seed,
-                                       names=(a, b), progress=progress)
-        rows.append({"table": "3.10", "pairing": label, "agent_a": a, "agent_b": b, "n": m.games,
-                     "score_a": m.score_a, "score_b": m.score_b, "advantage": m.advantage, "agreement": m.agreement,
-                     "par": m.par, "pareto": m.pareto, "turns": m.turns, "selected": m.selected,
-                     "seconds": round(time.time() - t, 1), "paper": PAPER.get(label)})
+    for label, (a, b) in pairings.items():
+        records = played.get(f"{label}/{splits[0]}/{rules[0]}", [])
         names = (a, b) if a != b else (f"{a} (A)", f"{b} (B)")
         picked = [r for r in records if r.agreed][: args.transcripts] or records[: args.transcripts]
-        transcripts += [{"pairing": label, "text": format_game(r, names), "record": r.to_dict()} for r in picked]
-        print(f"{label}: score {m.score_a:.2f} vs {m.score_b:.2f} (advantage {m.advantage:.2f}), agreement "
-              f"{100 * m.agreement:.1f}%, PAR {100 * m.par:.1f}%, {m.turns:.1f} turns, {time.time() - t:.0f}s",
-              flush=True)
+        transcripts += [{"pairing": label, "split": splits[0], "text": format_game(r, names), "record": r.to_dict()}
+                        for r in picked]
 
+    bars = [r for r in table if r["pairing"] == "RL vs SV" and r["split"] == "test" and r["table"] == "3.10 per seed"
+            and r["max_turns"] == TURN_RULES["thesis"][0]]
+    met = [r["train_seed"] for r in bars if r["advantage"] >= 2.0 and r["agreement"] >= 0.85]
     payload = {
         "recipe": "negotiation_selfplay",
-        "title": f"SV and RL negotiation agents in self-play (thesis Table 3.10, first row; section 3.2.5), "
-                 f"{n} scenarios",
-        "scale": args.scale, "seed": args.seed, "wall_time_s": round(time.time() - t0, 1), **run_metadata(),
-        "models": models_info,
-        "scenarios": {"source": "negotiate/selfplay.txt", "n": n, "indices": chosen},
+        "title": "SV and RL negotiation agents in self-play on held-out games (thesis Table 3.10, first row; "
+                 "section 3.2.5)",
+        "scale": args.scale, "seed": args.seed, "train_seeds": seeds, "wall_time_s": round(time.time() - t0, 1),
+        **run_metadata(), "models": models_info,
+        "scenarios": {split: g[2] for split, g in games.items()},
         "rows": rows, "transcripts": transcripts,
         "notes": [
             "Side A is the first agent named (the thesis' table has the RL agent against the SV or RL agent). "
             "Scores average all games (0 without agreement); PAR is the share of games A wins outright; Pareto "
-            "is the share of agreed deals that are Pareto optimal.",
-            "val_ppl counts the LM targets of our model (words and terminators, not the speaker prefixes); "
-            "val_ppl_fair also counts the YOU:/THEM: prefixes, as FAIR's code (and the thesis) does, as certain "
-            "targets (turn-taking decides them), which gives lower numbers.",
-            "The RL agent trains on selfplay.txt scenarios, as in Lewis et al.; the evaluation scenarios are a "
-            "seeded sample of the same file.",
+            "is the share of agreed deals that are Pareto optimal; ± is the half-width of the 95% confidence "
+            "interval over games.",
+            "split test: the 200 context pairs of test.txt (in neither selfplay.txt nor val.txt), both orders, "
+            "each with either side first (800 games). split selfplay: a seeded sample of selfplay.txt, the games "
+            "the RL agent trains on (in-sample). The RL agent's weights are those of its best self-play against "
+            "the SV agent on val.txt's games (ReinforceConfig.select_every).",
+            "Turn rules: max_turns 10 with cap_rule no-deal is the thesis's; 20 with force-selection (the writer "
+            "at the cap is made to select) is how the thesis author's released code plays Lewis et al.'s "
+            "self-play (FAIR's own code has no cap).",
+            "Table 3.10 rows pool the games of the training seeds; advantage_min/max and agreement_min/max are "
+            "the seeds' extremes (rows '3.10 per seed').",
+            "ppl counts the LM targets of our model (words and terminators, not the speaker prefixes); ppl_fair "
+            "also counts the YOU:/THEM: prefixes, as FAIR's code (and the thesis) does, as certain targets "
+            "(turn-taking decides them), which gives lower numbers.",
+            f"Target of the held-out RL vs SV rows (thesis rule): advantage >= 2.0 at agreement >= 85% for every "
+            f"seed; met by seeds {met or 'none'} of {seeds}.",
             f"Scale '{args.scale}': see SV_PRESETS/RL_PRESETS in negotiation/train.py.",
-            *([SPEAKER_NOTE] if models["SV"].config.speaker_embed else []),
+            *([SPEAKER_NOTE] if models[seeds[0]]["SV"].config.speaker_embed else []),
             *args.note,
         ],
     }

@@ -26,6 +26,9 @@ def test_markdown_table_shows_rates_in_percent_beside_the_paper() -> None:
     table = markdown_table(PAYLOAD["rows"])
     assert table.splitlines() == ["| attack | success | changed | paper success |", "|---|---|---|---|",
                                   "| a | 50.0 | 1.250 | 90.0 |"]
+    rows = [{"pairing": "RL vs SV", "agreement": 0.875, "advantage": 2.5, "turns": 6.0,
+             "ci95": {"agreement": 0.0231, "advantage": 0.31, "turns": None}}]
+    assert markdown_table(rows).splitlines()[-1] == "| RL vs SV | 87.5 ± 2.3 | 2.500 ± 0.310 | 6.000 |"
 
 
 def test_project_document_renders_every_domain_section(tmp_path: Path) -> None:

@@ -175,28 +175,38 @@ def test_selfplay_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "res.json"
     args = ["--scale", "tiny", "--data-dir", str(negotiate_data), "--runs", str(tmp_path / "runs"), "--out", str(out),
-            "--quiet"]
+            "--quiet", "--seeds", "0,1"]
     assert negotiation_selfplay.main(args) == 0
     res = json.loads(out.read_text())
-    assert res["recipe"] == "negotiation_selfplay" and res["scale"] == "tiny" and res["seed"] == 0
+    assert res["recipe"] == "negotiation_selfplay" and res["scale"] == "tiny" and res["train_seeds"] == [0, 1]
     assert res["wall_time_s"] > 0 and res["hardware"] and res["command"]
-    games = [r for r in res["rows"] if r["table"] == "3.10"]
-    assert [r["pairing"] for r in games] == ["RL vs SV", "SV vs SV", "RL vs RL"]
-    for r in games:
-        assert r["n"] == 20 and 0.0 <= r["agreement"] <= 1.0 and 0.0 <= r["par"] <= 1.0
-        assert r["advantage"] == pytest.approx(r["score_a"] - r["score_b"])
-    assert games[0]["paper"] == {"score_a": 7.23, "score_b": 4.55, "advantage": 2.68, "agreement": 0.8957,
-                                 "par": 0.7579}
-    ppl = {r["model"]: r for r in res["rows"] if r["table"] == "3.2.5 (text)"}
-    assert ppl["SV"]["paper"] == {"val_ppl_fair": 5.47} and ppl["RL"]["paper"] == {"val_ppl_fair": 5.86}
-    assert ppl["SV"]["val_ppl"] > 1 and ppl["SV"]["val_ppl"] == pytest.approx(
-        res["models"]["sv"]["summary"]["best_val_ppl"], rel=1e-5)
+    assert res["scenarios"]["test"] == {"source": "negotiate/test.txt", "in_sample": False, "pairs": 5, "games": 20}
+    assert res["scenarios"]["selfplay"]["in_sample"] and res["scenarios"]["selfplay"]["games"] == 20
+    per_seed = [r for r in res["rows"] if r["table"] == "3.10 per seed"]
+    pooled = [r for r in res["rows"] if r["table"] == "3.10"]
+    assert len(per_seed) == 3 * 2 * 2 * 2 and len(pooled) == 3 * 2 * 2  # pairings x splits x rules (x seeds)
+    assert [(r["pairing"], r["split"], r["max_turns"], r["cap_rule"]) for r in pooled[:4]] == [
+        ("RL vs SV", "test", 10, "no-deal"), ("RL vs SV", "test", 20, "force-selection"),
+        ("RL vs SV", "selfplay", 10, "no-deal"), ("RL vs SV", "selfplay", 20, "force-selection")]
+    for r in pooled:
+        assert r["n"] == 40 and r["protocol"] == "self-play" and r["in_sample"] == (r["split"] == "selfplay")
+        assert 0.0 <= r["agreement"] <= 1.0 and r["advantage"] == pytest.approx(r["score_a"] - r["score_b"])
+        assert r["advantage_min"] <= r["advantage"] + 1e-9 and r["advantage"] <= r["advantage_max"] + 1e-9
+        assert r["ci95"]["advantage"] is not None and r["ci95"]["agreement"] is not None
+    assert pooled[0]["paper"] == {"score_a": 7.23, "score_b": 4.55, "advantage": 2.68, "agreement": 0.8957,
+                                  "par": 0.7579}
+    ppl = [r for r in res["rows"] if r["table"] == "3.2.5 (text)"]
+    assert [(r["model"], r["train_seed"], r["split"]) for r in ppl[:4]] == [
+        ("SV", 0, "val"), ("SV", 0, "test"), ("RL", 0, "val"), ("RL", 0, "test")]
+    assert ppl[0]["paper"] == {"ppl_fair": 5.47} and ppl[1]["paper"] is None
+    assert ppl[0]["ppl"] == pytest.approx(res["models"]["0"]["sv"]["summary"]["best_val_ppl"], rel=1e-5)
+    assert res["models"]["0"]["rl"]["summary"]["selected"]["kind"] == "select"
     assert res["transcripts"] and res["transcripts"][0]["text"].startswith("Input")
     assert res["transcripts"][0]["text"] == format_game(_record(res["transcripts"][0]["record"]), ("RL", "SV"))
     # a second run reuses the finished agents
     assert negotiation_selfplay.main(args) == 0
     again = json.loads(out.read_text())
-    assert not again["models"]["sv"]["trained_in_this_run"]
+    assert not again["models"]["0"]["sv"]["trained_in_this_run"]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in again["rows"]] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in res["rows"]]
 

@@ -282,11 +282,14 @@ def _sv_checkpoint(path: Path) -> tuple[Path, list[C.Example]]:
     return path, exs
 
 
-def test_rl_training_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("select_every", [0, 1])
+def test_rl_training_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               select_every: int) -> None:
     sv, exs = _sv_checkpoint(tmp_path / "sv")
     scen = synthetic_scenarios(12)
-    cfg = tiny_rl(epochs=2, save_every=1, seed=5)
-    kw = {"scenarios": scen, "train": exs, "valid": exs[:6], "device": "cpu", "progress": False}
+    cfg = tiny_rl(epochs=2, save_every=1, seed=5, select_every=select_every)
+    kw = {"scenarios": scen, "train": exs, "valid": exs[:6], "device": "cpu", "progress": False,
+          "select_scenarios": synthetic_scenarios(6, seed=9)}
     straight = T.train_rl(sv, tmp_path / "a", cfg, **kw)  # type: ignore[arg-type]
     log = T.read_log(straight)
     epochs = [r for r in log if r["kind"] == "epoch"]
@@ -311,6 +314,21 @@ def test_rl_training_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pyte
     resumed = T.train_rl(sv, tmp_path / "b", cfg, **kw)  # type: ignore[arg-type]
     assert state_dicts_equal(DialogModel.from_pretrained(straight), DialogModel.from_pretrained(resumed))
     assert _strip_times(T.read_log(straight)) == _strip_times(T.read_log(resumed))
+    selects = [r for r in log if r["kind"] == "select"]
+    summary = log[-1]
+    if select_every:  # after each of the 6 updates; the result is the first of the best
+        assert len(selects) == 6 and summary["selected"] == max(selects, key=lambda r: r["reward"])
+        assert summary["selected"]["best"] and selects[0]["best"]
+        assert state_dicts_equal(DialogModel.from_pretrained(straight), DialogModel.from_pretrained(straight / "best"))
+    else:
+        assert not selects and summary["selected"] is None
+
+
+def test_rl_selection_needs_validation_games(tmp_path: Path) -> None:
+    sv, exs = _sv_checkpoint(tmp_path / "sv")
+    with pytest.raises(ValueError, match="select_every > 0 needs select_scenarios"):
+        T.train_rl(sv, tmp_path / "rl", tiny_rl(select_every=2), scenarios=synthetic_scenarios(4), train=exs,
+                   valid=exs[:4], device="cpu", progress=False)
 
 
 def test_selfplay_evaluation_is_seeded() -> None:

@@ -28,7 +28,7 @@ __all__ = ["RATE_KEYS", "ResultsDocument", "Section", "format_value", "markdown_
 #: A renderer of part of a results file: the markdown lines it adds (none when the file lacks its keys).
 Section = Callable[[dict[str, Any]], list[str]]
 
-SKIP = {"config", "paper", "table"}  # row keys that are not table columns
+SKIP = {"config", "paper", "table", "ci95"}  # row keys that are not table columns
 RATE_KEYS = {"success", "agreement", "accuracy", "robust_accuracy", "rate", "par", "pareto", "selected", "sr",
              "clean_accuracy"}  # besides keys ending in _rate / _acc and starting with success_
 
@@ -54,7 +54,8 @@ def format_value(key: str, v: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One markdown table of ``rows``: every key in order of appearance, then the ``paper`` values beside."""
+    """One markdown table of ``rows``: every key in order of appearance, then the ``paper`` values beside. A
+    row's ``ci95`` (half-widths of 95% confidence intervals, by key) shows as ``mean ± half-width``."""
     cols: list[str] = []
     for r in rows:
         for k in r:
@@ -68,7 +69,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = cols + [f"paper {k}" for k in paper_cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [format_value(k, r.get(k)) for k in cols]
+        ci = r.get("ci95") or {}
+        cells = [format_value(k, r.get(k)) + (f" ± {format_value(k, ci[k])}" if ci.get(k) is not None
+                                              and r.get(k) is not None else "") for k in cols]
         cells += [format_value(k, (r.get("paper") or {}).get(k)) for k in paper_cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
