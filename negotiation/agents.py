@@ -158,6 +158,7 @@ class RnnAgent:
         self._generator: torch.Generator | None = None
         self.contexts: list[Context] = []
         self.outcomes: list[Outcome] | None = None
+        self._forced: set[int] = set()
         self._reset(0)
 
     # --- state -----------------------------------------------------------------------------------------
@@ -206,6 +207,7 @@ class RnnAgent:
         self.model.train(self.dropout)
         self.contexts = list(contexts)
         self.outcomes = None
+        self._forced = set()
         self._reset(len(self.contexts))
         dev = self.model.device
         if self.seed is not None and (self._generator is None or self._generator.device != dev):
@@ -232,9 +234,22 @@ class RnnAgent:
     def read(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
         self._take_in(games, messages, self.model.them_id)
 
+    def force_selection(self, games: Sequence[int]) -> None:
+        """Make the agent say ``<selection>`` the next time it writes in the listed games (the protocol of the
+        thesis author's released attack code: after a successful reactive edit the target selects)."""
+        self._index(games)
+        self._forced.update(int(g) for g in games)
+
     def write(self, games: Sequence[int]) -> list[list[str]]:
         if not games:
             return []
+        forced = [g for g in games if g in self._forced]
+        if forced:
+            self._forced.difference_update(forced)
+            self.say(forced, [[SELECTION]] * len(forced))
+            rest = [g for g in games if g not in forced]
+            said = dict(zip(rest, self.write(rest)))
+            return [[SELECTION] if g in forced else said[g] for g in games]
         idx = self._index(games)
         with self._grad():
             self._read_ids(idx, [[self.model.you_id]] * len(games))

@@ -266,6 +266,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, seed=args.seed, start_turn=args.start_turn, kappa=args.kappa,
                        sel_margin=args.sel_margin, replies=args.replies, validate=args.validate,
                        max_changes=args.max_changes, max_turns=args.max_turns, cap_rule=args.cap_rule,
+                       protocol=args.protocol, objective=args.objective, adv_weight=args.adv_weight,
+                       passes=args.passes,
                        transfer_sentences=pool, temperature=args.temperature, shard=shard, progress=not args.quiet)
     if len(games) < len(scenarios):
         print(f"rank {shard}: its games are played; the last rank to finish merges them into {args.out}")
@@ -275,7 +277,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
           f"PAR {100 * s['par']:.1f}%, score {s['score_attacker']:.2f} vs {s['score_target']:.2f} "
           f"(advantage {s['advantage']:.2f} +- {s['ci95']['advantage'] or 0:.2f}), agreement "
           f"{100 * s['agreement']:.1f}%; {args.split} scenarios, at most {args.max_turns} messages, "
-          f"{args.cap_rule} at the cap")
+          f"{args.cap_rule} at the cap, {args.protocol} protocol")
     return 0
 
 
@@ -387,7 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--seed", type=int, default=0)
     at.add_argument("--temperature", type=float, default=0.5)
     at.add_argument("--batch-size", type=int, default=64, help="games played in parallel")
-    at.add_argument("--start-turn", type=int, default=2, help="messages before the first attack turn (n)")
+    at.add_argument("--start-turn", type=int, default=None, help="messages before the first attack turn (n; "
+                    "default 0 for ra-pa-da / ra-pa-ta, the attacker's first message, else 2)")
+    at.add_argument("--protocol", choices=["strict", "released-code"], default="strict",
+                    help="released-code: after a successful reactive edit the target is made to select and the "
+                         "game ends on its decision (the thesis author's released code); strict: the dialogue "
+                         "goes on by the target's own words")
+    at.add_argument("--objective", choices=["hinge", "advantage"], default="hinge",
+                    help="greedy loss: the decision hinge, or hinge minus --adv-weight x the attacker's advantage")
+    at.add_argument("--adv-weight", type=float, default=0.2, help="lambda of --objective advantage")
+    at.add_argument("--passes", type=int, default=None, help="greedy iterations (default --max-changes; a pass "
+                    "beyond it may re-choose a changed word)")
     at.add_argument("--kappa", type=float, default=0.5, help="hinge margin of the greedy loss")
     at.add_argument("--sel-margin", type=float, default=0.0, help="lead of <selection> the reactive attack demands")
     at.add_argument("--replies", type=int, default=1, help="target replies per preemptive trial")

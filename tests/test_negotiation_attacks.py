@@ -296,3 +296,55 @@ def test_preemptive_validation_on_fresh_replies(model: DialogModel) -> None:
     assert res.win_rate is not None
     for ok, loss, rate in zip(res.success, res.loss, res.win_rate):
         assert ok == (loss < 0 and rate >= 0.5)
+
+
+def test_forced_selection_makes_the_agent_select_once(model: DialogModel) -> None:
+    scen = synthetic_scenarios(3, seed=1)
+    agent = RnnAgent(model, name="b", seed=0)
+    agent.feed_context([s.second for s in scen])
+    agent.force_selection([1])
+    first = agent.write([0, 1, 2])
+    assert first[1] == ["<selection>"] and agent.transcript(1)[-2:] == ["YOU:", "<selection>"]
+    again = agent.write([1])  # only once
+    assert again[0][-1] in ("<eos>", "<selection>") and len(agent.transcript(1)) > 2 + len(again[0])
+    with pytest.raises(IndexError):
+        agent.force_selection([7])
+
+
+def test_released_code_protocol_ends_the_game_after_a_successful_reactive_edit(model: DialogModel) -> None:
+    scen = synthetic_scenarios(40, seed=6)
+    target = RnnAgent(model, name="target", seed=1)
+    attacker = AttackAgent(RnnAgent(model, name="adv", seed=2), target, method="ra-pa-da", start_turn=0,
+                           protocol="released-code", objective="advantage", passes=3)
+    records = play(attacker, target, scen, complement="a")
+    hits = 0
+    for r, events in zip(records, attacker.events):
+        won = [e for e in events if e.kind == "reactive" and e.success]
+        if won:  # the edited message, then the target's <selection>, and nothing after
+            hits += 1
+            said = [list(m.tokens) for m in r.messages]
+            k = said.index(won[0].message)
+            assert said[k + 1 :] == [["<selection>"]] and r.messages[k + 1].speaker == "b" and r.selected
+    assert hits > 0
+    with pytest.raises(ValueError, match="unknown protocol"):
+        AttackAgent(RnnAgent(model), target, method="reactive", protocol="loose")  # type: ignore[arg-type]
+
+
+def test_advantage_objective_prefers_larger_advantages(model: DialogModel) -> None:
+    a, b, scen = _after_one_turn(model, n=8)
+    games = list(range(len(scen)))
+    drafts = [d if len(d) > 1 else ["i", "want", "the", "hats", "<eos>"] for d in a.draft(games)]
+    hinge = CandidateScorer(model, b.snapshot(games), [s.first for s in scen], kappa=0.5)
+    adv = CandidateScorer(model, b.snapshot(games), [s.first for s in scen], kappa=0.5, objective="advantage",
+                          adv_weight=0.2)
+    ids, lens = _ids(model, drafts)
+    everyone = torch.arange(len(games))
+    h, v = hinge.score(everyone, ids, lens, "preemptive"), adv.score(everyone, ids, lens, "preemptive")
+    assert torch.equal(h.loss < 0, v.loss < 0)  # the same successes
+    assert bool((v.loss <= h.loss + 1e-6)[h.loss < 0].all())  # a success scores lower by its advantage
+    for passes in (2, 3):
+        res = greedy_attack(adv, drafts, "reactive", max_changes=2, passes=passes)
+        for d, m in zip(drafts, res.messages):
+            assert sum(x != y for x, y in zip(d, m)) <= 2
+    with pytest.raises(ValueError, match="objective"):
+        CandidateScorer(model, b.snapshot(games), [s.first for s in scen], objective="score")  # type: ignore[arg-type]

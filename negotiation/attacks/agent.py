@@ -26,14 +26,22 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from negotiation.agents import RnnAgent
-from negotiation.attacks.greedy import CandidateScorer, greedy_attack
+from negotiation.attacks.greedy import CandidateScorer, Objective, greedy_attack
 from negotiation.corpus import EOS, SELECTION
 from negotiation.domain import Context, Outcome, Split
 
 METHODS: tuple[str, ...] = ("none", "transfer", "reactive", "preemptive", "ra-pa-da", "ra-pa-ta")
+Protocol = Literal["strict", "released-code"]
+PROTOCOLS: tuple[str, ...] = ("strict", "released-code")
+
+
+def default_start_turn(method: str) -> int:
+    """Messages before the first attack turn: Algorithm 7's combined attacks from the attacker's first message
+    (0; the thesis's Table 3.15 finds the earliest start strongest), the single attacks after two (n = 2)."""
+    return 0 if method in ("ra-pa-da", "ra-pa-ta") else 2
 
 
 @dataclass
@@ -73,13 +81,22 @@ class AttackAgent:
         max_rows: trials per forward pass.
         seed: seeds the transfer draws and the preemptive replies.
         name: a label.
+        protocol: ``"strict"``: a successful reactive edit is said and the dialogue goes on by the target's own
+            words (it ends only if the target then writes ``<selection>``). ``"released-code"``: the protocol
+            of the thesis author's released attack code, whose numbers the thesis reports: after a successful
+            reactive edit the target is made to say ``<selection>`` and the game ends on its decision.
+        objective: the greedy loss (:class:`~negotiation.attacks.greedy.CandidateScorer`): ``"hinge"`` or
+            ``"advantage"`` (hinge minus ``adv_weight`` x the attacker's advantage, the released code's).
+        adv_weight: lambda of the advantage objective.
+        passes: greedy iterations (default ``max_changes``; the released code runs 3).
     """
 
     def __init__(self, speaker: RnnAgent, target: RnnAgent | None = None, *, method: str = "ra-pa-da",
                  start_turn: int = 2, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1,
                  validate: int = 0, max_changes: int = 2,
                  transfer_sentences: Sequence[Sequence[str]] | None = None, max_rows: int = 2048, seed: int = 0,
-                 name: str = "attacker") -> None:
+                 name: str = "attacker", protocol: Protocol = "strict", objective: Objective = "hinge",
+                 adv_weight: float = 0.2, passes: int | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown attack method {method!r}; expected one of {METHODS}")
         if method in ("reactive", "preemptive", "ra-pa-da", "ra-pa-ta") and not isinstance(target, RnnAgent):
@@ -88,6 +105,8 @@ class AttackAgent:
             raise ValueError(f"the {method} attack needs transfer sentences (collect_transfer_sentences)")
         if start_turn < 0:
             raise ValueError(f"start_turn must be >= 0, got {start_turn}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
         pool = [list(s) for s in (transfer_sentences or [])]
         for s in pool:
             if not s or s[-1] != EOS:
@@ -97,6 +116,7 @@ class AttackAgent:
         self.start_turn, self.kappa, self.max_changes, self.max_rows = start_turn, kappa, max_changes, max_rows
         self.transfer_sentences = pool
         self.seed, self.name = seed, name
+        self.protocol, self.objective, self.adv_weight, self.passes = protocol, objective, adv_weight, passes
         self._calls = 0
         self._rng = random.Random(seed)
         self.contexts: list[Context] = []
@@ -170,9 +190,10 @@ class AttackAgent:
         scorer = CandidateScorer(self.target.model, view, [self.contexts[g] for g in games], kappa=self.kappa,
                                  sel_margin=self.sel_margin, replies=self.replies,
                                  temperature=self.target.temperature, max_words=min(20, self.target.max_words),
-                                 seed=self.seed * 1_000_003 + self._calls, max_rows=self.max_rows)
+                                 seed=self.seed * 1_000_003 + self._calls, max_rows=self.max_rows,
+                                 objective=self.objective, adv_weight=self.adv_weight)
         return greedy_attack(scorer, drafts, mode, max_changes=self.max_changes,  # type: ignore[arg-type]
-                             validate=self.validate)
+                             validate=self.validate, passes=self.passes)
 
     def _attack(self, games: list[int], out: dict[int, list[str]]) -> None:
         drafts = {g: list(out[g]) for g in games}
@@ -196,6 +217,8 @@ class AttackAgent:
                 if ok:
                     out[g] = list(res.messages[i])
                     self._select_next[g] = mode == "preemptive"
+                    if mode == "reactive" and self.protocol == "released-code":
+                        self.target.force_selection([g])  # type: ignore[union-attr]
                 else:  # a failed edit is not said: the draft stands (fixed turn) or the next mode is tried
                     left.append(g)
             todo = left
@@ -208,4 +231,4 @@ class AttackAgent:
                 self.events[g].append(AttackEvent(self._turns[g], "delayed", drafts[g], drafts[g]))
 
 
-__all__ = ["METHODS", "AttackAgent", "AttackEvent"]
+__all__ = ["METHODS", "PROTOCOLS", "AttackAgent", "AttackEvent", "Protocol", "default_start_turn"]

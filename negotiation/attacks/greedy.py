@@ -36,13 +36,15 @@ from typing import Literal
 import torch
 
 from negotiation.agents import AgentSnapshot
-from negotiation.attacks.objectives import decision_hinge, favourable_choices, selection_margin
+from negotiation.attacks.objectives import choice_advantages, decision_hinge, favourable_choices, selection_margin
 from negotiation.corpus import EOS, SELECTION, UNK
 from negotiation.domain import Context
 from negotiation.model import DialogModel
 
 Mode = Literal["reactive", "preemptive"]
 MODES: tuple[str, ...] = ("reactive", "preemptive")
+Objective = Literal["hinge", "advantage"]
+OBJECTIVES: tuple[str, ...] = ("hinge", "advantage")
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,17 @@ class CandidateScorer:
             thesis' single reply; the target's decision swings with its reply, so one sample is a noisy guide).
         seed: seed of the replies' generator (preemptive mode).
         max_rows: trials per forward pass (memory bound).
+        objective: ``"hinge"`` (eq. 3.10 alone: every success is as good) or ``"advantage"`` (the hinge minus
+            ``adv_weight`` x the attacker's advantage under the target's best choice, as the thesis author's
+            released code scores ``5 x hinge - advantage``; success is still a negative loss, exactly when the
+            best choice is favourable).
+        adv_weight: lambda of the advantage objective.
     """
 
     def __init__(self, target: DialogModel, view: AgentSnapshot, attackers: Sequence[Context], *,
                  kappa: float = 0.5, sel_margin: float = 0.0, temperature: float = 0.5, max_words: int = 20,
-                 replies: int = 1, seed: int = 0,
-                 max_rows: int = 2048) -> None:
+                 replies: int = 1, seed: int = 0, max_rows: int = 2048, objective: Objective = "hinge",
+                 adv_weight: float = 0.2) -> None:
         if kappa <= 0:
             raise ValueError(f"kappa must be > 0 (success is a negative loss), got {kappa}")
         if len(attackers) != view.state.size(0):
@@ -120,12 +127,18 @@ class CandidateScorer:
         self.model, self.view, self.kappa, self.sel_margin = target, view, kappa, sel_margin
         if replies < 1:
             raise ValueError(f"replies must be >= 1, got {replies}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if adv_weight < 0:
+            raise ValueError(f"adv_weight must be >= 0, got {adv_weight}")
+        self.objective, self.adv_weight = objective, adv_weight
         self.temperature, self.max_words, self.seed, self.max_rows = temperature, max_words, seed, max_rows
         self.replies = replies
         self.counts = [c.counts for c in view.contexts]
         cl = target.choice_logits(torch.zeros(len(self.counts), 6, len(target.items), device=target.device),
                                   self.counts)
         self.favourable = favourable_choices(cl.choices, view.contexts, attackers, device=target.device)
+        self.advantages = choice_advantages(cl.choices, view.contexts, attackers, device=target.device)
 
     @torch.no_grad()
     def score(self, games: torch.Tensor, messages: torch.Tensor, lengths: torch.Tensor, mode: Mode) -> Scores:
@@ -234,7 +247,12 @@ class CandidateScorer:
         all_hid, _ = _place(v.hiddens[games], v.lengths[games], new_hid, new_len)
         slots = m.selection_logits(all_tok, all_hid, all_len, ctx)
         choice = m.choice_logits(slots, [self.counts[g] for g in games.tolist()])
-        return decision_hinge(choice.logits, self.favourable[games, : choice.logits.size(1)], self.kappa)
+        width = choice.logits.size(1)
+        hinge = decision_hinge(choice.logits, self.favourable[games, :width], self.kappa)
+        if self.objective == "hinge":
+            return hinge
+        best = choice.logits.argmax(dim=1, keepdim=True)
+        return hinge - self.adv_weight * self.advantages[games, :width].gather(1, best).squeeze(1)
 
 
 @dataclass
@@ -265,7 +283,7 @@ def _key(loss: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
 
 def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode: Mode, *, max_changes: int = 2,
                   words: torch.Tensor | None = None, stop_on_success: bool | None = None, validate: int = 0,
-                  min_win_rate: float = 0.5) -> GreedyResult:
+                  min_win_rate: float = 0.5, passes: int | None = None) -> GreedyResult:
     """Edit ``drafts`` (one per game of the scorer's view, tokens ending with ``<eos>``/``<selection>``) by at
     most ``max_changes`` word substitutions to minimise the ``mode`` loss (see the module docstring).
 
@@ -273,7 +291,10 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
         scorer: the batched trial scorer of these games.
         drafts: the attacker's regular messages.
         mode: ``"reactive"`` (constrained, eq. 3.11) or ``"preemptive"`` (eq. 3.12).
-        max_changes: greedy iterations, i.e. words changed at most (thesis: 2).
+        max_changes: words changed at most (thesis: 2).
+        passes: greedy iterations (default ``max_changes``: each may change one more word). With more passes
+            than ``max_changes`` (the thesis author's released code runs 3 for 2 words) a later pass may also
+            re-choose a word it already changed; at most ``max_changes`` positions differ from the draft.
         words: candidate word ids (default :func:`candidate_words`).
         stop_on_success: stop editing a game once its message succeeds (default: for the preemptive mode; the
             reactive mode spends its remaining changes on a larger ``<selection>`` lead).
@@ -291,6 +312,10 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
             raise ValueError(f"a draft must end with {EOS} or {SELECTION}, got {list(d)}")
     if stop_on_success is None:
         stop_on_success = mode == "preemptive"
+    passes = max_changes if passes is None else passes
+    if passes < 0 or max_changes < 0:
+        raise ValueError(f"passes and max_changes must be >= 0, got {passes} and {max_changes}")
+    revisit = passes > max_changes
     words = candidate_words(m) if words is None else words.to(dev)
     width = max(len(d) for d in drafts)
     cur = torch.full((n, width), m.pad_id, dtype=torch.long, device=dev)
@@ -302,16 +327,20 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
     loss, margin = s.loss.clone(), s.margin.clone()
     changed: list[list[int]] = [[] for _ in range(n)]
     trials = n
-    for _ in range(max_changes):
+
+    def eligible(g: int, p: int) -> bool:
+        return revisit if p in changed[g] else len(changed[g]) < max_changes
+
+    for _ in range(passes):
         active = [g for g in range(n) if not (stop_on_success and margin[g] >= 0 and loss[g] < 0)]
-        active = [g for g in active if any(p not in changed[g] for p in range(int(lengths[g]) - 1))]
+        active = [g for g in active if any(eligible(g, p) for p in range(int(lengths[g]) - 1))]
         if not active:
             break
-        # 1. position: blank each unchanged word with <pad>
+        # 1. position: blank each word that may change with <pad>
         rows_g, rows_p = [], []
         for g in active:
             for p in range(int(lengths[g]) - 1):
-                if p not in changed[g]:
+                if eligible(g, p):
                     rows_g.append(g)
                     rows_p.append(p)
         gi = torch.tensor(rows_g, dtype=torch.long, device=dev)
@@ -342,7 +371,8 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
             if float(key[a, pick[a]]) < float(_key(loss[g : g + 1], margin[g : g + 1])[0]):
                 cur[g] = trial[r]
                 loss[g], margin[g] = ws.loss[r], ws.margin[r]
-                changed[g].append(best_pos[g])
+                if best_pos[g] not in changed[g]:
+                    changed[g].append(best_pos[g])
     ok = (margin >= 0) & (loss < 0)
     rate: list[float] | None = None
     if mode == "preemptive" and validate:
@@ -354,4 +384,4 @@ def greedy_attack(scorer: CandidateScorer, drafts: Sequence[Sequence[str]], mode
     return GreedyResult(out, loss.tolist(), margin.tolist(), ok.tolist(), changed, trials, rate)
 
 
-__all__ = ["MODES", "CandidateScorer", "GreedyResult", "Scores", "candidate_words", "greedy_attack"]
+__all__ = ["MODES", "OBJECTIVES", "CandidateScorer", "GreedyResult", "Scores", "candidate_words", "greedy_attack"]

@@ -9,6 +9,9 @@ target's score for ``o``: the set :math:`\\bar O` of eq. 3.10. No deal is never 
 * :func:`decision_hinge`: eq. 3.10 with the original decision ``o'`` read as the target's best choice
   outside :math:`\\bar O`, i.e. ``max(Z[o'] - max_{o in O-bar} Z[o], -kappa)``; it is below 0 exactly when the
   target's highest-scoring choice is favourable to the attacker (the attack succeeds).
+* :func:`choice_advantages`: the attacker's advantage for each target choice, for the objective of the thesis
+  author's released code, ``hinge - lambda x advantage`` (its ``5 x hinge - advantage``): among successful
+  messages the one whose decision gives the attacker most is preferred.
 * :func:`selection_margin`: the left side of constraint 3.9, ``Z[<selection>] - max_{i != <selection>} Z[i]``
   over the tokens the target may generate; ``>= 0`` means its greedy next token is ``<selection>``.
 """
@@ -46,6 +49,19 @@ def favourable_choices(choices: Sequence[Sequence[Split | None]], targets: Seque
     return out if device is None else out.to(device)
 
 
+def choice_advantages(choices: Sequence[Sequence[Split | None]], targets: Sequence[Context],
+                      attackers: Sequence[Context], *, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(B, C)`` float: the attacker's score minus the target's when the target takes column ``c`` and the
+    attacker the complement (no deal and padding columns: 0). Arguments as :func:`favourable_choices`."""
+    width = max((len(c) for c in choices), default=0)
+    out = torch.zeros(len(choices), width)
+    for b, (cols, tgt, adv) in enumerate(zip(choices, targets, attackers)):
+        for c, split in enumerate(cols):
+            if split is not None:
+                out[b, c] = score(complement(split, tgt.counts), adv.values) - score(split, tgt.values)
+    return out if device is None else out.to(device)
+
+
 def decision_hinge(choice_logits: torch.Tensor, favourable: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
     """Eq. 3.10 per game, ``(B,)``: best unfavourable logit minus best favourable logit, floored at ``-kappa``.
 
@@ -77,4 +93,4 @@ def selection_margin(word_logits: torch.Tensor, sel_id: int,
     return z[:, sel_id] - others.amax(dim=-1)
 
 
-__all__ = ["decision_hinge", "favourable_choices", "selection_margin"]
+__all__ = ["choice_advantages", "decision_hinge", "favourable_choices", "selection_margin"]

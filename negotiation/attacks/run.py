@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from negotiation.agents import RnnAgent
-from negotiation.attacks.agent import AttackAgent
+from negotiation.attacks.agent import AttackAgent, Protocol, default_start_turn
+from negotiation.attacks.greedy import Objective
 from negotiation.dialog import CapRule, GameRecord, play, selfplay_metrics
 from negotiation.domain import MAX_TURNS, Scenario
 from negotiation.model import DialogModel
@@ -67,17 +68,21 @@ def _check_games(path: Path, scen: Sequence[Scenario]) -> None:
 
 def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenarios: Sequence[Scenario],
                out_jsonl: str | os.PathLike[str] | None = None, batch_size: int = 64, seed: int = 0,
-               start_turn: int = 2, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1, validate: int = 0,
+               start_turn: int | None = None, kappa: float = 0.5, sel_margin: float = 0.0, replies: int = 1,
+               validate: int = 0,
                max_changes: int = 2, transfer_sentences: Sequence[Sequence[str]] | None = None,
                temperature: float = 0.5, max_rows: int = 2048, names: tuple[str, str] = ("attacker", "target"),
-               max_turns: int = MAX_TURNS, cap_rule: CapRule | None = None,
+               max_turns: int = MAX_TURNS, cap_rule: CapRule | None = None, protocol: Protocol = "strict",
+               objective: Objective = "hinge", adv_weight: float = 0.2, passes: int | None = None,
                shard: Shard | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Play ``method`` (:data:`ATTACKS`) with ``speaker`` as the attacker's speaking module (for ``rl``: the
     RL attacker itself) against ``target`` on every scenario; return one dict per game (side A = attacker;
     ``events``: the attack turns; ``seconds``: wall time of its chunk divided by the chunk's games).
     ``method="none"`` is plain self-play of ``speaker`` (side A) and ``target`` (side B). ``max_turns`` and
     ``cap_rule`` are the turn rules of :func:`~negotiation.dialog.play` (default cap rule: ``no-deal`` for
-    self-play, ``force-selection`` under an attack's forced agreement).
+    self-play, ``force-selection`` under an attack's forced agreement). ``start_turn`` (default
+    :func:`~negotiation.attacks.agent.default_start_turn`), ``protocol``, ``objective``, ``adv_weight`` and
+    ``passes`` are :class:`~negotiation.attacks.agent.AttackAgent`'s.
 
     Games are played ``batch_size`` at a time, each chunk with its own seeds (from ``seed`` and the chunk
     index), so the games do not depend on how the run is split. With ``out_jsonl`` every finished chunk is
@@ -91,6 +96,7 @@ def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenar
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     scen = list(scenarios)
     shard = shard if shard is not None else shard_from_env()
+    first_attack = default_start_turn(method) if start_turn is None else start_turn
 
     def process(c: int, part: list[Scenario]) -> list[dict[str, Any]]:
         k = c * batch_size
@@ -100,10 +106,11 @@ def run_attack(method: str, *, target: DialogModel, speaker: DialogModel, scenar
         if method in ("none", "rl"):
             attacker = own
         else:
-            attacker = AttackAgent(own, tgt, method=method, start_turn=start_turn, kappa=kappa,
+            attacker = AttackAgent(own, tgt, method=method, start_turn=first_attack, kappa=kappa,
                                    sel_margin=sel_margin, replies=replies, validate=validate,
                                    max_changes=max_changes, transfer_sentences=transfer_sentences,
-                                   max_rows=max_rows, seed=seed_for(seed, c, 2))
+                                   max_rows=max_rows, seed=seed_for(seed, c, 2), protocol=protocol,
+                                   objective=objective, adv_weight=adv_weight, passes=passes)
         firsts = ["a" if (k + i) % 2 == 0 else "b" for i in range(len(part))]
         t0 = time.perf_counter()
         with torch.no_grad():
