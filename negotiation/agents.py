@@ -27,8 +27,8 @@ from typing import NamedTuple, Protocol, TextIO, runtime_checkable
 import torch
 
 from negotiation.corpus import EOS, SELECTION
-from negotiation.domain import ITEMS, Context, Outcome, Split
-from negotiation.model import ChoiceLogits, DialogModel
+from negotiation.domain import ITEMS, Context, Outcome, Split, score
+from negotiation.model import ChoiceLogits, DialogModel, concat_rows
 
 DEFAULT_TEMPERATURE = 0.5
 """Sampling temperature of Lewis et al.'s self-play and RL (``--temperature 0.5``)."""
@@ -342,6 +342,113 @@ class RnnAgent:
         return self.model.words.tokens(self.token_ids(game))
 
 
+class RolloutAgent:
+    """Goal-based decoding (Lewis et al., 2017, "dialogue rollouts"): an :class:`RnnAgent` that, at each of its
+    turns, samples ``candidates`` messages, plays each forward ``rollouts`` times with its own model writing
+    both sides (the partner's messages after ``THEM:``, its own after ``YOU:``, at the agent's temperature) until
+    a ``<selection>`` or ``rollout_turns`` more messages, and says the candidate with the highest mean rollout
+    score. As in FAIR's rollout agent, a rollout scores the value to the agent of its most likely choice
+    times that choice's probability (no deal: 0); the defaults are FAIR's 2017 ones (10 candidates, 5
+    rollouts). All candidates and rollouts of the games planned together are one batch of rows.
+
+    Everything else (reading, choosing, outcomes) is the wrapped agent's; ``name``, ``model`` and ``seed``
+    are its. Its sampling generator draws the candidates and rollouts; ``max_rows`` bounds the rows of one
+    batch (games are planned in chunks).
+    """
+
+    def __init__(self, agent: RnnAgent, *, candidates: int = 10, rollouts: int = 5, rollout_turns: int = 10,
+                 max_rows: int = 2048) -> None:
+        if candidates < 1 or rollouts < 1 or rollout_turns < 0:
+            raise ValueError(f"candidates and rollouts must be >= 1 and rollout_turns >= 0, got {candidates}, "
+                             f"{rollouts} and {rollout_turns}")
+        if agent.track_grad:
+            raise ValueError("a rollout agent plays without gradients (track_grad=False)")
+        self.agent, self.candidates, self.rollouts, self.rollout_turns = agent, candidates, rollouts, rollout_turns
+        self.max_rows = max_rows
+        self.name, self.model = agent.name, agent.model
+
+    # --- the Agent interface (delegated) ------------------------------------------------------------------
+
+    def feed_context(self, contexts: Sequence[Context]) -> None:
+        self.agent.feed_context(contexts)
+
+    def read(self, games: Sequence[int], messages: Sequence[Sequence[str]]) -> None:
+        self.agent.read(games, messages)
+
+    def choose(self, games: Sequence[int] | None = None) -> list[Split | None]:
+        return self.agent.choose(games)
+
+    def update(self, outcomes: Sequence[Outcome]) -> None:
+        self.agent.update(outcomes)
+
+    def write(self, games: Sequence[int]) -> list[list[str]]:
+        games = list(games)
+        if not games:
+            return []
+        step = max(1, self.max_rows // (self.candidates * self.rollouts))
+        best: list[list[str]] = []
+        with torch.no_grad():
+            for k in range(0, len(games), step):
+                best += self._plan(games[k : k + step])
+        self.agent.say(games, best)
+        return best
+
+    # --- planning ---------------------------------------------------------------------------------------
+
+    def _say(self, state: torch.Tensor, ctx: torch.Tensor, prefix: int,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every row reads ``prefix`` and writes a message: tokens and hiddens (prefix first), lengths, state."""
+        m, a = self.model, self.agent
+        rows = state.size(0)
+        pre = torch.full((rows, 1), prefix, dtype=torch.long, device=state.device)
+        one = torch.ones(rows, dtype=torch.long, device=state.device)
+        pre_hid, state = m.read(pre, one, state, ctx)
+        out = m.write(state, ctx, max_words=a.max_words, temperature=a.temperature, generator=a._generator)
+        toks, lens = concat_rows(pre, one, out.tokens, out.lengths)
+        hids, _ = concat_rows(pre_hid, one, out.hiddens, out.lengths)
+        return toks, hids, lens, out.state
+
+    def _plan(self, games: list[int]) -> list[list[str]]:
+        m, a = self.model, self.agent
+        n, N, M = len(games), self.candidates, self.rollouts
+        view = a.snapshot(games)
+        # candidates: n x N rows, game-major
+        cs = torch.arange(n, device=m.device).repeat_interleave(N)
+        ctx = view.ctx[cs]
+        c_tok, c_hid, c_len, c_state = self._say(view.state[cs], ctx, m.you_id)
+        ended = c_tok[torch.arange(n * N, device=m.device), c_len - 1] == m.sel_id
+        tok, length = concat_rows(view.tokens[cs], view.lengths[cs], c_tok, c_len)
+        hid, _ = concat_rows(view.hiddens[cs], view.lengths[cs], c_hid, c_len)
+        # rollouts: n x N x M rows
+        rs = torch.arange(n * N, device=m.device).repeat_interleave(M)
+        tok, hid, length, state = tok[rs], hid[rs], length[rs], c_state[rs]
+        ended, ctx = ended[rs], ctx[rs]
+        for turn in range(self.rollout_turns):
+            if bool(ended.all()):
+                break
+            prefix = m.them_id if turn % 2 == 0 else m.you_id
+            new_tok, new_hid, new_len, new_state = self._say(state, ctx, prefix)
+            add = torch.where(ended, torch.zeros_like(new_len), new_len)
+            tok, length2 = concat_rows(tok, length, new_tok, add)
+            hid, _ = concat_rows(hid, length, new_hid, add)
+            length = length2
+            state = torch.where(ended.unsqueeze(1), state, new_state)
+            last = new_tok[torch.arange(new_tok.size(0), device=m.device), new_len - 1]
+            ended = ended | (last == m.sel_id)
+        contexts = [view.contexts[i] for i in cs[rs].tolist()]
+        slots = m.selection_logits(tok, hid, length, ctx)
+        choice = m.choice_logits(slots, [c.counts for c in contexts])
+        prob, pick = torch.softmax(choice.logits, dim=1).max(dim=1)
+        values = [0.0 if choice.choices[r][k] is None else float(score(choice.choices[r][k], contexts[r].values))
+                  for r, k in enumerate(pick.tolist())]
+        weighted = torch.tensor(values, device=prob.device) * prob
+        expected = weighted.view(n, N, M).mean(dim=2)
+        best = expected.argmax(dim=1).tolist()  # the first of equal candidates
+        rows = [g * N + b for g, b in enumerate(best)]
+        toks, lens = c_tok[rows].tolist(), c_len[rows].tolist()
+        return [m.words.tokens(t[1:k]) for t, k in zip(toks, lens)]  # without the YOU: prefix
+
+
 _WORD = re.compile(r"[a-z0-9]+(?:['`][a-z]+)*|[^\sa-z0-9]")
 SELECT_COMMANDS: tuple[str, ...] = (SELECTION, "/select", "/selection")
 """What a person types to end the negotiation (the message ``<selection>``)."""
@@ -457,5 +564,5 @@ class HumanAgent:
 
 
 __all__ = ["DEFAULT_MAX_WORDS", "DEFAULT_TEMPERATURE", "SELECT_COMMANDS", "Agent", "AgentSnapshot", "HumanAgent",
-           "RnnAgent",
+           "RnnAgent", "RolloutAgent",
            "tokenize_message"]

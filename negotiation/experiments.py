@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from negotiation.agents import DEFAULT_TEMPERATURE, RnnAgent
+from negotiation.agents import DEFAULT_TEMPERATURE, Agent, RnnAgent, RolloutAgent
 from negotiation.data import load_examples, load_scenarios
 from negotiation.dialog import FAIR_CAP_RULE, FAIR_TURNS, CapRule, GameRecord, SelfPlayMetrics, play, selfplay_metrics
 from negotiation.domain import MAX_TURNS, Scenario
@@ -27,8 +27,8 @@ from negotiation.train import (
 )
 from nlprobust.core.cli import display_path
 
-__all__ = ["TURN_RULES", "agent_dirs", "evaluation_games", "metrics_row", "selection_games", "selfplay_table",
-           "train_agents"]
+__all__ = ["ROLLOUTS_SUFFIX", "TURN_RULES", "agent_dirs", "evaluation_games", "make_agent", "metrics_row",
+           "selection_games", "selfplay_table", "train_agents"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,20 @@ def evaluation_games(split: str, data_dir: str | None, *, n: int | None = None,
                            "games": len(games)}
 
 
+ROLLOUTS_SUFFIX = "+rollouts"
+
+
+def make_agent(models: dict[str, DialogModel], name: str, *, temperature: float, seed: int,
+               rollouts: tuple[int, int] = (10, 5)) -> Agent:
+    """The agent called ``name``: ``models[name]`` sampling at ``temperature``, or for ``X+rollouts`` model ``X``
+    planning its messages by rollouts (``rollouts`` = candidates, rollouts per candidate)."""
+    base = name.removesuffix(ROLLOUTS_SUFFIX)
+    agent = RnnAgent(models[base], name=name, temperature=temperature, seed=seed)
+    if name.endswith(ROLLOUTS_SUFFIX):
+        return RolloutAgent(agent, candidates=rollouts[0], rollouts=rollouts[1])
+    return agent
+
+
 def metrics_row(m: SelfPlayMetrics) -> dict[str, Any]:
     """The columns of a self-play row (rates in [0, 1]) with their 95% confidence intervals."""
     keys = ("score_a", "score_b", "advantage", "agreement", "par", "pareto", "turns", "selected")
@@ -118,12 +132,14 @@ def metrics_row(m: SelfPlayMetrics) -> dict[str, Any]:
 def selfplay_table(models: dict[int, dict[str, DialogModel]], pairings: dict[str, tuple[str, str]],
                    splits: dict[str, tuple[list[Scenario], list[str], dict[str, Any]]], rules: Sequence[str], *,
                    temperature: float = DEFAULT_TEMPERATURE, batch_size: int = 128, seed: int = 0,
-                   echo: Callable[[str], None] = logger.info,
+                   rollouts: tuple[int, int] = (10, 5), echo: Callable[[str], None] = logger.info,
                    ) -> tuple[list[dict[str, Any]], dict[str, list[GameRecord]]]:
-    """Self-play of every pairing (``label -> (agent A, agent B)`` names of ``models[training seed]``) on every
-    split and turn rule (:data:`TURN_RULES`): one row per training seed, then (with several seeds) one row over
-    them (the games pooled; ``*_min`` / ``*_max``: the seeds' extremes). Returns the rows and, per
-    ``label/split/rule``, the games of the first seed (for transcripts)."""
+    """Self-play of every pairing (``label -> (agent A, agent B)`` names of ``models[training seed]``; a name
+    ``X+rollouts`` is model ``X`` deciding by :class:`~negotiation.agents.RolloutAgent`, ``rollouts`` =
+    (candidates, rollouts per candidate)) on every split and turn rule (:data:`TURN_RULES`): one row per
+    training seed, then (with several seeds) one row over them (the games pooled; ``*_min`` / ``*_max``: the
+    seeds' extremes). Returns the rows and, per ``label/split/rule``, the games of the first seed (for
+    transcripts)."""
     rows: list[dict[str, Any]] = []
     firsts_seen: dict[str, list[GameRecord]] = {}
     for label, (a, b) in pairings.items():
@@ -137,8 +153,8 @@ def selfplay_table(models: dict[int, dict[str, DialogModel]], pairings: dict[str
                 per_seed: list[dict[str, Any]] = []
                 for train_seed, agents in models.items():
                     t = time.time()
-                    pa = RnnAgent(agents[a], name=a, temperature=temperature, seed=seed)
-                    pb = RnnAgent(agents[b], name=b, temperature=temperature, seed=seed + 1)
+                    pa = make_agent(agents, a, temperature=temperature, seed=seed, rollouts=rollouts)
+                    pb = make_agent(agents, b, temperature=temperature, seed=seed + 1, rollouts=rollouts)
                     records = play(pa, pb, games, first=firsts, max_turns=max_turns, cap_rule=cap_rule,
                                    batch_size=batch_size)
                     m = selfplay_metrics(records)

@@ -224,6 +224,25 @@ def generation_mask_tokens(words: Vocab) -> list[str]:
     return out
 
 
+def concat_rows(prefix: torch.Tensor, prefix_len: torch.Tensor, new: torch.Tensor, new_len: torch.Tensor) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """Row-wise concatenation of ``prefix[:, :prefix_len]`` and ``new[:, :new_len]`` (zero padded): tensors
+    ``(N, T, ...)``; returns the joined tensor and its lengths."""
+    N, Tn = new.shape[:2]
+    total = prefix_len + new_len
+    width = max(int(total.max()) if N else 0, 1)
+    out = new.new_zeros((N, width, *new.shape[2:]))
+    Tp = min(prefix.size(1), width)
+    keep = torch.arange(Tp, device=new.device).unsqueeze(0) < prefix_len.unsqueeze(1)
+    out[:, :Tp] = prefix[:, :Tp] * keep.view(N, Tp, *([1] * (new.dim() - 2))).to(prefix.dtype)
+    pos = torch.arange(Tn, device=new.device).unsqueeze(0)
+    valid = pos < new_len.unsqueeze(1)
+    rows = torch.arange(N, device=new.device).unsqueeze(1).expand(N, Tn)[valid]
+    cols = (prefix_len.unsqueeze(1) + pos)[valid]
+    out[rows, cols] = new[valid]
+    return out, total
+
+
 class DialogModel(nn.Module):
     """The Lewis et al. (2017) dialogue model: goal encoder, GRU language model, selection module.
 
@@ -617,5 +636,6 @@ __all__ = [
     "DialogModelConfig",
     "DialogOutput",
     "WriteOutput",
+    "concat_rows",
     "generation_mask_tokens",
 ]

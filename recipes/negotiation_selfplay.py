@@ -50,8 +50,9 @@ PAPER = {  # thesis Table 3.10, row "RL model (w/o attack)": side A is the RL ag
 }
 PAPER_PPL = {"SV": 5.47, "RL": 5.86}  # thesis section 3.2.5 (FAIR's perplexity convention)
 DEFAULT_N = {"tiny": 20, "small": 2000, "paper": 2000}
-PAIRINGS = {"rl-sv": ("RL", "SV"), "sv-sv": ("SV", "SV"), "rl-rl": ("RL", "RL")}
-PAIRING_LABELS = {"rl-sv": "RL vs SV", "sv-sv": "SV vs SV", "rl-rl": "RL vs RL"}
+PAIRINGS = {"rl-sv": ("RL", "SV"), "sv-sv": ("SV", "SV"), "rl-rl": ("RL", "RL"),
+            "rlr-sv": ("RL+rollouts", "SV")}
+PAIRING_LABELS = {"rl-sv": "RL vs SV", "sv-sv": "SV vs SV", "rl-rl": "RL vs RL", "rlr-sv": "RL+rollouts vs SV"}
 
 
 SPEAKER_NOTE = (
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", default="thesis,fair", help=f"turn rules, of {', '.join(TURN_RULES)}")
     ap.add_argument("--n", type=int, default=None, help="selfplay.txt games sampled (default 2000; tiny: 20)")
     ap.add_argument("--test-pairs", type=int, default=None, help="test.txt context pairs (default all 200; tiny 5)")
-    ap.add_argument("--pairings", default="rl-sv,sv-sv,rl-rl", help=f"comma-separated, of {', '.join(PAIRINGS)}")
+    ap.add_argument("--pairings", default="rl-sv,sv-sv,rl-rl,rlr-sv",
+                    help=f"comma-separated, of {', '.join(PAIRINGS)} (rlr: the RL agent planning by rollouts)")
+    ap.add_argument("--rollouts", default="10,5", help="candidates,rollouts per candidate of RL+rollouts "
+                    "(default FAIR's 10,5; tiny: 2,2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the games' sampling")
     ap.add_argument("--batch-size", type=int, default=128, help="self-play games in parallel")
     ap.add_argument("--transcripts", type=int, default=2, help="example games kept per pairing")
@@ -113,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     n_test = args.test_pairs or (5 if args.scale == "tiny" else None)
     games = {split: evaluation_games(split, args.data_dir, n=args.n or DEFAULT_N[args.scale] if split == "selfplay"
                                      else n_test, seed=args.seed) for split in splits}
+    cand, rolls = (int(x) for x in (args.rollouts if args.scale != "tiny" or args.rollouts != "10,5"
+                                    else "2,2").split(","))
     table, played = selfplay_table(models, pairings, games, rules, batch_size=args.batch_size, seed=args.seed,
-                                   echo=echo)
+                                   rollouts=(cand, rolls), echo=echo)
     for r in table:
         if r["table"] == "3.10" or len(seeds) == 1:
             r["paper"] = PAPER.get(r["pairing"])

@@ -348,3 +348,28 @@ def test_advantage_objective_prefers_larger_advantages(model: DialogModel) -> No
             assert sum(x != y for x, y in zip(d, m)) <= 2
     with pytest.raises(ValueError, match="objective"):
         CandidateScorer(model, b.snapshot(games), [s.first for s in scen], objective="score")  # type: ignore[arg-type]
+
+
+def test_rollout_agent_with_one_candidate_writes_what_the_agent_would(model: DialogModel) -> None:
+    from negotiation.agents import RolloutAgent
+
+    scen = synthetic_scenarios(12, seed=8)
+    plain = play(RnnAgent(model, name="a", seed=3), RnnAgent(model, name="b", seed=4), scen)
+    planned = play(RolloutAgent(RnnAgent(model, name="a", seed=3), candidates=1, rollouts=1, rollout_turns=0),
+                   RnnAgent(model, name="b", seed=4), scen)
+    assert planned == plain
+
+
+def test_rollout_agent_plans_in_chunks_and_plays_full_games(model: DialogModel) -> None:
+    from negotiation.agents import RolloutAgent
+
+    scen = synthetic_scenarios(10, seed=9)
+    agent = RolloutAgent(RnnAgent(model, name="a", seed=3), candidates=4, rollouts=3, rollout_turns=4, max_rows=24)
+    records = play(agent, RnnAgent(model, name="b", seed=4), scen, max_turns=6)
+    assert len(records) == 10
+    for r in records:
+        assert all(m.tokens[-1] in ("<eos>", "<selection>") for m in r.messages)
+        if r.agreed:
+            assert r.scores[0] == score(r.choices[0], r.scenario.first.values)
+    with pytest.raises(ValueError, match="candidates and rollouts"):
+        RolloutAgent(RnnAgent(model), candidates=0)

@@ -39,7 +39,7 @@ from negotiation.agents import AgentSnapshot
 from negotiation.attacks.objectives import choice_advantages, decision_hinge, favourable_choices, selection_margin
 from negotiation.corpus import EOS, SELECTION, UNK
 from negotiation.domain import Context
-from negotiation.model import DialogModel
+from negotiation.model import DialogModel, concat_rows
 
 Mode = Literal["reactive", "preemptive"]
 MODES: tuple[str, ...] = ("reactive", "preemptive")
@@ -72,25 +72,6 @@ def candidate_words(model: DialogModel) -> torch.Tensor:
         if tok in model.words:
             ok[model.words.id(tok)] = False
     return ok.nonzero().squeeze(1)
-
-
-def _place(prefix: torch.Tensor, prefix_len: torch.Tensor, new: torch.Tensor, new_len: torch.Tensor) -> tuple[
-        torch.Tensor, torch.Tensor]:
-    """Row-wise concatenation of ``prefix[:, :prefix_len]`` and ``new[:, :new_len]`` (zero padded): tensors
-    ``(N, T, ...)``; returns the joined tensor and its lengths."""
-    N, Tn = new.shape[:2]
-    total = prefix_len + new_len
-    width = max(int(total.max()) if N else 0, 1)
-    out = new.new_zeros((N, width, *new.shape[2:]))
-    Tp = min(prefix.size(1), width)
-    keep = torch.arange(Tp, device=new.device).unsqueeze(0) < prefix_len.unsqueeze(1)
-    out[:, :Tp] = prefix[:, :Tp] * keep.view(N, Tp, *([1] * (new.dim() - 2))).to(prefix.dtype)
-    pos = torch.arange(Tn, device=new.device).unsqueeze(0)
-    valid = pos < new_len.unsqueeze(1)
-    rows = torch.arange(N, device=new.device).unsqueeze(1).expand(N, Tn)[valid]
-    cols = (prefix_len.unsqueeze(1) + pos)[valid]
-    out[rows, cols] = new[valid]
-    return out, total
 
 
 class CandidateScorer:
@@ -214,16 +195,16 @@ class CandidateScorer:
         gen = torch.Generator(device=dev)
         gen.manual_seed(self.seed)
         out = m.write(state, ctx, max_words=self.max_words, temperature=self.temperature, generator=gen)
-        new_tok, new_len = _place(toks, read_len, out.tokens, out.lengths)
-        new_hid, _ = _place(hid, read_len, out.hiddens, out.lengths)
+        new_tok, new_len = concat_rows(toks, read_len, out.tokens, out.lengths)
+        new_hid, _ = concat_rows(hid, read_len, out.hiddens, out.lengths)
         ended = out.tokens[rows, out.lengths - 1] == m.sel_id
         # the attacker answers <selection> where the target did not end the dialogue itself
         them_sel = torch.tensor([[m.them_id, m.sel_id]], device=dev).expand(rows.numel(), 2)
         two = torch.full((rows.numel(),), 2, dtype=torch.long, device=dev)
         sel_hid, _ = m.read(them_sel, two, out.state, ctx)
         add_len = torch.where(ended, torch.zeros_like(two), two)
-        new_tok, new_len2 = _place(new_tok, new_len, them_sel, add_len)
-        new_hid, _ = _place(new_hid, new_len, sel_hid, add_len)
+        new_tok, new_len2 = concat_rows(new_tok, new_len, them_sel, add_len)
+        new_hid, _ = concat_rows(new_hid, new_len, sel_hid, add_len)
         loss = self._decision(games, new_tok, new_hid, new_len2).view(N, K)
         return (loss.amax(dim=1) if worst else loss), margin
 
@@ -234,8 +215,8 @@ class CandidateScorer:
         sel = torch.full((N, 1), m.sel_id, dtype=torch.long, device=dev)
         ones = torch.ones(N, dtype=torch.long, device=dev)
         sel_hid, _ = m.read(sel, ones, state, ctx, speakers=ones.unsqueeze(1))
-        new_tok, new_len = _place(toks, read_len, sel, ones)
-        new_hid, _ = _place(hid, read_len, sel_hid, ones)
+        new_tok, new_len = concat_rows(toks, read_len, sel, ones)
+        new_hid, _ = concat_rows(hid, read_len, sel_hid, ones)
         return self._decision(games, new_tok, new_hid, new_len)
 
     def _decision(self, games: torch.Tensor, new_tok: torch.Tensor, new_hid: torch.Tensor,
@@ -243,8 +224,8 @@ class CandidateScorer:
         """The hinge of the target's decision after the cached dialogue plus ``new_tok`` (and its states)."""
         m, v = self.model, self.view
         ctx = v.ctx[games]
-        all_tok, all_len = _place(v.tokens[games], v.lengths[games], new_tok, new_len)
-        all_hid, _ = _place(v.hiddens[games], v.lengths[games], new_hid, new_len)
+        all_tok, all_len = concat_rows(v.tokens[games], v.lengths[games], new_tok, new_len)
+        all_hid, _ = concat_rows(v.hiddens[games], v.lengths[games], new_hid, new_len)
         slots = m.selection_logits(all_tok, all_hid, all_len, ctx)
         choice = m.choice_logits(slots, [self.counts[g] for g in games.tolist()])
         width = choice.logits.size(1)
