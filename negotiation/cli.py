@@ -290,16 +290,25 @@ def cmd_adv_train(args: argparse.Namespace) -> int:
     _load_model(args.target)
     _load_model(args.attacker)
     cfg = dataclasses.replace(ADV_PRESETS[args.preset], **_overrides(args, {"rounds": "rounds", "seed": "seed"}))
+    if args.partner:
+        _load_model(args.partner)
+    elif cfg.normal_updates:
+        raise CliError(f"the {args.preset} preset also trains the target under normal rules against an ordinary "
+                       f"partner: pass --partner (e.g. the SV agent)")
     scenarios = load_scenarios("selfplay", args.data_dir)
     held = scenarios[-cfg.eval_scenarios :]
     train = load_examples("train", args.data_dir) if cfg.sv_every else []
     t = time.time()
     out = adversarial_training(args.target, args.attacker, args.out, cfg, scenarios=scenarios[: -cfg.eval_scenarios],
-                               eval_scenarios=held, train=train, device=args.device, progress=not args.quiet)
+                               eval_scenarios=held, train=train, partner_dir=args.partner, device=args.device,
+                               progress=not args.quiet)
     log = read_log(out)
     for r in log:
+        normal = r.get("eval_normal")
         print(f"round {r['round']}: attacker advantage {r['eval']['advantage']:.2f} "
-              f"({r['eval']['score_a']:.2f} vs {r['eval']['score_b']:.2f})")
+              f"({r['eval']['score_a']:.2f} vs {r['eval']['score_b']:.2f})"
+              + ("" if normal is None else f"; with the partner {normal['score_a']:.2f} vs {normal['score_b']:.2f}, "
+                                           f"agreement {100 * normal['agreement']:.1f}%"))
     print(f"adversarially trained target in {out}/target ({time.time() - t:.0f}s this run)")
     return 0
 
@@ -417,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--target", required=True, help="the agent to make robust (e.g. the RL agent)")
     av.add_argument("--attacker", required=True, help="the RL attacker (train-rl --reward advantage --complement)")
     av.add_argument("--out", required=True, help="run folder; the robust agent ends in OUT/target")
+    av.add_argument("--partner", default=None, help="the ordinary partner of the normal-rules updates (e.g. the SV "
+                    "agent; needed by the small and paper presets)")
     av.add_argument("--preset", choices=PRESETS, default="small")
     av.add_argument("--rounds", type=int, default=None)
     _add_common(av)

@@ -714,6 +714,8 @@ def reinforce_update(model: DialogModel, partner: DialogModel, scenarios: Sequen
         clip: how to clip (default ``torch.nn.utils.clip_grad_norm_``).
         partner_complement: the partner takes the complement of the agent's choice (training a target against
             a forced-agreement attacker, :mod:`negotiation.adversarial_training`); excludes ``cfg.complement``.
+            The agent then learns from its words only: its choice decides the split by itself, and reinforcing
+            it teaches the agent to claim everything (which an ordinary partner refuses).
     """
     if partner_complement and cfg.complement:
         raise ValueError("only one side can take the complement of the other's choice")
@@ -729,7 +731,8 @@ def reinforce_update(model: DialogModel, partner: DialogModel, scenarios: Sequen
     # the choice decides the outcome where the game reached <selection>, and everywhere under forced agreement
     selected = torch.tensor([r.selected or side is not None for r in records], device=model.device)
     loss = reinforce_loss(lps, counts, adv, gamma=cfg.gamma,
-                          choice_logprobs=agent.choice_logprobs if cfg.train_choice and not cfg.complement else None,
+                          choice_logprobs=agent.choice_logprobs
+                          if cfg.train_choice and not cfg.complement and not partner_complement else None,
                           choice_mask=selected)
     optimizer.zero_grad(set_to_none=True)
     if loss.requires_grad:

@@ -109,7 +109,8 @@ def train_models(scale: str, runs: Path, data_dir: str | None, seed: int, device
     if not AT.is_complete(adv_dir):
         print(f"adversarial training into {adv_dir}", flush=True)
     AT.adversarial_training(rl_dir, att_dir, adv_dir, adv_cfg, scenarios=all_scen[: -adv_cfg.eval_scenarios],
-                            eval_scenarios=held, train=sv_train, device=device, progress=progress)
+                            eval_scenarios=held, train=sv_train, partner_dir=agent_dirs(runs, scale, seed)[0],
+                            device=device, progress=progress)
     info["adv-trained"] = {"path": display_path(adv_dir / "target", ROOT), "config": adv_cfg.to_dict(),
                            "log": AT.read_log(adv_dir)}
     return info

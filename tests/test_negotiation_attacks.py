@@ -243,8 +243,10 @@ def test_rl_attacker_reward_is_the_advantage_under_forced_agreement(model: Dialo
 
 
 def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_path: Path) -> None:
+    # no supervised batches: one at lr 0.5 on the templated dialogues collapses these untrained targets' choice
+    # to "nothing", after which every attacker game scores the same (no policy gradient)
     cfg = AT.AdvTrainConfig(rounds=1, target_updates=2, attacker_updates=4, batch_size=8, eval_scenarios=6,
-                            sv_every=4)
+                            sv_every=0)
     exs = synthetic_examples(40)
     # two differently initialised agents: the templated model always ends its games the same way (equal
     # rewards, no policy gradient), these vary
@@ -277,6 +279,34 @@ def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_p
                                 attacker_updates=2, batch_size=4, eval_scenarios=6, sv_every=4),
                                 scenarios=synthetic_scenarios(20), eval_scenarios=synthetic_scenarios(6, seed=9),
                                 train=exs, device="cpu", progress=False)
+
+
+def test_adversarial_training_with_normal_rule_updates_keeps_an_agreeing_target(trained: Path, tmp_path: Path) -> None:
+    exs = synthetic_examples(40)
+    starts = []
+    for seed, name in ((0, "t0"), (1, "a0")):
+        torch.manual_seed(seed)
+        DialogModel(DialogModel.from_pretrained(trained).words, config=TINY).save_pretrained(tmp_path / name)
+        starts.append(tmp_path / name)
+    kw = {"scenarios": synthetic_scenarios(20), "eval_scenarios": synthetic_scenarios(6, seed=9), "train": exs,
+          "device": "cpu", "progress": False}
+    cfg = AT.AdvTrainConfig(rounds=2, target_updates=2, attacker_updates=2, normal_updates=3, batch_size=4,
+                            eval_scenarios=6, sv_every=4, min_agreement=0.5, patience=2)
+    with pytest.raises(ValueError, match="normal_updates > 0 needs partner_dir"):
+        AT.adversarial_training(*starts, tmp_path / "x", cfg, **kw)  # type: ignore[arg-type]
+    out = AT.adversarial_training(*starts, tmp_path / "adv", cfg, partner_dir=trained, **kw)  # type: ignore[arg-type]
+    log = AT.read_log(out)
+    assert [r["round"] for r in log] == [0, 1, 2]
+    assert all(r["eval_normal"] is not None and 0 <= r["eval_normal"]["agreement"] <= 1 for r in log)
+    assert all(r["normal_reward"] is not None for r in log[1:])
+    state = json.loads((out / AT.CHECKPOINT / "state.json").read_text())
+    eligible = [r for r in log if r["eval_normal"]["agreement"] >= 0.5]
+    if eligible:  # the kept round: the lowest attacker advantage among the rounds that still agree
+        best = min(eligible, key=lambda r: (r["eval"]["advantage"], r["round"]))
+        assert state["best_round"] == best["round"]
+        assert state["best_advantage"] == pytest.approx(best["eval"]["advantage"])
+    else:
+        assert state["best_round"] is None
 
 
 def test_preemptive_validation_on_fresh_replies(model: DialogModel) -> None:

@@ -251,9 +251,13 @@ def test_attack_and_adv_train_commands(runs: dict[str, Path], fake_data: Path, t
         main(["attack", "--method", "rl", "--target", str(tmp_path / "nope"), "--speaker", str(runs["rl"]),
               "--data-dir", str(fake_data)])
     adv = tmp_path / "adv"
-    assert main(["adv-train", "--target", str(runs["rl"]), "--attacker", str(runs["rl"]), "--out", str(adv),
-                 "--preset", "tiny", "--data-dir", str(fake_data), "--quiet", "--device", "cpu"]) == 0
-    assert "adversarially trained target" in capsys.readouterr().out
+    base = ["adv-train", "--target", str(runs["rl"]), "--attacker", str(runs["rl"]), "--out", str(adv),
+            "--preset", "tiny", "--data-dir", str(fake_data), "--quiet", "--device", "cpu"]
+    with pytest.raises(SystemExit, match="pass --partner"):
+        main(base)
+    assert main([*base, "--partner", str(runs["sv"])]) == 0
+    out = capsys.readouterr().out
+    assert "adversarially trained target" in out and "with the partner" in out
     DialogModel.from_pretrained(adv / "target")
 
 

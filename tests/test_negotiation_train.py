@@ -339,3 +339,21 @@ def test_selfplay_evaluation_is_seeded() -> None:
     r1, m1 = T.evaluate_selfplay(model, model, scen, seed=4, max_words=6, batch_size=4)
     r2, m2 = T.evaluate_selfplay(model, model, scen, seed=4, max_words=6, batch_size=4)
     assert r1 == r2 and m1 == m2 and m1.games == 6
+
+
+def test_under_a_partners_forced_agreement_the_agents_choice_is_not_reinforced() -> None:
+    """Against a partner that takes the complement, the agent's choice decides the split alone: reinforcing
+    it teaches the agent to claim everything, so only its words learn (the decision module stays put)."""
+    exs = synthetic_examples(20)
+    torch.manual_seed(2)
+    model = DialogModel(C.build_word_vocab(exs, min_freq=1), config=TINY)
+    partner = DialogModel(model.words, config=TINY).requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    base = T.RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)
+    stats = T.reinforce_update(model, partner, synthetic_scenarios(16), cfg=tiny_rl(max_words=4, max_turns=2),
+                               optimizer=opt, baseline=base, seed=0, partner_complement=True)
+    assert stats.grad_norm > 0
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert "word_embed.weight" in changed
+    assert not {k for k in changed if k.startswith(("sel_", "sel_rnn", "sel_encoder", "sel_decoder"))}
