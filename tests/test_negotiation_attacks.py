@@ -242,20 +242,24 @@ def test_rl_attacker_reward_is_the_advantage_under_forced_agreement(model: Dialo
     assert all(r.agreed for r in stats.records if r.choices[1] is not None)
 
 
+def _two_untrained_agents(trained: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A target and an attacker, initialised differently: the templated model always ends its games the same way
+    (equal rewards, no policy gradient), these vary."""
+    out = []
+    for seed, name in ((0, "t0"), (1, "a0")):
+        torch.manual_seed(seed)
+        DialogModel(DialogModel.from_pretrained(trained).words, config=TINY).save_pretrained(tmp_path / name)
+        out.append(tmp_path / name)
+    return out[0], out[1]
+
+
 def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_path: Path) -> None:
     # no supervised batches: one at lr 0.5 on the templated dialogues collapses these untrained targets' choice
     # to "nothing", after which every attacker game scores the same (no policy gradient)
     cfg = AT.AdvTrainConfig(rounds=1, target_updates=2, attacker_updates=4, batch_size=8, eval_scenarios=6,
                             sv_every=0)
     exs = synthetic_examples(40)
-    # two differently initialised agents: the templated model always ends its games the same way (equal
-    # rewards, no policy gradient), these vary
-    start_models = []
-    for seed, name in ((0, "t0"), (1, "a0")):
-        torch.manual_seed(seed)
-        DialogModel(DialogModel.from_pretrained(trained).words, config=TINY).save_pretrained(tmp_path / name)
-        start_models.append(tmp_path / name)
-    trained_target, trained_attacker = start_models
+    trained_target, trained_attacker = _two_untrained_agents(trained, tmp_path)
     out = AT.adversarial_training(trained_target, trained_attacker, tmp_path / "adv", cfg,
                                   scenarios=synthetic_scenarios(20), eval_scenarios=synthetic_scenarios(6, seed=9),
                                   train=exs, device="cpu",
@@ -283,11 +287,7 @@ def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_p
 
 def test_adversarial_training_with_normal_rule_updates_keeps_an_agreeing_target(trained: Path, tmp_path: Path) -> None:
     exs = synthetic_examples(40)
-    starts = []
-    for seed, name in ((0, "t0"), (1, "a0")):
-        torch.manual_seed(seed)
-        DialogModel(DialogModel.from_pretrained(trained).words, config=TINY).save_pretrained(tmp_path / name)
-        starts.append(tmp_path / name)
+    starts = _two_untrained_agents(trained, tmp_path)
     kw = {"scenarios": synthetic_scenarios(20), "eval_scenarios": synthetic_scenarios(6, seed=9), "train": exs,
           "device": "cpu", "progress": False}
     cfg = AT.AdvTrainConfig(rounds=2, target_updates=2, attacker_updates=2, normal_updates=3, batch_size=4,
