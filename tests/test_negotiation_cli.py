@@ -272,11 +272,21 @@ def test_advagent_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     rows = [r for r in res["rows"] if r["table"] in ("3.10", "3.14")]
     assert {r["target"] for r in rows} == {"RL", "SV", "adv-trained"}
-    assert {r["attack"] for r in rows} == set(negotiation_advagent.LABELS.values())
+    assert {r["attack"] for r in rows} == {*negotiation_advagent.LABELS.values(),
+                                           "RL attack (attacker of the RL agent, not adapted)"}
+    assert res["scenarios"]["source"] == "negotiate/test.txt" and not res["scenarios"]["in_sample"]
     for r in rows:
         assert 0.0 <= r["par"] <= 1.0 and r["advantage"] == pytest.approx(r["score_attacker"] - r["score_target"])
+        assert r["split"] == "test" and r["max_turns"] == 10 and r["ci95"]["advantage"] is not None
         if r["attack"] != "RL model (w/o attack)":
             assert r["agreement"] <= 1.0
+    both = [(r["target"], r["protocol"]) for r in rows if r["attack"] == "Reactive attack"]
+    assert set(both) == {(t, p) for t in ("RL", "SV", "adv-trained") for p in ("strict", "released-code")}
+    released = [r for r in rows if r["protocol"] == "released-code"]
+    assert all(r["paper"] is not None for r in released)
+    normal = {r["target"]: r for r in res["rows"] if r["table"] == "3.14 (normal rules)"}
+    assert set(normal) == {"RL", "adv-trained"} and normal["RL"]["cap_rule"] == "no-deal"
+    assert res["models"]["adaptive RL attacker"]["target"].endswith("target")
     assert [r["start_turn"] for r in res["rows"] if r["table"] == "3.15"] == [1, 2, 3, 4]
     assert any(r["table"] == "benchmark" for r in res["rows"])
     assert res["models"]["adv-trained"]["log"][0]["round"] == 0
