@@ -33,7 +33,7 @@ class CliError(Exception):
 def _load_model(path: str, device: str | None = None) -> Any:
     """A finished checkpoint folder, with an error that says what is wrong with it."""
     from negotiation.model import DialogModel
-    from negotiation.train import CHECKPOINT_DIR, is_complete
+    from negotiation.training.checkpoint import CHECKPOINT_DIR, is_complete
 
     p = Path(path)
     if not p.is_dir():
@@ -58,8 +58,9 @@ def _num(x: float | None, spec: str = ".3f") -> str:
 
 
 def cmd_train_sv(args: argparse.Namespace) -> int:
-    from negotiation.data import load_examples
-    from negotiation.train import sv_preset, train_supervised
+    from negotiation.corpus import load_examples
+    from negotiation.training.config import sv_preset
+    from negotiation.training.supervised import train_supervised
 
     cfg = sv_preset(args.preset, **_overrides(args, {"seed": "seed", "epochs": "epochs", "batch_size": "batch_size",
                                                    "lr": "lr", "max_train": "max_train", "max_valid": "max_valid",
@@ -68,7 +69,7 @@ def cmd_train_sv(args: argparse.Namespace) -> int:
     valid = load_examples("val", args.data_dir, limit=cfg.max_valid)
     t = time.time()
     out = train_supervised(train, valid, args.out, cfg, device=args.device, progress=not args.quiet)
-    from negotiation.train import read_log
+    from negotiation.training.checkpoint import read_log
 
     summary: dict[str, Any] = next((r for r in reversed(read_log(out)) if r.get("kind") == "summary"), {})
     print(f"SV model in {out} ({time.time() - t:.0f}s this run): best epoch {summary.get('best_epoch')}, "
@@ -78,8 +79,10 @@ def cmd_train_sv(args: argparse.Namespace) -> int:
 
 
 def cmd_train_rl(args: argparse.Namespace) -> int:
-    from negotiation.data import load_examples, load_scenarios
-    from negotiation.train import read_log, rl_preset, train_rl
+    from negotiation.corpus import load_examples, load_scenarios
+    from negotiation.training.checkpoint import read_log
+    from negotiation.training.config import rl_preset
+    from negotiation.training.reinforce import train_rl
 
     _load_model(args.sv)  # a clear error for a missing or unfinished SV model
     if args.partner:
@@ -134,7 +137,7 @@ def _shard(text: str | None, games_file: str | None, option: str) -> Any:
 
 def _add_game_rules(p: argparse.ArgumentParser, default_cap: str) -> None:
     """--split, --max-turns and --cap-rule (recorded with the results)."""
-    from negotiation.data import SCENARIO_SPLITS
+    from negotiation.corpus import SCENARIO_SPLITS
     from negotiation.dialog import CAP_RULES
     from negotiation.domain import MAX_TURNS
 
@@ -195,7 +198,7 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from negotiation.agents import HumanAgent, RnnAgent
-    from negotiation.data import load_scenarios
+    from negotiation.corpus import load_scenarios
     from negotiation.dialog import format_game, play
     from negotiation.domain import random_scenario
 
@@ -228,7 +231,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _pick_scenarios(args: argparse.Namespace) -> list[Any]:
-    from negotiation.data import load_scenarios
+    from negotiation.corpus import load_scenarios
 
     try:
         scenarios = load_scenarios(args.split, args.data_dir, both_orders=args.split in ("val", "test"))
@@ -253,7 +256,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if not args.rl_attacker:
             raise CliError(f"--method {args.method} needs --rl-attacker (the RL attacker whose high-reward "
                            f"dialogues give the transfer sentences)")
-        from negotiation.data import load_scenarios
+        from negotiation.corpus import load_scenarios
 
         chosen = {s for s in scenarios}
         others = [s for s in load_scenarios("selfplay", args.data_dir) if s not in chosen][: args.transfer_games]
@@ -284,8 +287,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_adv_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from negotiation.adversarial_training import ADV_PRESETS, adversarial_training, read_log
-    from negotiation.data import load_examples, load_scenarios
+    from negotiation.corpus import load_examples, load_scenarios
+    from negotiation.training.adversarial import ADV_PRESETS, adversarial_training, read_log
 
     _load_model(args.target)
     _load_model(args.attacker)

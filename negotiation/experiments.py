@@ -12,19 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from negotiation.agents import DEFAULT_TEMPERATURE, Agent, RnnAgent, RolloutAgent
-from negotiation.data import load_examples, load_scenarios
+from negotiation.corpus import load_examples, load_scenarios
 from negotiation.dialog import FAIR_CAP_RULE, FAIR_TURNS, CapRule, GameRecord, SelfPlayMetrics, play, selfplay_metrics
 from negotiation.domain import MAX_TURNS, Scenario
 from negotiation.model import DialogModel
-from negotiation.train import (
-    ReinforceConfig,
-    is_complete,
-    read_log,
-    rl_preset,
-    sv_preset,
-    train_rl,
-    train_supervised,
-)
+from negotiation.training.checkpoint import is_complete, read_log
+from negotiation.training.config import ReinforceConfig, rl_preset, sv_preset
+from negotiation.training.reinforce import train_rl
+from negotiation.training.supervised import train_supervised
 from nlprobust.core.cli import display_path
 
 __all__ = ["ROLLOUTS_SUFFIX", "TURN_RULES", "agent_dirs", "evaluation_games", "make_agent", "metrics_row",

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from negotiation.agents import RnnAgent
-from negotiation.corpus import build_word_vocab
-from negotiation.data import load_examples, load_scenarios
+from negotiation.corpus import build_word_vocab, load_examples, load_scenarios
 from negotiation.dialog import benchmark_play
 from negotiation.experiments import agent_dirs
 from negotiation.model import DialogModel
-from negotiation.train import is_complete, sv_preset
+from negotiation.training.checkpoint import is_complete
+from negotiation.training.config import sv_preset
 from nlprobust.core.results import write_recipe_results
 from nlprobust.core.runio import run_metadata
 

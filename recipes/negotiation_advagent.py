@@ -9,7 +9,7 @@ Then, in ``<runs>``:
 1. the RL attacker: REINFORCE from the RL agent against the frozen RL agent, reward ``S_adv - S_target``
    (eq. 3.7), forced agreement (thesis: lr 0.1, 4 epochs, one dialogue per update; ``small``: 16 dialogues per
    update, lr 0.5, 2 epochs, see ``ATTACKER``);
-2. adversarial training of the RL agent against that attacker (eq. 3.13; negotiation.adversarial_training);
+2. adversarial training of the RL agent against that attacker (eq. 3.13; negotiation.training.adversarial);
 3. a fresh RL attacker trained the same way against the frozen adversarially trained agent (adaptive);
 4. every attack against the SV agent, the RL agent and the adversarially trained agent (``--targets``):
    ``none`` (the RL agent without attack and without forced agreement), ``rl``, ``transfer`` (sentences of
@@ -37,16 +37,19 @@ from typing import Any
 
 import torch
 
-from negotiation import adversarial_training as AT
 from negotiation.attacks.agent import PROTOCOLS
 from negotiation.attacks.run import run_attack, summarize_games
 from negotiation.attacks.transfer import collect_transfer_sentences
-from negotiation.data import load_examples, load_scenarios
+from negotiation.corpus import load_examples, load_scenarios
 from negotiation.dialog import GameRecord, format_game
 from negotiation.domain import MAX_TURNS
 from negotiation.experiments import agent_dirs, evaluation_games, selection_games, train_agents
 from negotiation.model import DialogModel
-from negotiation.train import evaluate_selfplay, is_complete, read_log, rl_preset, train_rl
+from negotiation.training import adversarial as AT
+from negotiation.training.checkpoint import is_complete, read_log
+from negotiation.training.config import rl_preset
+from negotiation.training.evaluate import evaluate_selfplay
+from negotiation.training.reinforce import train_rl
 from nlprobust.core.cli import SCALES, display_path, echo, parse_choices
 from nlprobust.core.runio import run_metadata
 from nlprobust.experiments.report import publish
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Preemptive edits are searched on one sampled target reply (the thesis) and count as a success only "
             f"if the target's decision favours the attacker after at least half of {args.validate} fresh replies "
             f"(--validate).",
-            "Adversarial training (negotiation/adversarial_training.py): the target learns from its words only "
+            "Adversarial training (negotiation/training/adversarial.py): the target learns from its words only "
             "against the attacker (forced agreement; its choice is not reinforced), interleaved with normal-rules "
             "updates against the SV agent; rounds are evaluated on val.txt's games and the kept round is the "
             "lowest attacker advantage among those agreeing with the SV agent in >= 80% of the games. Table 3.14 "

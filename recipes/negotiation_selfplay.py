@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from negotiation.data import load_examples
+from negotiation.corpus import load_examples
 from negotiation.dialog import format_game
 from negotiation.experiments import TURN_RULES, agent_dirs, evaluation_games, selfplay_table, train_agents
 from negotiation.model import DialogModel
-from negotiation.train import evaluate_supervised, sv_preset
+from negotiation.training.config import sv_preset
+from negotiation.training.evaluate import evaluate_supervised
 from nlprobust.core.cli import SCALES, echo, parse_choices
 from nlprobust.core.runio import run_metadata
 from nlprobust.experiments.report import publish
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "(turn-taking decides them), which gives lower numbers.",
             f"Target of the held-out RL vs SV rows (thesis rule): advantage >= 2.0 at agreement >= 85% for every "
             f"seed; met by seeds {met or 'none'} of {seeds}.",
-            f"Scale '{args.scale}': see SV_PRESETS/RL_PRESETS in negotiation/train.py.",
+            f"Scale '{args.scale}': see SV_PRESETS/RL_PRESETS in negotiation/training/config.py.",
             *([SPEAKER_NOTE] if models[seeds[0]]["SV"].config.speaker_embed else []),
             *args.note,
         ],

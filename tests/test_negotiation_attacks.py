@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from negotiation import adversarial_training as AT
-from negotiation import train as T
 from negotiation.agents import RnnAgent
 from negotiation.attacks.agent import AttackAgent
 from negotiation.attacks.greedy import CandidateScorer, candidate_words, greedy_attack
@@ -25,6 +23,10 @@ from negotiation.attacks.transfer import collect_transfer_sentences
 from negotiation.dialog import play
 from negotiation.domain import complement, score
 from negotiation.model import DialogModel
+from negotiation.training import adversarial as AT
+from negotiation.training.checkpoint import CHECKPOINT_DIR, STATE_FILE
+from negotiation.training.reinforce import RewardBaseline, reinforce_update
+from negotiation.training.supervised import train_supervised
 from tests.test_negotiation_train import TINY, synthetic_examples, synthetic_scenarios, tiny_rl, tiny_sv
 
 
@@ -34,7 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_sv")
     exs = synthetic_examples(240)
     cfg = tiny_sv(model=TINY, epochs=4, batch_size=16, lr=2e-2)
-    T.train_supervised(exs[:200], exs[200:], out, cfg, device="cpu", progress=False)
+    train_supervised(exs[:200], exs[200:], out, cfg, device="cpu", progress=False)
     return out
 
 
@@ -236,8 +238,8 @@ def test_rl_attacker_reward_is_the_advantage_under_forced_agreement(model: Dialo
     attacker.load_state_dict(model.state_dict())
     opt = torch.optim.SGD(attacker.parameters(), lr=0.1)
     cfg = tiny_rl(reward="advantage", complement=True, max_words=8)
-    stats = T.reinforce_update(attacker, model, synthetic_scenarios(8, seed=8), cfg=cfg, optimizer=opt,
-                               baseline=T.RewardBaseline(n=2, total=2.0, total_sq=10.0), seed=0)
+    stats = reinforce_update(attacker, model, synthetic_scenarios(8, seed=8), cfg=cfg, optimizer=opt,
+                               baseline=RewardBaseline(n=2, total=2.0, total_sq=10.0), seed=0)
     assert stats.reward == pytest.approx(sum(r.scores[0] - r.scores[1] for r in stats.records) / 8)
     assert all(r.agreed for r in stats.records if r.choices[1] is not None)
 
@@ -264,7 +266,7 @@ def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_p
                                   scenarios=synthetic_scenarios(20), eval_scenarios=synthetic_scenarios(6, seed=9),
                                   train=exs, device="cpu",
                                   progress=False)
-    ckpt = out / AT.CHECKPOINT
+    ckpt = out / CHECKPOINT_DIR
     for side, first in (("target", trained_target), ("attacker", trained_attacker)):
         start = DialogModel.from_pretrained(first).state_dict()
         after = DialogModel.from_pretrained(ckpt / side).state_dict()
@@ -272,7 +274,7 @@ def test_one_adversarial_training_round_changes_both_models(trained: Path, tmp_p
     log = AT.read_log(out)
     assert [r["round"] for r in log] == [0, 1] and "advantage" in log[1]["eval"]
     assert AT.is_complete(out)
-    state = json.loads((ckpt / "state.json").read_text())
+    state = json.loads((ckpt / STATE_FILE).read_text())
     assert state["done"] and state["round"] == 1
     # a finished run is returned as is; other settings in the same folder are refused
     assert AT.adversarial_training(trained_target, trained_attacker, out, cfg, scenarios=synthetic_scenarios(20),
@@ -299,7 +301,7 @@ def test_adversarial_training_with_normal_rule_updates_keeps_an_agreeing_target(
     assert [r["round"] for r in log] == [0, 1, 2]
     assert all(r["eval_normal"] is not None and 0 <= r["eval_normal"]["agreement"] <= 1 for r in log)
     assert all(r["normal_reward"] is not None for r in log[1:])
-    state = json.loads((out / AT.CHECKPOINT / "state.json").read_text())
+    state = json.loads((out / CHECKPOINT_DIR / STATE_FILE).read_text())
     eligible = [r for r in log if r["eval_normal"]["agreement"] >= 0.5]
     if eligible:  # the kept round: the lowest attacker advantage among the rounds that still agree
         best = min(eligible, key=lambda r: (r["eval"]["advantage"], r["round"]))

@@ -116,7 +116,7 @@ def test_file_errors_name_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not found"):
         C.read_examples(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="unknown split"):
-        C.load_split("dev", tmp_path)
+        C.load_examples("dev", tmp_path)
 
 
 def test_pair_perspectives() -> None:
@@ -282,14 +282,15 @@ def test_hf_selfplay_and_loader(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("split", "lines", "pairs"), [("val", 1087, 525), ("test", 1052, 507)])
 def test_real_lines(negotiate_dir: Path, split: str, lines: int, pairs: int) -> None:
-    corpus = C.load_split(split, negotiate_dir.parent)
+    corpus = C.load_examples(split, negotiate_dir.parent)
     raw = (negotiate_dir / f"{split}.txt").read_text().splitlines()
-    assert len(corpus) == len(raw) == lines and corpus.skipped == 0
+    assert len(corpus) == len(raw) == lines
     assert [ex.to_line() for ex in corpus] == raw  # lossless
-    found = C.pair_perspectives(corpus.examples)
+    assert C.load_examples(split, negotiate_dir.parent, limit=5) == corpus[:5]
+    found = C.pair_perspectives(corpus)
     assert len(found) == pairs and all(j == i + 1 for i, j in found)  # mirror lines are adjacent
     assert {ex.no_deal_token for ex in corpus} == {None, "<disagree>", "<no_agreement>", "<disconnect>"}
     assert all(ex.context.counts == ex.partner_context.counts for ex in corpus)
     words = C.build_word_vocab(corpus, min_freq=C.FAIR_MIN_FREQ)
-    batch = C.make_batch(corpus.examples[:8], words, C.item_vocab())
+    batch = C.make_batch(corpus[:8], words, C.item_vocab())
     assert batch.tokens.shape[0] == 8 and int(batch.lengths.max()) == batch.tokens.shape[1]

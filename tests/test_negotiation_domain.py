@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from negotiation import domain as D
-from negotiation.data import load_scenarios
+from negotiation.corpus import load_scenarios
 from negotiation.domain import Context, Scenario
 
 # Hand-made contexts (not corpus lines): counts (1, 1, 3).

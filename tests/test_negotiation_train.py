@@ -1,4 +1,4 @@
-"""Supervised training and REINFORCE (negotiation.train): loss goes down, exact validation perplexity, the
+"""Supervised training and REINFORCE (negotiation.training): loss goes down, exact validation perplexity, the
 discounted REINFORCE loss, an RL update that moves the weights, checkpoints, resume = uninterrupted run.
 
 The dialogues here are generated from templates (:func:`synthetic_examples`), not corpus data, so these tests
@@ -17,9 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from negotiation import corpus as C
-from negotiation import train as T
 from negotiation.domain import ITEMS, Scenario, complement, random_scenario, split_tokens
 from negotiation.model import DialogModel, DialogModelConfig
+from negotiation.training import reinforce as reinforce_module
+from negotiation.training.checkpoint import RUN_CONFIG_FILE, is_complete, read_log
+from negotiation.training.config import ReinforceConfig, SupervisedConfig, rl_preset, sv_preset
+from negotiation.training.evaluate import evaluate_selfplay, evaluate_supervised
+from negotiation.training.reinforce import RewardBaseline, UpdateStats, reinforce_loss, reinforce_update, train_rl
+from negotiation.training.supervised import train_supervised
 
 TINY = DialogModelConfig(ctx_embed=8, ctx_hidden=8, word_embed=16, lang_hidden=16, attn_hidden=8, sel_hidden=8,
                          dropout=0.0)
@@ -50,18 +55,18 @@ def synthetic_scenarios(n: int, seed: int = 0) -> list[Scenario]:
     return [random_scenario(rng) for _ in range(n)]
 
 
-def tiny_sv(**overrides: object) -> T.SupervisedConfig:
+def tiny_sv(**overrides: object) -> SupervisedConfig:
     base = {"model": TINY, "min_freq": 1, "max_train": None, "max_valid": None, "batch_size": 8, "epochs": 2,
             "decay_epochs": 1, "eval_batch_size": 16}
     base.update(overrides)
-    return T.sv_preset("tiny", **base)
+    return sv_preset("tiny", **base)
 
 
-def tiny_rl(**overrides: object) -> T.ReinforceConfig:
+def tiny_rl(**overrides: object) -> ReinforceConfig:
     base: dict[str, object] = {"batch_size": 4, "epochs": 1, "max_scenarios": None, "max_train": None,
                                "max_valid": None, "max_words": 8, "sv_batch_size": 4, "log_every": 1}
     base.update(overrides)
-    return T.rl_preset("tiny", **base)
+    return rl_preset("tiny", **base)
 
 
 def state_dicts_equal(a: DialogModel, b: DialogModel) -> bool:
@@ -78,28 +83,28 @@ def _strip_times(records: list[dict]) -> list[dict]:
 
 def test_presets_and_config_checks() -> None:
     for name in ("tiny", "small", "paper"):
-        sv, rl = T.sv_preset(name), T.rl_preset(name)
-        assert T.SupervisedConfig.from_dict(json.loads(json.dumps(sv.to_dict()))) == sv
-        assert T.ReinforceConfig.from_dict(rl.to_dict()) == rl
-    paper = T.sv_preset("paper")
+        sv, rl = sv_preset(name), rl_preset(name)
+        assert SupervisedConfig.from_dict(json.loads(json.dumps(sv.to_dict()))) == sv
+        assert ReinforceConfig.from_dict(rl.to_dict()) == rl
+    paper = sv_preset("paper")
     assert (paper.optimizer, paper.lr, paper.momentum, paper.nesterov, paper.clip, paper.epochs) == \
         ("sgd", 1.0, 0.1, True, 0.5, 30)
     assert paper.model == DialogModelConfig() and paper.model.dropout == 0.5
-    rl = T.rl_preset("paper")
+    rl = rl_preset("paper")
     assert (rl.gamma, rl.clip, rl.temperature, rl.sv_every, rl.epochs) == (0.95, 1.0, 0.5, 4, 4)
     assert 0.1 <= rl.lr <= 0.2
     with pytest.raises(ValueError, match="lr must be positive"):
-        T.SupervisedConfig(lr=0)
+        SupervisedConfig(lr=0)
     with pytest.raises(ValueError, match="optimizer"):
-        T.SupervisedConfig(optimizer="rmsprop")  # type: ignore[arg-type]
+        SupervisedConfig(optimizer="rmsprop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gamma"):
-        T.ReinforceConfig(gamma=1.5)
+        ReinforceConfig(gamma=1.5)
     with pytest.raises(ValueError, match="reward"):
-        T.ReinforceConfig(reward="win")  # type: ignore[arg-type]
+        ReinforceConfig(reward="win")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown supervised preset"):
-        T.sv_preset("huge")
+        sv_preset("huge")
     with pytest.raises(TypeError):
-        T.rl_preset("tiny", nonsense=1)
+        rl_preset("tiny", nonsense=1)
 
 
 # --- supervised -------------------------------------------------------------------------------------------
@@ -121,7 +126,7 @@ def test_validation_perplexity_is_exact_over_the_lm_targets() -> None:
             prefixes += int(((tgt == model.you_id) | (tgt == model.them_id)).sum())
     assert 0 < prefixes < n
     for bs in (1, 5, 64):
-        val = T.evaluate_supervised(model, exs, batch_size=bs)
+        val = evaluate_supervised(model, exs, batch_size=bs)
         assert val["tokens"] == n and val["dialogues"] == 13
         assert val["ppl"] == pytest.approx(math.exp(nll / n), rel=1e-5)
         assert val["ppl_fair"] == pytest.approx(math.exp(nll / (n + prefixes)), rel=1e-5)  # certain targets
@@ -131,25 +136,25 @@ def test_validation_perplexity_is_exact_over_the_lm_targets() -> None:
 def test_supervised_training_lowers_the_loss(tmp_path: Path) -> None:
     train, valid = synthetic_examples(96, seed=0), synthetic_examples(24, seed=1)
     cfg = tiny_sv(epochs=3, decay_epochs=0, lr=1e-2)
-    out = T.train_supervised(train, valid, tmp_path / "sv", cfg, device="cpu", progress=False)
-    log = T.read_log(out)
+    out = train_supervised(train, valid, tmp_path / "sv", cfg, device="cpu", progress=False)
+    log = read_log(out)
     epochs = [r for r in log if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3] and log[-1]["kind"] == "summary"
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] and epochs[-1]["val_ppl"] < epochs[0]["val_ppl"]
     assert epochs[0]["val_ppl"] < len(DialogModel.from_pretrained(out).words)  # better than uniform
-    assert T.is_complete(out)
-    saved = json.loads((out / T.RUN_CONFIG_FILE).read_text())
+    assert is_complete(out)
+    saved = json.loads((out / RUN_CONFIG_FILE).read_text())
     assert saved["run"]["config"] == json.loads(json.dumps(cfg.to_dict()))
     model = DialogModel.from_pretrained(out)
     best = min(epochs, key=lambda r: r["val_loss"])
-    assert T.evaluate_supervised(model, valid)["ppl"] == pytest.approx(best["val_ppl"], rel=1e-5)
+    assert evaluate_supervised(model, valid)["ppl"] == pytest.approx(best["val_ppl"], rel=1e-5)
 
 
 def test_lr_schedule_decays_from_the_best_weights(tmp_path: Path) -> None:
     train, valid = synthetic_examples(32, seed=0), synthetic_examples(8, seed=1)
     cfg = tiny_sv(epochs=2, decay_rate=4.0, decay_epochs=2, lr=8e-3)
-    out = T.train_supervised(train, valid, tmp_path / "sv", cfg, device="cpu", progress=False)
-    epochs = [r for r in T.read_log(out) if r["kind"] == "epoch"]
+    out = train_supervised(train, valid, tmp_path / "sv", cfg, device="cpu", progress=False)
+    epochs = [r for r in read_log(out) if r["kind"] == "epoch"]
     assert [(r["phase"], r["lr"]) for r in epochs] == [("constant", 8e-3), ("constant", 8e-3),
                                                       ("decay", 2e-3), ("decay", 5e-4)]
 
@@ -157,36 +162,36 @@ def test_lr_schedule_decays_from_the_best_weights(tmp_path: Path) -> None:
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     train, valid = synthetic_examples(40, seed=0), synthetic_examples(10, seed=1)
     cfg = tiny_sv(model=DialogModelConfig(**{**TINY.to_dict(), "dropout": 0.3}), epochs=2, decay_epochs=1, seed=3)
-    straight = T.train_supervised(train, valid, tmp_path / "a", cfg, device="cpu", progress=False)
+    straight = train_supervised(train, valid, tmp_path / "a", cfg, device="cpu", progress=False)
 
     def stop_after_first(record: dict) -> None:
         if record["epoch"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        T.train_supervised(train, valid, tmp_path / "b", cfg, device="cpu", progress=False,
+        train_supervised(train, valid, tmp_path / "b", cfg, device="cpu", progress=False,
                            on_epoch_end=stop_after_first)
-    assert not T.is_complete(tmp_path / "b")
-    assert [r["epoch"] for r in T.read_log(tmp_path / "b")] == [1]
+    assert not is_complete(tmp_path / "b")
+    assert [r["epoch"] for r in read_log(tmp_path / "b")] == [1]
     state = json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())
     assert state["epoch"] == 1 and state["step"] == 5
     torch.manual_seed(123)  # the resumed run must not depend on the process's RNG state
-    resumed = T.train_supervised(train, valid, tmp_path / "b", cfg, device="cpu", progress=False)
+    resumed = train_supervised(train, valid, tmp_path / "b", cfg, device="cpu", progress=False)
     assert state_dicts_equal(DialogModel.from_pretrained(straight), DialogModel.from_pretrained(resumed))
-    assert _strip_times(T.read_log(straight)) == _strip_times(T.read_log(resumed))
+    assert _strip_times(read_log(straight)) == _strip_times(read_log(resumed))
 
     # a finished run is returned as it is; other settings on the same folder are refused
     mtime = (resumed / "model.safetensors").stat().st_mtime_ns
-    T.train_supervised(train, valid, resumed, cfg, device="cpu", progress=False)
+    train_supervised(train, valid, resumed, cfg, device="cpu", progress=False)
     assert (resumed / "model.safetensors").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="other settings"):
-        T.train_supervised(train, valid, resumed, tiny_sv(epochs=5), device="cpu", progress=False)
+        train_supervised(train, valid, resumed, tiny_sv(epochs=5), device="cpu", progress=False)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     train, valid = synthetic_examples(16, seed=0), synthetic_examples(4, seed=1)
     cfg = tiny_sv(epochs=1, decay_epochs=0)
-    out = T.train_supervised(train, valid, tmp_path / "sv", cfg, device="cpu", progress=False)
+    out = train_supervised(train, valid, tmp_path / "sv", cfg, device="cpu", progress=False)
     ckpt = out / "checkpoint"
     assert {p.name for p in ckpt.iterdir()} >= {"config.json", "model.safetensors", "words.json", "items.json",
                                                 "trainer_state.json", "optimizer.pt", "rng.pt"}
@@ -206,28 +211,28 @@ def test_reinforce_loss_discounts_from_the_last_action() -> None:
     lps = torch.zeros(2, 3, requires_grad=True)
     choice = torch.zeros(2, requires_grad=True)
     counts, adv = torch.tensor([3, 1]), torch.tensor([1.0, -2.0])
-    loss = T.reinforce_loss(lps, counts, adv, gamma=0.5, choice_logprobs=choice)
+    loss = reinforce_loss(lps, counts, adv, gamma=0.5, choice_logprobs=choice)
     loss.backward()
     assert lps.grad is not None and choice.grad is not None
     # d loss / d logprob = -return / B; the choice (last action) gets A, the token before it gamma * A, ...
     assert torch.allclose(lps.grad, -torch.tensor([[0.125, 0.25, 0.5], [-1.0, 0.0, 0.0]]) / 2)
     assert torch.allclose(choice.grad, -torch.tensor([1.0, -2.0]) / 2)
     lps.grad = None
-    T.reinforce_loss(lps, counts, adv, gamma=0.5).backward()  # words only: the last token gets A
+    reinforce_loss(lps, counts, adv, gamma=0.5).backward()  # words only: the last token gets A
     assert torch.allclose(lps.grad, -torch.tensor([[0.25, 0.5, 1.0], [-2.0, 0.0, 0.0]]) / 2)
     choice.grad = None
-    T.reinforce_loss(lps, counts, adv, gamma=0.5, choice_logprobs=choice,
+    reinforce_loss(lps, counts, adv, gamma=0.5, choice_logprobs=choice,
                      choice_mask=torch.tensor([False, True])).backward()
     assert torch.allclose(choice.grad, -torch.tensor([0.0, -2.0]) / 2)
 
 
 def test_reward_baseline_is_the_running_mean_and_std() -> None:
-    base = T.RewardBaseline()
+    base = RewardBaseline()
     assert base.advantages([4.0, 8.0]) == pytest.approx([-1.0, 1.0])  # mean 6, std 2
     assert base.advantages([6.0]) == pytest.approx([0.0])
-    plain = T.RewardBaseline(normalize=False)
+    plain = RewardBaseline(normalize=False)
     assert plain.advantages([10.0, 0.0]) == pytest.approx([5.0, -5.0])
-    assert T.RewardBaseline(**base.to_dict()) == base
+    assert RewardBaseline(**base.to_dict()) == base
 
 
 def test_rl_update_changes_the_agent_not_the_partner() -> None:
@@ -240,8 +245,8 @@ def test_rl_update_changes_the_agent_not_the_partner() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.1, nesterov=True)
     # an untrained agent scores 0 everywhere: past rewards (mean 5) make its advantages negative
-    base = T.RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)
-    stats = T.reinforce_update(model, partner, synthetic_scenarios(8), cfg=tiny_rl(), optimizer=opt, baseline=base,
+    base = RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)
+    stats = reinforce_update(model, partner, synthetic_scenarios(8), cfg=tiny_rl(), optimizer=opt, baseline=base,
                                seed=0)
     assert stats.dialogues == 8 and len(stats.records) == 8 and base.n == 10
     assert 0.0 <= stats.agreement <= 1.0 and stats.grad_norm > 0 and math.isfinite(stats.loss)
@@ -259,9 +264,9 @@ def test_rl_update_with_forced_agreement_and_advantage_reward(forced: bool) -> N
     model = DialogModel(C.build_word_vocab(exs, min_freq=1), config=TINY)
     partner = DialogModel(model.words, config=TINY).requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
-    base = T.RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)  # past rewards: advantages != 0
+    base = RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)  # past rewards: advantages != 0
     cfg = tiny_rl(complement=forced, reward="advantage", max_words=4, max_turns=2)
-    stats = T.reinforce_update(model, partner, synthetic_scenarios(16), cfg=cfg, optimizer=opt, baseline=base,
+    stats = reinforce_update(model, partner, synthetic_scenarios(16), cfg=cfg, optimizer=opt, baseline=base,
                                seed=0)
     rewards = [r.scores[0] - r.scores[1] for r in stats.records]
     assert stats.reward == pytest.approx(sum(rewards) / len(rewards))
@@ -290,30 +295,30 @@ def test_rl_training_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pyte
     cfg = tiny_rl(epochs=2, save_every=1, seed=5, select_every=select_every)
     kw = {"scenarios": scen, "train": exs, "valid": exs[:6], "device": "cpu", "progress": False,
           "select_scenarios": synthetic_scenarios(6, seed=9)}
-    straight = T.train_rl(sv, tmp_path / "a", cfg, **kw)  # type: ignore[arg-type]
-    log = T.read_log(straight)
+    straight = train_rl(sv, tmp_path / "a", cfg, **kw)  # type: ignore[arg-type]
+    log = read_log(straight)
     epochs = [r for r in log if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1, 2] and epochs[-1]["dialogues"] == 24
     assert epochs[1]["sv_batches"] == 3  # one supervised batch every 4 dialogues
     assert not state_dicts_equal(DialogModel.from_pretrained(sv), DialogModel.from_pretrained(straight))
 
-    real, calls = T.reinforce_update, []
+    real, calls = reinforce_update, []
 
-    def interrupted(*args: object, **kwargs: object) -> T.UpdateStats:
+    def interrupted(*args: object, **kwargs: object) -> UpdateStats:
         calls.append(1)
         if len(calls) == 5:  # the second update of epoch 2; the first was checkpointed
             raise KeyboardInterrupt
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(T, "reinforce_update", interrupted)
+    monkeypatch.setattr(reinforce_module, "reinforce_update", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        T.train_rl(sv, tmp_path / "b", cfg, **kw)  # type: ignore[arg-type]
-    monkeypatch.setattr(T, "reinforce_update", real)
+        train_rl(sv, tmp_path / "b", cfg, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(reinforce_module, "reinforce_update", real)
     state = json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())
     assert (state["epoch"], state["update"], state["dialogues"]) == (1, 1, 16)
-    resumed = T.train_rl(sv, tmp_path / "b", cfg, **kw)  # type: ignore[arg-type]
+    resumed = train_rl(sv, tmp_path / "b", cfg, **kw)  # type: ignore[arg-type]
     assert state_dicts_equal(DialogModel.from_pretrained(straight), DialogModel.from_pretrained(resumed))
-    assert _strip_times(T.read_log(straight)) == _strip_times(T.read_log(resumed))
+    assert _strip_times(read_log(straight)) == _strip_times(read_log(resumed))
     selects = [r for r in log if r["kind"] == "select"]
     summary = log[-1]
     if select_every:  # after each of the 6 updates; the result is the first of the best
@@ -327,7 +332,7 @@ def test_rl_training_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pyte
 def test_rl_selection_needs_validation_games(tmp_path: Path) -> None:
     sv, exs = _sv_checkpoint(tmp_path / "sv")
     with pytest.raises(ValueError, match="select_every > 0 needs select_scenarios"):
-        T.train_rl(sv, tmp_path / "rl", tiny_rl(select_every=2), scenarios=synthetic_scenarios(4), train=exs,
+        train_rl(sv, tmp_path / "rl", tiny_rl(select_every=2), scenarios=synthetic_scenarios(4), train=exs,
                    valid=exs[:4], device="cpu", progress=False)
 
 
@@ -336,8 +341,8 @@ def test_selfplay_evaluation_is_seeded() -> None:
     torch.manual_seed(0)
     model = DialogModel(C.build_word_vocab(exs, min_freq=1), config=TINY)
     scen = synthetic_scenarios(6)
-    r1, m1 = T.evaluate_selfplay(model, model, scen, seed=4, max_words=6, batch_size=4)
-    r2, m2 = T.evaluate_selfplay(model, model, scen, seed=4, max_words=6, batch_size=4)
+    r1, m1 = evaluate_selfplay(model, model, scen, seed=4, max_words=6, batch_size=4)
+    r2, m2 = evaluate_selfplay(model, model, scen, seed=4, max_words=6, batch_size=4)
     assert r1 == r2 and m1 == m2 and m1.games == 6
 
 
@@ -350,8 +355,8 @@ def test_under_a_partners_forced_agreement_the_agents_choice_is_not_reinforced()
     partner = DialogModel(model.words, config=TINY).requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
-    base = T.RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)
-    stats = T.reinforce_update(model, partner, synthetic_scenarios(16), cfg=tiny_rl(max_words=4, max_turns=2),
+    base = RewardBaseline(n=2, total=10.0, total_sq=50.0, normalize=False)
+    stats = reinforce_update(model, partner, synthetic_scenarios(16), cfg=tiny_rl(max_words=4, max_turns=2),
                                optimizer=opt, baseline=base, seed=0, partner_complement=True)
     assert stats.grad_norm > 0
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}

@@ -10,6 +10,6 @@
 * :mod:`~negotiation.attacks.run`: running an attack over many scenarios (resumable JSONL) and its metrics.
 
 The black-box RL attacker (3.2.2.1) is REINFORCE with ``ReinforceConfig(reward="advantage",
-complement=True)`` (:func:`negotiation.train.train_rl`); adversarial training (3.2.4) is
-:mod:`negotiation.adversarial_training`.
+complement=True)`` (:func:`negotiation.training.reinforce.train_rl`); adversarial training (3.2.4) is
+:mod:`negotiation.training.adversarial`.
 """

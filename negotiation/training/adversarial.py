@@ -34,7 +34,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,21 @@ from negotiation.corpus import Example, iter_batches
 from negotiation.dialog import play, selfplay_metrics
 from negotiation.domain import Scenario
 from negotiation.model import DialogModel
-from negotiation.train import (
-    ReinforceConfig,
-    RewardBaseline,
-    _accelerator,
-    _make_optimizer,
-    reinforce_update,
+from negotiation.training.checkpoint import (
+    CHECKPOINT_DIR,
+    LOG_FILE,
+    RUN_CONFIG_FILE,
+    STATE_FILE,
+    checkpoint_dir,
+    load_checkpoint,
+    make_accelerator,
+    make_optimizer,
+    save_checkpoint,
 )
-from nlprobust.core.runio import atomic_dir, complete_dir, rng_state, seed_for, set_rng_state, start_run
+from negotiation.training.config import ReinforceConfig
+from negotiation.training.reinforce import RewardBaseline, reinforce_update
+from negotiation.training.supervised import supervised_step
+from nlprobust.core.runio import seed_for, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +87,7 @@ class AdvTrainConfig:
         eval_scenarios: held-out scenarios of the per-round evaluation.
         sv_every: a supervised batch of the target per this many of its dialogues (0: none).
         sv_lr: its learning rate.
-        temperature, gamma, clip, momentum: as in :class:`~negotiation.train.ReinforceConfig`.
+        temperature, gamma, clip, momentum: as in :class:`~negotiation.training.config.ReinforceConfig`.
         seed: seeds every dialogue and the scenario order.
     """
 
@@ -146,8 +153,6 @@ ADV_PRESETS: dict[str, AdvTrainConfig] = {
     "paper": AdvTrainConfig(rounds=20, target_updates=256, attacker_updates=256, patience=3, eval_scenarios=1000),
 }
 
-CHECKPOINT = "checkpoint"
-LOG_FILE = "train_log.jsonl"
 
 
 def attacker_advantage(target: DialogModel, attacker: DialogModel, scenarios: Sequence[Scenario], *,
@@ -166,23 +171,10 @@ def partner_play(target: DialogModel, partner: DialogModel, scenarios: Sequence[
     return selfplay_metrics(play(a, b, scenarios, batch_size=batch_size)).to_dict()
 
 
-def _save(out: Path, models: Mapping[str, DialogModel], optimizers: Mapping[str, Any], state: dict[str, Any]) -> None:
-    """Write ``out/checkpoint`` atomically (the old one stays until the new one is complete)."""
-
-    def write(tmp: Path) -> None:
-        for name, m in models.items():
-            m.save_pretrained(tmp / name)
-        torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / "optimizers.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-
-    atomic_dir(out / CHECKPOINT, write)
-
-
 def is_complete(out_dir: str | os.PathLike[str]) -> bool:
     """Whether ``out_dir`` holds a finished adversarial-training run."""
-    ckpt = complete_dir(Path(out_dir) / CHECKPOINT, ("state.json",))
-    return ckpt is not None and bool(json.loads((ckpt / "state.json").read_text(encoding="utf-8")).get("done"))
+    ckpt = checkpoint_dir(Path(out_dir))
+    return ckpt is not None and bool(json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8")).get("done"))
 
 
 def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str | os.PathLike[str],
@@ -212,13 +204,13 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
     run = {"config": cfg.to_dict(), "target": str(Path(target_dir).resolve()),
            "attacker": str(Path(attacker_dir).resolve()), "scenarios": len(scen), "eval_scenarios": len(held),
            "partner": None if partner_dir is None else str(Path(partner_dir).resolve())}
-    found = complete_dir(out / CHECKPOINT, ("state.json", "rng.pt", "optimizers.pt"))
+    found = checkpoint_dir(out)
     resuming = found is not None
-    ckpt = found if found is not None else out / CHECKPOINT
-    start_run(out, run, resuming=resuming, name="train_config.json")
+    ckpt = found if found is not None else out / CHECKPOINT_DIR
+    start_run(out, run, resuming=resuming, name=RUN_CONFIG_FILE)
     if is_complete(out):
         return out
-    accelerator = _accelerator(device)
+    accelerator = make_accelerator(device)
     dev = accelerator.device
     from accelerate.utils import set_seed
 
@@ -226,9 +218,9 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
     target = DialogModel.from_pretrained(ckpt / "target" if resuming else target_dir, device=dev)
     attacker = DialogModel.from_pretrained(ckpt / "attacker" if resuming else attacker_dir, device=dev)
     t_cfg, a_cfg = cfg.side("target"), cfg.side("attacker")
-    t_opt = _make_optimizer(target.parameters(), "sgd", cfg.target_lr, cfg.momentum, True)
-    a_opt = _make_optimizer(attacker.parameters(), "sgd", cfg.attacker_lr, cfg.momentum, True)
-    sv_opt = _make_optimizer(target.parameters(), "sgd", cfg.sv_lr, cfg.momentum, True)
+    t_opt = make_optimizer(target.parameters(), "sgd", cfg.target_lr, cfg.momentum, True)
+    a_opt = make_optimizer(attacker.parameters(), "sgd", cfg.attacker_lr, cfg.momentum, True)
+    sv_opt = make_optimizer(target.parameters(), "sgd", cfg.sv_lr, cfg.momentum, True)
     target, attacker, t_opt, a_opt, sv_opt = accelerator.prepare(target, attacker, t_opt, a_opt, sv_opt)
     target, attacker = accelerator.unwrap_model(target), accelerator.unwrap_model(attacker)
     partner = None
@@ -245,11 +237,7 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
         return normal is None or normal["agreement"] >= cfg.min_agreement
     optimizers = {"target": t_opt, "attacker": a_opt, "sv": sv_opt}
     if resuming:
-        states = torch.load(ckpt / "optimizers.pt", map_location="cpu", weights_only=True)
-        for k, o in optimizers.items():
-            o.load_state_dict(states[k])
-        set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True))
-        st: dict[str, Any] = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        st: dict[str, Any] = load_checkpoint(ckpt, optimizers)
         logger.info("resuming adversarial training in %s after round %d", out, st["round"])
     else:
         base, normal = evaluate()
@@ -306,16 +294,8 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
                 n_sv = seen // cfg.sv_every - before // cfg.sv_every if cfg.sv_every else 0
                 if n_sv:
                     rng = random.Random(seed_for(cfg.seed, rnd, step, 2 + 2 * normal_rules))
-                    target.train()
-                    sv_opt.zero_grad(set_to_none=True)
-                    for _ in range(n_sv):
-                        batch = sv_batches[rng.randrange(len(sv_batches))].to(dev)
-                        loss = target.loss(batch).loss / n_sv
-                        accelerator.backward(loss)
-                        sums["sv_loss"].append(float(loss.detach()) * n_sv)
-                    accelerator.clip_grad_norm_(target.parameters(), 1.0)
-                    sv_opt.step()
-                    target.eval()
+                    batches = [sv_batches[rng.randrange(len(sv_batches))] for _ in range(n_sv)]
+                    sums["sv_loss"].append(supervised_step(target, batches, sv_opt, accelerator, 1.0))
                 bar.update(1)
                 bar.set_postfix(side="target vs partner" if normal_rules else "target", reward=f"{stats.reward:.2f}")
         target.requires_grad_(False)
@@ -351,7 +331,7 @@ def adversarial_training(target_dir: str | os.PathLike[str], attacker_dir: str |
         st["history"].append(record)
         with open(out / LOG_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        _save(out, {"target": target, "attacker": attacker}, optimizers, st)
+        save_checkpoint(out, {"target": target, "attacker": attacker}, optimizers, st)
     logger.info("adversarial training done: best round %d, attacker advantage %.2f", st["best_round"],
                 st["best_advantage"])
     return out
@@ -365,4 +345,5 @@ def read_log(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-__all__ = ["ADV_PRESETS", "AdvTrainConfig", "adversarial_training", "attacker_advantage", "is_complete", "read_log"]
+__all__ = ["ADV_PRESETS", "AdvTrainConfig", "adversarial_training", "attacker_advantage", "is_complete",
+           "partner_play", "read_log"]
