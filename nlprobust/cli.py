@@ -170,6 +170,29 @@ def cmd_train_marian(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_robust(args: argparse.Namespace) -> int:
+    from nlprobust.training.robust import preset, train_robust
+
+    if not Path(args.model).is_dir():
+        raise SystemExit(f"error: model directory not found: {args.model} (a Hugging Face seq2seq model folder, "
+                         f"e.g. from `nlprobust train marian`)")
+    train, valid = _train_corpora(args)
+    overrides: dict[str, object] = {"seed": args.seed, "adversary": args.adversary}
+    for key in ("max_steps", "adv_fraction", "max_changes", "lr", "batch_size"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    try:
+        cfg = preset(args.scale, **overrides)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    t = time.time()
+    path = train_robust(args.model, train, valid, args.out, cfg, progress=not args.quiet)
+    meta = json.loads((path / "train_config.json").read_text(encoding="utf-8"))
+    print(f"robust model in {path} ({time.time() - t:.0f}s this run; {meta['steps']} steps, "
+          f"{meta['seconds_per_step']:.3f} s per step, validation loss {meta['val_loss']})")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import sacrebleu
 
@@ -281,6 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
     mar.add_argument("--max-steps", type=int, default=None)
     mar.add_argument("--seed", type=int, default=0)
     mar.set_defaults(func=cmd_train_marian)
+
+    rob = tr.add_parser("robust", help="adversarial fine-tuning of a HF seq2seq model (resumes --out)")
+    rob.add_argument("model", help="the model directory to start from (e.g. a `train marian` --out)")
+    rob.add_argument("--out", required=True, help="run folder; the robust model is saved there")
+    rob.add_argument("--adversary", choices=["hotflip", "word-swap", "seq2sick", "embedding", "none"],
+                     default="hotflip", help="how adversarial sources are made on the fly (none: natural "
+                     "fine-tuning, the cost baseline)")
+    rob.add_argument("--corpus", choices=["multi30k", "synthetic"], default="multi30k")
+    rob.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    rob.add_argument("--data-dir", default=None)
+    rob.add_argument("--max-steps", type=int, default=None)
+    rob.add_argument("--adv-fraction", type=float, default=None, help="share of each batch made adversarial")
+    rob.add_argument("--max-changes", type=int, default=None, help="words a discrete adversary changes")
+    rob.add_argument("--lr", type=float, default=None)
+    rob.add_argument("--batch-size", type=int, default=None)
+    rob.add_argument("--seed", type=int, default=0)
+    rob.add_argument("--quiet", action="store_true", help="no progress bar")
+    rob.set_defaults(func=cmd_train_robust)
 
     ev = sub.add_parser("evaluate", help="BLEU (sacrebleu) of a victim on a Multi30k split")
     _add_victim_args(ev)

@@ -86,3 +86,18 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_marian: Path, tmp_path: P
         R.train_robust(tiny_marian, data, valid, resumed, R.preset("tiny", max_steps=5), progress=False)
     with pytest.raises(ValueError, match="unknown adversary"):
         R.preset("tiny", adversary="magic")
+
+
+def test_train_robust_cli(tiny_marian: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from nlprobust.cli import main
+
+    out = tmp_path / "robust"
+    args = ["train", "robust", str(tiny_marian), "--out", str(out), "--corpus", "synthetic", "--scale", "tiny",
+            "--max-steps", "2", "--batch-size", "4", "--quiet"]
+    assert main(args) == 0
+    assert "robust model in" in capsys.readouterr().out and R.is_complete(out)
+    with pytest.raises(SystemExit, match="model directory not found"):
+        main(["train", "robust", str(tmp_path / "none"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="adv_fraction must be in"):
+        main([*args[:3], "--out", str(tmp_path / "x"), "--corpus", "synthetic", "--scale", "tiny",
+              "--adv-fraction", "2"])
