@@ -42,3 +42,33 @@ def test_multi30k_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
         assert len(kw) == 6 and all(len(v) == 1 for v in kw.values())
         assert res["victim"][victim]["test_bleu"]["n"] == 100
     assert (tmp_path / "runs" / "multi30k_marian_tiny" / "config.json").exists()  # saved like a Hub model
+
+
+def test_robust_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
+    import robust_seq2seq
+
+    out = tmp_path / "res.json"
+    args = ["--scale", "tiny", "--data-dir", str(data_dir), "--runs", str(tmp_path / "runs"), "--out", str(out),
+            "--no-render", "--quiet", "--adversaries", "hotflip,none", "--methods", "nonoverlap,1-keyword"]
+    assert robust_seq2seq.main(args) == 0
+    res = json.loads(out.read_text())
+    quality = {r["model"]: r for r in res["rows"] if r["table"] == "clean and noisy"}
+    assert set(quality) == {"natural", "robust-hotflip", "natural fine-tuned"}
+    assert quality["natural fine-tuned"]["cost_ratio"] == 1.0 and quality["robust-hotflip"]["cost_ratio"] > 0
+    for r in quality.values():
+        assert all(0 <= r[f"bleu_{k}"] <= 100 for k in ("test_2016_flickr", "test_2017_flickr", "typo", "drop", "swap"))
+    attacks = [(r["model"], r["method"]) for r in res["rows"] if r["table"] == "adaptive attacks"]
+    assert attacks == [(m, g) for m in ("natural", "robust-hotflip", "natural fine-tuned")
+                       for g in ("nonoverlap", "1-keyword")]
+    for r in res["rows"]:
+        if r["table"] == "adaptive attacks":
+            assert r["max_changes"] == 2 and r["success_at_1"] <= r["success_at_2"] <= r["success"] <= 1
+            assert r["changed"] is None or r["changed"] <= 2
+    assert res["victims"]["robust-hotflip"]["steps"] == 12
+    # a second run finds every model, score and attack record
+    assert robust_seq2seq.main([*args, "--report-only"]) == 0
+    again = json.loads(out.read_text())
+    def kept(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if r["table"] != "transfer"]
+
+    assert kept(again["rows"]) == kept(res["rows"])
