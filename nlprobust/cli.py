@@ -37,15 +37,17 @@ def _read_inputs(args: argparse.Namespace, keywords: list[str]) -> list:
     from nlprobust.core.runner import read_items
 
     try:
-        rows = read_items(args.input, text_column=args.text_column, split=args.split)
+        rows = read_items(args.input, text_column=args.text_column, split=args.split, encoding=args.encoding)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
+    if not rows:
+        raise SystemExit(f"error: {args.input} holds no input (an empty file or dataset): nothing to attack")
     items = []
     for i, row in enumerate(rows):
         kws = row.get(args.keywords_column, keywords)
         if isinstance(kws, str):
             kws = kws.split()
-        items.append(AttackItem(i, row[args.text_column], tuple(kws or ())))
+        items.append(AttackItem(i, row[args.text_column], tuple(kws or ()), error=row.get("error")))
     return items
 
 
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--keywords-column", default="keywords",
                        help="the input column holding an item's keywords (a list or a space-separated string)")
         a.add_argument("--split", default="train", help="split of a dataset folder or hf: input")
+        a.add_argument("--encoding", default="utf-8", help="encoding of a text / JSON-lines input (default utf-8); "
+                       "a line that does not decode becomes an error record naming its line and byte offset")
         a.add_argument("--mode", choices=list(MODES), default="nonoverlap", help="the goal")
         a.add_argument("--keywords", default="", help='space-separated target keywords, e.g. "Hund sitzt"')
         a.add_argument("--criterion", choices=list(CRITERIA), default="at-least-as-long",

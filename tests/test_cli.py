@@ -51,6 +51,30 @@ def test_attack_cli_clear_errors(tiny_onmt_ckpt: Path, tmp_path: Path) -> None:
         _run(tiny_onmt_ckpt, inp, tmp_path / "o.jsonl", "--mode", "keywords")
     with pytest.raises(SystemExit, match="victim must look like"):
         main(["attack", "seq2sick", "--victim", "model.pt", "--input", str(inp), "--out", str(tmp_path / "o.jsonl")])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(SystemExit, match="holds no input"):
+        _run(tiny_onmt_ckpt, empty, tmp_path / "o.jsonl")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            _run(tiny_onmt_ckpt, inp, tmp_path / "o.jsonl", "--device", "cuda")
+
+
+def test_attack_cli_undecodable_line_is_an_error_record(tiny_onmt_ckpt: Path, tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    good = synthetic_corpus(2, 5).src
+    inp.write_bytes(good[0].encode() + b"\n" + b"a caf\xe9\n" + good[1].encode() + b"\n")
+    out = tmp_path / "res.jsonl"
+    assert _run(tiny_onmt_ckpt, inp, out) == 0
+    recs = sorted((json.loads(x) for x in out.read_text().splitlines()), key=lambda r: r["index"])
+    assert recs[0]["error"] is None and recs[2]["error"] is None
+    assert recs[1]["error"].startswith(f"{inp}:2: not valid utf-8 at byte {len(good[0]) + 6}")
+    assert _run(tiny_onmt_ckpt, inp, tmp_path / "latin.jsonl", "--encoding", "latin-1") == 0
+    latin = sorted((json.loads(x) for x in (tmp_path / "latin.jsonl").read_text().splitlines()),
+                   key=lambda r: r["index"])
+    assert latin[1]["source"] == "a café" and latin[1]["error"] is None
 
 
 def _cli(ckpt: Path, inp: Path, out: Path) -> list[str]:

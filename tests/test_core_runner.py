@@ -158,3 +158,22 @@ def test_start_run_checks_the_config_on_resume(tmp_path: Path) -> None:
     start_run(tmp_path, {"lr": 1.0}, resuming=True)
     with pytest.raises(ValueError, match="lr"):
         start_run(tmp_path, {"lr": 2.0}, resuming=True)
+
+
+def test_read_items_turns_undecodable_lines_into_error_items(tmp_path: Path) -> None:
+    from nlprobust.core.runner import read_items
+
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"a cat\n" + b"caf\xe9 au lait\r\n" + b"ein Hund\n")
+    rows = read_items(path)
+    assert [r["text"] for r in rows] == ["a cat", "caf\ufffd au lait", "ein Hund"]
+    assert "error" not in rows[0] and "error" not in rows[2]
+    assert rows[1]["error"].startswith(f"{path}:2: not valid utf-8 at byte 9 of the file")
+    latin = read_items(path, encoding="latin-1")
+    assert latin[1] == {"text": "café au lait"} and all("error" not in r for r in latin)
+    jl = tmp_path / "in.jsonl"
+    jl.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
+    rows = read_items(jl)
+    assert rows[0] == {"text": "ok"} and ":2: not valid utf-8 at byte 25" in rows[1]["error"]
+    with pytest.raises(ValueError, match="unknown encoding 'klingon'"):
+        read_items(path, encoding="klingon")

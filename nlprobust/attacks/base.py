@@ -95,12 +95,14 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class AttackItem:
-    """One sentence to attack (``keywords`` for the keywords goal, ``reference`` optional for quality-drop)."""
+    """One sentence to attack (``keywords`` for the keywords goal, ``reference`` optional for quality-drop;
+    ``error``: the input could not be read, e.g. undecodable bytes, and becomes an error record)."""
 
     index: int
     text: str
     keywords: tuple[str, ...] = ()
     reference: str | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -250,6 +252,8 @@ class TextAttack(ABC):
         encoded = []
         for it in items:
             try:
+                if it.error is not None:
+                    raise VictimError(it.error)
                 if not it.text.strip():
                     raise VictimError("empty input: nothing to attack")
                 enc = v.encode_source(it.text)

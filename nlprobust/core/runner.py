@@ -33,13 +33,42 @@ __all__ = ["read_items", "Shard", "shard_from_env", "parse_shard", "shard_path",
 T = TypeVar("T")
 
 
-def read_items(source: Any, *, text_column: str = "text", split: str = "train") -> list[dict[str, Any]]:
+def _decoded_lines(path: Path, encoding: str) -> list[tuple[str, str | None]]:
+    """Each line of ``path`` decoded with ``encoding``: ``(text, None)``, or for a line that is not valid
+    ``(text with the bad bytes replaced, an error naming the line and byte offset)``."""
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    out: list[tuple[str, str | None]] = []
+    lines = path.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    offset = 0
+    for n, orig in enumerate(lines, 1):
+        raw = orig.removesuffix(b"\r")
+        try:
+            out.append((raw.decode(encoding), None))
+        except UnicodeDecodeError as exc:
+            out.append((raw.decode(encoding, errors="replace"),
+                        f"{path}:{n}: not valid {encoding} at byte {offset + exc.start} of the file ({exc.reason}); "
+                        f"pass the file's encoding with --encoding"))
+        offset += len(orig) + 1
+    return out
+
+
+def read_items(source: Any, *, text_column: str = "text", split: str = "train",
+               encoding: str = "utf-8") -> list[dict[str, Any]]:
     """The items of a run as dicts, in input order, with a clear error for bad input.
 
     ``source`` is a ``datasets.Dataset``; a plain-text file (one item per line, as ``{text_column: line}``);
     a JSON-lines file (one object per line); a ``.csv`` / ``.parquet`` / ``.json`` file or a folder written by
     ``Dataset.save_to_disk`` (read with ``datasets``); or ``hf:NAME`` / ``hf:NAME:SPLIT`` for a dataset on
-    the Hub or in the local ``datasets`` cache. Every item must have ``text_column``.
+    the Hub or in the local ``datasets`` cache. Every item must have ``text_column``. Text and JSON-lines files
+    are read with ``encoding``; a line that does not decode becomes an item with an ``error`` (naming the line
+    and the byte offset) instead of stopping the run, so the run writes it as a per-line error record.
     """
     if hasattr(source, "column_names") and hasattr(source, "__getitem__"):
         rows, where = [dict(r) for r in source], "the dataset"
@@ -69,7 +98,10 @@ def read_items(source: Any, *, text_column: str = "text", split: str = "train") 
             rows, where = [dict(r) for r in load_dataset(kind, data_files=str(p), split="train")], str(p)
         elif p.suffix == ".jsonl":
             rows, where = [], str(p)
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+            for i, (line, bad) in enumerate(_decoded_lines(p, encoding)):
+                if bad is not None:
+                    rows.append({text_column: line, "error": bad})
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -80,7 +112,9 @@ def read_items(source: Any, *, text_column: str = "text", split: str = "train") 
                     raise ValueError(f"{p}:{i + 1}: expected a JSON object with a {text_column!r} field")
                 rows.append(rec)
         else:
-            rows, where = [{text_column: line} for line in p.read_text(encoding="utf-8").splitlines()], str(p)
+            rows, where = [], str(p)
+            for line, bad in _decoded_lines(p, encoding):
+                rows.append({text_column: line} if bad is None else {text_column: line, "error": bad})
     for i, r in enumerate(rows):
         if not isinstance(r.get(text_column), str):
             raise ValueError(f"{where}: item {i} has no text column {text_column!r} (columns: {sorted(r)})")
