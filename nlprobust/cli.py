@@ -195,6 +195,17 @@ def cmd_train_robust(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from nlprobust.report import write_report
+
+    try:
+        out = write_report(args.runs, args.output, title=args.title)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"wrote {out} ({len(args.runs)} run(s)); open it in a browser")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import sacrebleu
 
@@ -326,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--seed", type=int, default=0)
     rob.add_argument("--quiet", action="store_true", help="no progress bar")
     rob.set_defaults(func=cmd_train_robust)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of attack runs (tables, plots, examples)")
+    rep.add_argument("runs", nargs="+", help="attack output files (JSON lines); several on the same sentences are "
+                     "also shown side by side")
+    rep.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+    rep.add_argument("--title", default="nlprobust report")
+    rep.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("evaluate", help="BLEU (sacrebleu) of a victim on a Multi30k split")
     _add_victim_args(ev)

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from nlprobust.attacks import DEFAULT_ATTACK, AttackItem, build_attack, preset, word_swap_preset
 from nlprobust.core.data import data_root
+from nlprobust.core.runio import atomic_write_text
 from nlprobust.corpora import load_multi30k
 from nlprobust.keywords import draw_keyword_sets, frequent_content_words
 from nlprobust.metrics import mark_changes
+from nlprobust.report import write_report
 from nlprobust.results import summarize, summary_table
 from nlprobust.synthetic import synthetic_corpus
 from nlprobust.text import tokenize
@@ -75,6 +77,7 @@ def run_demo(*, data_dir: str | None = None, work: str = "runs/demo", n: int = 2
     _say(f"[3/3] attacking {n} test sentences: non-overlap, then 1 keyword (beam-5 judged), with the "
          f"{DEFAULT_ATTACK} attack and the paper's Seq2Sick ...")
     summaries = []
+    run_files = []
     for mode in ("nonoverlap", "keywords"):
         items = [AttackItem(i, s, tuple(k) if mode == "keywords" else ()) for i, (s, k) in enumerate(zip(sents, kws))]
         runs = [(DEFAULT_ATTACK, word_swap_preset("multi30k-lstm", mode)),
@@ -91,11 +94,17 @@ def run_demo(*, data_dir: str | None = None, work: str = "runs/demo", n: int = 2
                 _say(f"  output  : {r.original_output}")
                 _say(f"  adv out : {r.adversarial_output}\n")
             summaries.append((f"{mode}: {label}", summarize(r.to_dict() for r in res)))
+            path = run / f"{mode}_{name}.jsonl"
+            atomic_write_text(path, "".join(json.dumps(r.to_dict()) + "\n" for r in res))
+            run_files.append(path)
     _say(summary_table(summaries))
+    report = write_report(run_files, run / "report.html", title=f"nlprobust demo: {n} {corpus_name} sentences")
     _say(f"\nchanged words are in [brackets]; BLEU, chrF and # changed average the successful attacks; "
          f"'success <=k words' counts the sentences fooled by changing at most k words. "
          f"Total {time.time() - t0:.0f}s.\nThis demo victim is trained for a few minutes only; results on a "
          f"fully trained victim (test BLEU 33) are in docs/RESULTS.md.")
+    _say(f"\nReport with every example, side by side, sortable and filterable: {report.resolve()}\n"
+         f"(open it in a browser; `nlprobust report RUN.jsonl ... -o report.html` makes one from any attack run)")
     return 0
 
 
