@@ -142,3 +142,15 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
         weights.append(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_loading_prints_no_third_party_notices(tiny_onmt_ckpt: Path) -> None:
+    """OpenNMT-py's deprecated decorators and the single-layer dropout notice are silenced where we load it;
+    warnings of our own (and others) are not."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        OpenNMTVictim(tiny_onmt_ckpt, trust_checkpoint=True, device="cpu")
+        warnings.warn("ours", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["ours"]

@@ -32,8 +32,7 @@ import os
 import random
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from torch import Tensor
 
 from nlprobust.core.runio import atomic_write_json, git_sha, versions
 from nlprobust.corpora import ParallelCorpus
+from nlprobust.victims.base import quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +219,6 @@ def _joint_vocab(spm_paths: Sequence[Path]) -> dict[str, int]:
     return pieces
 
 
-@contextlib.contextmanager
-def _quiet_marian() -> Iterator[None]:
-    """MarianTokenizer recommends sacremoses on every construction; it only feeds an unused normaliser."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-        yield
-
-
 def build_tokenizer(train: ParallelCorpus, out_dir: str | os.PathLike[str], vocab_size: int, *,
                     source_lang: str = "en", target_lang: str = "de") -> Any:
     """Train source and target SentencePiece models and save a ``MarianTokenizer`` into ``out_dir``.
@@ -249,11 +241,11 @@ def build_tokenizer(train: ParallelCorpus, out_dir: str | os.PathLike[str], voca
         _train_spm(train.src, src_spm, vocab_size)
         _train_spm(train.tgt, tgt_spm, vocab_size)
         vocab_path.write_text(json.dumps(_joint_vocab([src_spm, tgt_spm]), ensure_ascii=False), encoding="utf-8")
-        with _quiet_marian():
+        with quiet_third_party():
             tok = MarianTokenizer(str(src_spm), str(tgt_spm), str(vocab_path), source_lang=source_lang,
                                   target_lang=target_lang)
             tok.save_pretrained(str(out))
-    with _quiet_marian():
+    with quiet_third_party():
         return MarianTokenizer.from_pretrained(str(out))
 
 
@@ -428,7 +420,7 @@ def train_marian(train: ParallelCorpus, valid: ParallelCorpus, out_dir: str | os
     accelerator.wait_for_everyone()
     from transformers import MarianTokenizer
 
-    with _quiet_marian():
+    with quiet_third_party():
         tok = MarianTokenizer.from_pretrained(str(out))
     pad, eos = int(tok.pad_token_id), int(tok.eos_token_id)
     src_all, tgt_all = _encode(tok, train)
@@ -550,7 +542,7 @@ def train_marian(train: ParallelCorpus, valid: ParallelCorpus, out_dir: str | os
     if main:
         raw.load_state_dict(best_state)
         raw.save_pretrained(str(out))
-        with _quiet_marian():
+        with quiet_third_party():
             tok.save_pretrained(str(out))
         summary = {"done": True, "steps": step, "best_step": best_step, "best_val_loss": round(best_loss, 5),
                    "stopped_early": stopped_early, "elapsed_s": round(time.perf_counter() - t0, 2)}
@@ -592,7 +584,7 @@ def evaluate_loss(model_dir: str | os.PathLike[str], corpus: ParallelCorpus, *, 
         if meta.is_file():
             max_len = int(json.loads(meta.read_text(encoding="utf-8"))["config"]["max_len"])
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    with _quiet_marian():
+    with quiet_third_party():
         tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForSeq2SeqLM.from_pretrained(str(path)).to(dev)
     src, tgt = _encode(tok, corpus)
@@ -623,7 +615,7 @@ def evaluate_bleu(model_dir: str | os.PathLike[str], corpus: ParallelCorpus, bea
     from nlprobust.victims.huggingface import HFVictim
 
     _check_corpus(corpus, "evaluation")
-    with _quiet_marian():
+    with quiet_third_party():
         victim = HFVictim(model_dir, device=device)
     nonempty = [i for i, s in enumerate(corpus.src) if s.strip()]
     outs = victim.translate([corpus.src[i] for i in nonempty], beam_size=beam, batch_size=batch_size)

@@ -64,9 +64,9 @@ from nlprobust.training.marian import (
     _collate,
     _corpus_nll,
     _encode,
-    _quiet_marian,
     _truncate,
 )
+from nlprobust.victims.base import quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def train_robust(natural_dir: str | os.PathLike[str], train: ParallelCorpus, val
     if accelerator.num_processes > 1:
         raise RuntimeError("robust fine-tuning runs in one process (the on-the-fly attacks are not sharded)")
     set_seed(cfg.seed)
-    with _quiet_marian():
+    with quiet_third_party():
         tok = AutoTokenizer.from_pretrained(str(natural_dir))
     model = AutoModelForSeq2SeqLM.from_pretrained(str(ckpt if ckpt is not None else natural_dir))
     pad, eos = int(tok.pad_token_id), int(tok.eos_token_id)
@@ -413,7 +413,7 @@ def train_robust(natural_dir: str | os.PathLike[str], train: ParallelCorpus, val
     finally:
         bar.close()
     raw.save_pretrained(str(out))
-    with _quiet_marian():
+    with quiet_third_party():
         tok.save_pretrained(str(out))
     last = st["history"][-1] if st["history"] else {}
     atomic_write_json(out / "train_config.json", {

@@ -8,6 +8,7 @@ any model-specific scaling (Marian's ``embed_scale``), positional encodings and 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,26 @@ from torch import Tensor
 
 class VictimError(ValueError):
     """Bad input for a victim (empty text, over-long input, unknown keyword, ...)."""
+
+
+#: notices of third-party code we cannot fix, silenced only where we call it (our own warnings stay):
+#: OpenNMT-py's deprecated ``torch.cuda.amp.custom_fwd/bwd`` decorators (on import), the LSTM's notice that a
+#: single layer ignores dropout (OpenNMT-py's checkpoints carry the training dropout), and MarianTokenizer's
+#: recommendation of sacremoses (it feeds a normaliser we do not use)
+THIRD_PARTY_NOTICES: tuple[tuple[type[Warning], str], ...] = (
+    (FutureWarning, r"`torch\.cuda\.amp\.custom_(fwd|bwd)\(args\.\.\.\)` is deprecated"),
+    (UserWarning, r"dropout option adds dropout after all but last recurrent layer"),
+    (UserWarning, r"Recommended: pip install sacremoses"),
+)
+
+
+@contextlib.contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """Silence :data:`THIRD_PARTY_NOTICES` inside the block."""
+    with warnings.catch_warnings():
+        for category, message in THIRD_PARTY_NOTICES:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

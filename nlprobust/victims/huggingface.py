@@ -58,6 +58,7 @@ from nlprobust.victims.base import (
     Seq2SeqVictim,
     VictimError,
     pad_targets,
+    quiet_third_party,
     resolve_device,
     resolve_dtype,
 )
@@ -105,10 +106,11 @@ def _load_pretrained(name: str | os.PathLike[str], tokenizer: Any, local_files_o
     else:
         raise HFLoadError(f"model directory not found: {path}")
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=local, **model_kwargs)
-        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            tok_source = source if tokenizer is None else os.fspath(tokenizer)
-            tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=local)
+        with quiet_third_party():
+            model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=local, **model_kwargs)
+            if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+                tok_source = source if tokenizer is None else os.fspath(tokenizer)
+                tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=local)
     except HFLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, HTTP errors, missing tokenizer files, ...

@@ -18,7 +18,14 @@ import torch
 from torch import Tensor
 
 from nlprobust.text import detokenize, tokenize
-from nlprobust.victims.base import EncodedSource, Seq2SeqVictim, VictimError, resolve_device, resolve_dtype
+from nlprobust.victims.base import (
+    EncodedSource,
+    Seq2SeqVictim,
+    VictimError,
+    quiet_third_party,
+    resolve_device,
+    resolve_dtype,
+)
 from nlprobust.victims.decoding import beam_search
 
 SPECIALS = ("<blank>", "<s>", "</s>", "<unk>")
@@ -68,22 +75,23 @@ class OpenNMTVictim(Seq2SeqVictim):
                  device: str | torch.device | None = None, lowercase: bool = False,
                  max_source_len: int = 200, pretokenized: bool = False,
                  dtype: str | torch.dtype | None = None) -> None:
-        from onmt.inputters.inputter import dict_to_vocabs
-        from onmt.model_builder import build_base_model
-        from onmt.utils.parse import ArgumentParser
-
         self.device = resolve_device(device)
         ckpt = load_onmt_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
-        model_opt = ArgumentParser.ckpt_model_opts(ckpt["opt"])
-        ArgumentParser.update_model_opts(model_opt)
-        ArgumentParser.validate_model_opts(model_opt)
-        model_opt.update_vocab = False
-        vocabs = dict_to_vocabs(ckpt["vocab"])
-        try:
-            model = build_base_model(model_opt, vocabs)
-            model.load_state_dict(ckpt, precision=torch.float32, device=self.device, strict=True)
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {checkpoint} does not match its own model options: {exc}") from exc
+        with quiet_third_party():
+            from onmt.inputters.inputter import dict_to_vocabs
+            from onmt.model_builder import build_base_model
+            from onmt.utils.parse import ArgumentParser
+
+            model_opt = ArgumentParser.ckpt_model_opts(ckpt["opt"])
+            ArgumentParser.update_model_opts(model_opt)
+            ArgumentParser.validate_model_opts(model_opt)
+            model_opt.update_vocab = False
+            vocabs = dict_to_vocabs(ckpt["vocab"])
+            try:
+                model = build_base_model(model_opt, vocabs)
+                model.load_state_dict(ckpt, precision=torch.float32, device=self.device, strict=True)
+            except Exception as exc:  # noqa: BLE001
+                raise CheckpointError(f"checkpoint {checkpoint} does not match its own model options: {exc}") from exc
         self.model: Any = model.to(self.device, dtype=resolve_dtype(dtype)).eval()
         self.model_opt = model_opt
         self.src_itos: list[str] = list(ckpt["vocab"]["src"])
