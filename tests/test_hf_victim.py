@@ -284,3 +284,22 @@ def test_greedy_falls_back_to_generate_for_altered_decoding(built: dict[str, tup
         assert outs == victim.generate(victim.embed(ids), mask, beam_size=1, max_len=8)
     finally:
         model.generation_config.no_repeat_ngram_size = 0
+
+
+def test_keyword_with_punctuation_names_the_close_word(tiny_marian_victim) -> None:  # type: ignore[no-untyped-def]
+    from nlprobust.victims.base import VictimError
+
+    def single(word: str) -> bool:
+        try:
+            tiny_marian_victim.keyword_id(word)
+        except VictimError:
+            return False
+        return True
+
+    tokens = tiny_marian_victim.tokenizer.convert_ids_to_tokens(list(range(len(tiny_marian_victim.tokenizer))))
+    words = [t[1:] for t in tokens if t.startswith("\u2581") and t[1:].isalpha() and single(t[1:])]
+    if not words:
+        pytest.skip("the tiny tokenizer has no whole-word target piece")
+    word = words[0]
+    with pytest.raises(VictimError, match=rf"did you mean .*'{word}'"):
+        tiny_marian_victim.keyword_id(word + ".")

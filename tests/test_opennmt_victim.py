@@ -154,3 +154,13 @@ def test_loading_prints_no_third_party_notices(tiny_onmt_ckpt: Path) -> None:
         OpenNMTVictim(tiny_onmt_ckpt, trust_checkpoint=True, device="cpu")
         warnings.warn("ours", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["ours"]
+
+
+def test_keyword_absent_by_case_or_punctuation_names_the_close_word(tiny_victim: OpenNMTVictim) -> None:
+    assert tiny_victim.keyword_id("Katze") >= 0
+    for near in ("katze", "Katze.", "„Katze“"):
+        with pytest.raises(VictimError, match=r"not in the target vocabulary.*did you mean 'Katze'\?"):
+            tiny_victim.keyword_id(near)
+    with pytest.raises(VictimError) as err:
+        tiny_victim.keyword_id("Raumschiff")
+    assert "did you mean" not in str(err.value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,19 @@ def quiet_third_party() -> Iterator[None]:
         for category, message in THIRD_PARTY_NOTICES:
             warnings.filterwarnings("ignore", message=message, category=category)
         yield
+
+
+def close_word_hint(word: str, vocabulary: Iterable[str]) -> str:
+    """``"; did you mean 'X'?"`` when ``word`` differs from a vocabulary word only by case or surrounding
+    punctuation (``Hund.`` for ``Hund``, ``hund`` for ``Hund``), else ``""``."""
+    def key(w: str) -> str:
+        return w.strip(".,;:!?\"'()[]{}«»„“”").casefold()
+
+    k = key(word)
+    if not k:
+        return ""
+    close = sorted({v for v in vocabulary if v and v != word and key(v) == k})
+    return f"; did you mean {' or '.join(repr(v) for v in close[:3])}?" if close else ""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -57,6 +57,7 @@ from nlprobust.victims.base import (
     EncodedSource,
     Seq2SeqVictim,
     VictimError,
+    close_word_hint,
     pad_targets,
     quiet_third_party,
     resolve_device,
@@ -410,6 +411,10 @@ class HFVictim(Seq2SeqVictim):
         ids = list(self.tokenizer(text_target=" " + w, add_special_tokens=False)["input_ids"])
         if len(ids) != 1:
             pieces = self.tokenizer.convert_ids_to_tokens(ids)
+            hint = close_word_hint(w, [t.lstrip("\u2581") for t in self.tokenizer.convert_ids_to_tokens(
+                list(range(len(self.tokenizer)))) if isinstance(t, str) and t.startswith("\u2581")])
+            if hint:
+                raise VictimError(f"keyword {word!r} is not a single word of this model's target vocabulary{hint}")
             raise VictimError(
                 f"keyword {word!r} is split into {len(ids)} subwords {pieces} by this model's tokenizer; the model "
                 "cannot be targeted with it as a single keyword"
@@ -418,7 +423,10 @@ class HFVictim(Seq2SeqVictim):
         vocab = getattr(self.config, "vocab_size", None)
         if kid == self.tokenizer.unk_token_id or kid in self.tokenizer.all_special_ids or (
                 isinstance(vocab, int) and kid >= vocab):
-            raise VictimError(f"keyword {word!r} is not in the target vocabulary of this model")
+            words = [t.lstrip("\u2581") for t in self.tokenizer.convert_ids_to_tokens(
+                list(range(min(len(self.tokenizer), vocab or len(self.tokenizer))))) if isinstance(t, str)]
+            raise VictimError(f"keyword {word!r} is not in the target vocabulary of this model"
+                              + close_word_hint(w, words))
         return kid
 
     # ---- model ---------------------------------------------------------------------------------

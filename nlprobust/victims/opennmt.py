@@ -22,6 +22,7 @@ from nlprobust.victims.base import (
     EncodedSource,
     Seq2SeqVictim,
     VictimError,
+    close_word_hint,
     quiet_third_party,
     resolve_device,
     resolve_dtype,
@@ -154,7 +155,8 @@ class OpenNMTVictim(Seq2SeqVictim):
     def keyword_id(self, word: str) -> int:
         w = self.normalize_keyword(word)
         if w not in self.tgt_stoi or w in SPECIALS:
-            raise VictimError(f"keyword {word!r} is not in the target vocabulary of this model")
+            raise VictimError(f"keyword {word!r} is not in the target vocabulary of this model"
+                              + close_word_hint(w, self.tgt_itos))
         return self.tgt_stoi[w]
 
     # ---- model ---------------------------------------------------------------------------------
