@@ -154,7 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.train_steps:
         overrides["train_steps"] = args.train_steps
     t = time.time()
-    path = train_onmt(train, valid, args.out, preset(args.scale, **overrides), lowercase=args.lowercase)
+    path = train_onmt(train, valid, args.out, preset(args.scale, **overrides), lowercase=args.lowercase,
+                      progress=not args.quiet)
     print(f"trained {path} in {time.time() - t:.0f}s")
     return 0
 
@@ -167,7 +168,7 @@ def cmd_train_marian(args: argparse.Namespace) -> int:
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
     t = time.time()
-    path = train_marian(train, valid, args.out, preset(args.scale, **overrides))
+    path = train_marian(train, valid, args.out, preset(args.scale, **overrides), progress=not args.quiet)
     print(f"trained {path} in {time.time() - t:.0f}s")
     return 0
 
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     onmt.add_argument("--train-steps", type=int, default=None)
     onmt.add_argument("--lowercase", action="store_true")
     onmt.add_argument("--seed", type=int, default=1, help="OpenNMT-py seed, >= 1 (default 1)")
+    onmt.add_argument("--quiet", action="store_true", help="no progress bar")
     onmt.set_defaults(func=cmd_train)
 
     mar = tr.add_parser("marian", help="HuggingFace Marian transformer built from config (SentencePiece)")
@@ -318,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     mar.add_argument("--data-dir", default=None)
     mar.add_argument("--max-steps", type=int, default=None)
     mar.add_argument("--seed", type=int, default=0)
+    mar.add_argument("--quiet", action="store_true", help="no progress bar")
     mar.set_defaults(func=cmd_train_marian)
 
     rob = tr.add_parser("robust", help="adversarial fine-tuning of a HF seq2seq model (resumes --out)")

@@ -164,3 +164,17 @@ def test_keyword_absent_by_case_or_punctuation_names_the_close_word(tiny_victim:
     with pytest.raises(VictimError) as err:
         tiny_victim.keyword_id("Raumschiff")
     assert "did you mean" not in str(err.value)
+
+
+def test_training_shows_a_progress_bar_of_the_steps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from nlprobust.training.opennmt import preset as onmt_preset
+    from nlprobust.training.opennmt import train_onmt
+
+    train_onmt(synthetic_corpus(200, 0), synthetic_corpus(10, 1), tmp_path / "a",
+               onmt_preset("tiny", train_steps=10, valid_steps=10))
+    err = capsys.readouterr().err
+    assert "training: 100%" in err and "10/10" in err and "ppl=" in err
+    assert "Step 10/" in (tmp_path / "a" / "train.log").read_text()  # the log keeps OpenNMT-py's own lines
+    train_onmt(synthetic_corpus(200, 0), synthetic_corpus(10, 1), tmp_path / "b",
+               onmt_preset("tiny", train_steps=10, valid_steps=10), progress=False)
+    assert "training:" not in capsys.readouterr().err

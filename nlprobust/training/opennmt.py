@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 from nlprobust.corpora import ParallelCorpus
 from nlprobust.text import tokenize
@@ -165,6 +166,30 @@ def _best_step(log_text: str, select_by: str = "ppl") -> tuple[int, float] | Non
     return best
 
 
+_STEP = re.compile(r"Step (\d+)/\s*(\d+);.*?ppl:\s*([\d.]+)")
+
+
+def _run_logged(cmd: list[str], log: TextIO, *, total: int | None) -> int:
+    """Run ``cmd``, copying its output to ``log``; with ``total``, a progress bar of OpenNMT-py's steps."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="training", unit="step", dynamic_ncols=True) if total else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            m = _STEP.search(line) if bar is not None else None
+            if m and bar is not None:
+                bar.update(int(m.group(1)) - bar.n)
+                bar.set_postfix(ppl=m.group(3))
+    finally:
+        code = proc.wait()
+        if bar is not None:
+            bar.close()
+    return code
+
+
 def train_onmt(
     train_corpus: ParallelCorpus,
     valid_corpus: ParallelCorpus,
@@ -173,10 +198,13 @@ def train_onmt(
     *,
     lowercase: bool = False,
     pretokenized: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Train an OpenNMT-py LSTM and return the path of its best checkpoint (``run_dir/best.pt``).
 
-    ``pretokenized``: split the text on whitespace only (pass the same flag to the victim that loads it)."""
+    ``pretokenized``: split the text on whitespace only (pass the same flag to the victim that loads it).
+    ``progress``: a progress bar of the training steps (with the latest training perplexity), read from
+    OpenNMT-py's log as it is written to ``run_dir/train.log``."""
     import yaml
 
     run = Path(run_dir)
@@ -194,10 +222,10 @@ def train_onmt(
     with open(log_path, "w") as lf:
         for module in ("onmt.bin.build_vocab", "onmt.bin.train"):
             extra = ["-n_sample", "-1"] if module.endswith("build_vocab") else []
-            proc = subprocess.run([sys.executable, "-m", module, "-config", str(config_path), *extra],
-                                  stdout=lf, stderr=subprocess.STDOUT, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{module} failed (exit {proc.returncode}); see {log_path}")
+            code = _run_logged([sys.executable, "-m", module, "-config", str(config_path), *extra], lf,
+                               total=cfg.train_steps if progress and module.endswith("train") else None)
+            if code != 0:
+                raise RuntimeError(f"{module} failed (exit {code}); see {log_path}")
     best = None if cfg.select_by == "last" else _best_step(log_path.read_text(), cfg.select_by)
     ckpts = sorted(run.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
     if not ckpts:
