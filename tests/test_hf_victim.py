@@ -303,3 +303,26 @@ def test_keyword_with_punctuation_names_the_close_word(tiny_marian_victim) -> No
     word = words[0]
     with pytest.raises(VictimError, match=rf"did you mean .*'{word}'"):
         tiny_marian_victim.keyword_id(word + ".")
+
+
+def test_from_pipeline_takes_the_model_as_placed_and_the_task_prefix(tiny_marian) -> None:  # type: ignore[no-untyped-def]
+    """transformers 4's translation / summarization pipelines (transformers 5 dropped them): their model, tokenizer,
+    task and prefix; a stand-in with the same attributes here."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from nlprobust.victims.huggingface import HFVictim
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_marian))
+    tok = AutoTokenizer.from_pretrained(str(tiny_marian))
+    pipe = SimpleNamespace(model=model, tokenizer=tok, task="translation_en_to_de", prefix=None)
+    victim = HFVictim.from_pipeline(pipe)
+    assert victim.model is model and victim.task_prefix == ""
+    model.config.task_specific_params = {"translation_en_to_de": {"prefix": "translate English to German: "}}
+    assert HFVictim.from_pipeline(pipe).task_prefix == "translate English to German: "
+    pipe.prefix = "summarize: "
+    assert HFVictim.from_pipeline(pipe).task_prefix == "summarize: "
+    assert HFVictim.from_pipeline(pipe, task_prefix="x: ").task_prefix == "x: "
+    with pytest.raises(Exception, match="expected a transformers pipeline"):
+        HFVictim.from_pipeline(object())

@@ -324,6 +324,25 @@ class HFVictim(Seq2SeqVictim):
     def _scaled(self, src_embeds: Tensor) -> Tensor:
         return src_embeds * self.embed_scale if self.embed_scale != 1.0 else src_embeds
 
+    @classmethod
+    def from_pipeline(cls, pipe: Any, **kwargs: Any) -> HFVictim:
+        """The victim of a ``transformers`` translation / summarization / text2text pipeline (transformers 4; any
+        object with ``model`` and ``tokenizer``): its model (as already placed, never moved) and tokenizer, and
+        its task prefix (the pipeline's ``prefix``, else the model config's, else the ``task_specific_params``
+        entry of the pipeline's task, e.g. T5's ``translate English to German: ``). ``kwargs`` go to the
+        constructor (``task_prefix`` overrides)."""
+        model, tokenizer = getattr(pipe, "model", None), getattr(pipe, "tokenizer", None)
+        if model is None or tokenizer is None:
+            raise HFLoadError(f"{type(pipe).__name__} has no model and tokenizer: expected a transformers pipeline")
+        if "task_prefix" not in kwargs:
+            prefix = getattr(pipe, "prefix", None) or getattr(model.config, "prefix", None)
+            if not prefix:
+                params = getattr(model.config, "task_specific_params", None) or {}
+                task = str(getattr(pipe, "task", "") or "")
+                prefix = (params.get(task) or {}).get("prefix")
+            kwargs["task_prefix"] = prefix or ""
+        return cls(model, tokenizer, **kwargs)
+
     # ---- source --------------------------------------------------------------------------------
     def source_embedding_table(self) -> Tensor:
         return self._embedding.weight
