@@ -178,3 +178,13 @@ def test_training_shows_a_progress_bar_of_the_steps(tmp_path: Path, capsys: pyte
     train_onmt(synthetic_corpus(200, 0), synthetic_corpus(10, 1), tmp_path / "b",
                onmt_preset("tiny", train_steps=10, valid_steps=10), progress=False)
     assert "training:" not in capsys.readouterr().err
+
+
+def test_victim_of_an_in_memory_model_equals_the_checkpoints(tiny_onmt_ckpt: Path, tiny_victim: OpenNMTVictim) -> None:
+    ckpt = torch.load(tiny_onmt_ckpt, map_location="cpu", weights_only=False)
+    mem = OpenNMTVictim.from_model(tiny_victim.model, ckpt["vocab"])
+    assert mem.model is tiny_victim.model and mem.device == tiny_victim.device
+    data = synthetic_corpus(4, 17)
+    assert mem.translate(data.src) == tiny_victim.translate(data.src)
+    with pytest.raises(VictimError, match="non-empty 'tgt'"):
+        OpenNMTVictim.from_model(tiny_victim.model, {"src": ckpt["vocab"]["src"]})

@@ -93,16 +93,37 @@ class OpenNMTVictim(Seq2SeqVictim):
                 model.load_state_dict(ckpt, precision=torch.float32, device=self.device, strict=True)
             except Exception as exc:  # noqa: BLE001
                 raise CheckpointError(f"checkpoint {checkpoint} does not match its own model options: {exc}") from exc
-        self.model: Any = model.to(self.device, dtype=resolve_dtype(dtype)).eval()
+        self._setup(model.to(self.device, dtype=resolve_dtype(dtype)), model_opt, ckpt["vocab"], lowercase=lowercase,
+                    pretokenized=pretokenized, max_source_len=max_source_len)
+
+    @classmethod
+    def from_model(cls, model: Any, vocab: dict[str, Any], *, model_opt: Any = None, lowercase: bool = False,
+                   max_source_len: int = 200, pretokenized: bool = False) -> OpenNMTVictim:
+        """A victim of an OpenNMT-py model already in memory (e.g. just trained or built in a notebook): ``model``
+        (an ``onmt.models.NMTModel``, used where it is, never moved) and ``vocab`` as a checkpoint stores it
+        (``{"src": [...], "tgt": [...]}``, optionally ``decoder_start_token``)."""
+        for side in ("src", "tgt"):
+            if side not in vocab or not vocab[side]:
+                raise VictimError(f"vocab needs a non-empty {side!r} list of tokens (as in a checkpoint's 'vocab')")
+        first = next(iter(model.parameters()), None)
+        victim = cls.__new__(cls)
+        victim.device = first.device if first is not None else torch.device("cpu")
+        victim._setup(model, model_opt, vocab, lowercase=lowercase, pretokenized=pretokenized,
+                      max_source_len=max_source_len)
+        return victim
+
+    def _setup(self, model: Any, model_opt: Any, vocab: dict[str, Any], *, lowercase: bool, pretokenized: bool,
+               max_source_len: int) -> None:
+        self.model: Any = model.eval()
         self.model_opt = model_opt
-        self.src_itos: list[str] = list(ckpt["vocab"]["src"])
-        self.tgt_itos: list[str] = list(ckpt["vocab"]["tgt"])
+        self.src_itos: list[str] = list(vocab["src"])
+        self.tgt_itos: list[str] = list(vocab["tgt"])
         self.src_stoi = {t: i for i, t in enumerate(self.src_itos)}
         self.tgt_stoi = {t: i for i, t in enumerate(self.tgt_itos)}
         self.src_pad_id = self.src_stoi["<blank>"]
         self.src_unk_id = self.src_stoi["<unk>"]
         self.tgt_pad_id = self.tgt_stoi["<blank>"]
-        self.tgt_bos_id = self.tgt_stoi[ckpt["vocab"].get("decoder_start_token", "<s>")]
+        self.tgt_bos_id = self.tgt_stoi[vocab.get("decoder_start_token", "<s>")]
         self.tgt_eos_id = self.tgt_stoi["</s>"]
         self.tgt_unk_id = self.tgt_stoi["<unk>"]
         self.lowercase = lowercase
