@@ -348,15 +348,16 @@ class RolloutAgent:
     both sides (the partner's messages after ``THEM:``, its own after ``YOU:``, at the agent's temperature) until
     a ``<selection>`` or ``rollout_turns`` more messages, and says the candidate with the highest mean rollout
     score. As in FAIR's rollout agent, a rollout scores the value to the agent of its most likely choice
-    times that choice's probability (no deal: 0); the defaults are FAIR's 2017 ones (10 candidates, 5
-    rollouts). All candidates and rollouts of the games planned together are one batch of rows.
+    times that choice's probability (no deal: 0); the defaults are those of FAIR's current code (5 candidates, 3
+    rollouts; its 2017 code: 10 and 5). All candidates and rollouts of the games planned together are one batch
+    of rows.
 
     Everything else (reading, choosing, outcomes) is the wrapped agent's; ``name``, ``model`` and ``seed``
     are its. Its sampling generator draws the candidates and rollouts; ``max_rows`` bounds the rows of one
     batch (games are planned in chunks).
     """
 
-    def __init__(self, agent: RnnAgent, *, candidates: int = 10, rollouts: int = 5, rollout_turns: int = 10,
+    def __init__(self, agent: RnnAgent, *, candidates: int = 5, rollouts: int = 3, rollout_turns: int = 10,
                  max_rows: int = 2048) -> None:
         if candidates < 1 or rollouts < 1 or rollout_turns < 0:
             raise ValueError(f"candidates and rollouts must be >= 1 and rollout_turns >= 0, got {candidates}, "

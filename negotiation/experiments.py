@@ -107,7 +107,7 @@ ROLLOUTS_SUFFIX = "+rollouts"
 
 
 def make_agent(models: dict[str, DialogModel], name: str, *, temperature: float, seed: int,
-               rollouts: tuple[int, int] = (10, 5)) -> Agent:
+               rollouts: tuple[int, int] = (5, 3)) -> Agent:
     """The agent called ``name``: ``models[name]`` sampling at ``temperature``, or for ``X+rollouts`` model ``X``
     planning its messages by rollouts (``rollouts`` = candidates, rollouts per candidate)."""
     base = name.removesuffix(ROLLOUTS_SUFFIX)
@@ -127,11 +127,13 @@ def metrics_row(m: SelfPlayMetrics) -> dict[str, Any]:
 def selfplay_table(models: dict[int, dict[str, DialogModel]], pairings: dict[str, tuple[str, str]],
                    splits: dict[str, tuple[list[Scenario], list[str], dict[str, Any]]], rules: Sequence[str], *,
                    temperature: float = DEFAULT_TEMPERATURE, batch_size: int = 128, seed: int = 0,
-                   rollouts: tuple[int, int] = (10, 5), echo: Callable[[str], None] = logger.info,
+                   rollouts: tuple[int, int] = (5, 3), rollout_splits: Sequence[str] = ("test",),
+                   echo: Callable[[str], None] = logger.info,
                    ) -> tuple[list[dict[str, Any]], dict[str, list[GameRecord]]]:
     """Self-play of every pairing (``label -> (agent A, agent B)`` names of ``models[training seed]``; a name
     ``X+rollouts`` is model ``X`` deciding by :class:`~negotiation.agents.RolloutAgent`, ``rollouts`` =
-    (candidates, rollouts per candidate)) on every split and turn rule (:data:`TURN_RULES`): one row per
+    (candidates, rollouts per candidate); rollout pairings play only the splits of ``rollout_splits``, as they
+    cost some hundred times more) on every split and turn rule (:data:`TURN_RULES`): one row per
     training seed, then (with several seeds) one row over them (the games pooled; ``*_min`` / ``*_max``: the
     seeds' extremes). Returns the rows and, per ``label/split/rule``, the games of the first seed (for
     transcripts)."""
@@ -139,6 +141,8 @@ def selfplay_table(models: dict[int, dict[str, DialogModel]], pairings: dict[str
     firsts_seen: dict[str, list[GameRecord]] = {}
     for label, (a, b) in pairings.items():
         for split, (games, firsts, _) in splits.items():
+            if (a.endswith(ROLLOUTS_SUFFIX) or b.endswith(ROLLOUTS_SUFFIX)) and split not in rollout_splits:
+                continue
             for rule in rules:
                 max_turns, cap_rule = TURN_RULES[rule]
                 common = {"pairing": label, "agent_a": a, "agent_b": b, "split": split,

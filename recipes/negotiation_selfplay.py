@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-pairs", type=int, default=None, help="test.txt context pairs (default all 200; tiny 5)")
     ap.add_argument("--pairings", default="rl-sv,sv-sv,rl-rl,rlr-sv",
                     help=f"comma-separated, of {', '.join(PAIRINGS)} (rlr: the RL agent planning by rollouts)")
-    ap.add_argument("--rollouts", default="10,5", help="candidates,rollouts per candidate of RL+rollouts "
-                    "(default FAIR's 10,5; tiny: 2,2)")
+    ap.add_argument("--rollouts", default="5,3", help="candidates,rollouts per candidate of RL+rollouts "
+                    "(default 5,3, FAIR's current code; its 2017 code: 10,5; tiny: 2,2); played on the test games only")
     ap.add_argument("--seed", type=int, default=0, help="seed of the games' sampling")
     ap.add_argument("--batch-size", type=int, default=128, help="self-play games in parallel")
     ap.add_argument("--transcripts", type=int, default=2, help="example games kept per pairing")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     n_test = args.test_pairs or (5 if args.scale == "tiny" else None)
     games = {split: evaluation_games(split, args.data_dir, n=args.n or DEFAULT_N[args.scale] if split == "selfplay"
                                      else n_test, seed=args.seed) for split in splits}
-    cand, rolls = (int(x) for x in (args.rollouts if args.scale != "tiny" or args.rollouts != "10,5"
+    cand, rolls = (int(x) for x in (args.rollouts if args.scale != "tiny" or args.rollouts != "5,3"
                                     else "2,2").split(","))
     table, played = selfplay_table(models, pairings, games, rules, batch_size=args.batch_size, seed=args.seed,
                                    rollouts=(cand, rolls), echo=echo)

@@ -184,11 +184,13 @@ def test_selfplay_recipe_tiny(negotiate_data: Path, tmp_path: Path) -> None:
     assert res["scenarios"]["selfplay"]["in_sample"] and res["scenarios"]["selfplay"]["games"] == 20
     per_seed = [r for r in res["rows"] if r["table"] == "3.10 per seed"]
     pooled = [r for r in res["rows"] if r["table"] == "3.10"]
-    assert len(per_seed) == 4 * 2 * 2 * 2 and len(pooled) == 4 * 2 * 2  # pairings x splits x rules (x seeds)
+    # pairings x splits x rules (x seeds); RL+rollouts plays the test games only
+    assert len(per_seed) == (3 * 2 + 1) * 2 * 2 and len(pooled) == (3 * 2 + 1) * 2
     assert [(r["pairing"], r["split"], r["max_turns"], r["cap_rule"]) for r in pooled[:4]] == [
         ("RL vs SV", "test", 10, "no-deal"), ("RL vs SV", "test", 20, "force-selection"),
         ("RL vs SV", "selfplay", 10, "no-deal"), ("RL vs SV", "selfplay", 20, "force-selection")]
     assert [r["pairing"] for r in pooled[::4]] == ["RL vs SV", "SV vs SV", "RL vs RL", "RL+rollouts vs SV"]
+    assert {r["split"] for r in pooled if r["pairing"] == "RL+rollouts vs SV"} == {"test"}
     for r in pooled:
         assert r["n"] == 40 and r["protocol"] == "self-play" and r["in_sample"] == (r["split"] == "selfplay")
         assert 0.0 <= r["agreement"] <= 1.0 and r["advantage"] == pytest.approx(r["score_a"] - r["score_b"])
