@@ -36,3 +36,20 @@ def test_group_lasso_prox() -> None:
     assert torch.allclose(out[0, 0], torch.tensor([3.0, 4.0]) * (1 - 1 / 5))
     assert torch.equal(out[0, 1], torch.zeros(2))  # norm 0.5 < threshold -> zeroed
     assert torch.equal(out[0, 2], torch.zeros(2))
+
+
+def test_dense_projection_equals_the_masked_one() -> None:
+    """The synchronisation-free path (GPU default) gives the masked path's ids, ties and non-editable kept."""
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(50, 8, generator=g)
+    cand_ids = torch.arange(3, 50)
+    cand = table[cand_ids]
+    orig = torch.randint(0, 50, (4, 7), generator=g)
+    x0 = table[orig]
+    editable = torch.rand(4, 7, generator=g) > 0.2
+    x = x0 + (torch.rand(4, 7, 1, generator=g) > 0.5) * torch.randn(4, 7, 8, generator=g)
+    sq = (cand**2).sum(1)
+    masked = project_to_vocab(x, orig, x0, editable, cand_ids, cand, sq, dense=False)
+    dense = project_to_vocab(x, orig, x0, editable, cand_ids, cand, sq, dense=True)
+    assert torch.equal(masked, dense) and not torch.equal(masked, orig)
+    assert torch.equal(project_to_vocab(x0, orig, x0, editable, cand_ids, cand, sq, dense=True), orig)

@@ -27,17 +27,29 @@ def nearest_rows(x: Tensor, table: Tensor, table_sq: Tensor | None = None, *,
 
 
 def project_to_vocab(x: Tensor, original_ids: Tensor, original_embeds: Tensor, editable: Tensor,
-                     cand_ids: Tensor, cand_table: Tensor, cand_sq: Tensor) -> Tensor:
+                     cand_ids: Tensor, cand_table: Tensor, cand_sq: Tensor, *, dense: bool | None = None) -> Tensor:
     """Token ids of the vocabulary embeddings nearest to ``x`` ``[B, N, d]``.
 
     Candidates are ``cand_ids`` plus each position's own original token, which wins ties (so an unchanged
     position always maps back to its original word, even an ``<unk>`` outside the candidate set).
     Positions that are not ``editable`` keep their original id.
+
+    ``dense`` (default: on a GPU) searches every position and keeps the result only where a position moved:
+    no host synchronisation. Otherwise only the moved positions are searched (after the group-lasso prox most
+    positions are exactly unperturbed, the CPU's saving), which needs their count on the host. Both give the
+    same ids.
     """
-    out = original_ids.clone()
-    # an unperturbed position maps back to its own word: only moved positions need the search (after the
-    # group-lasso prox most positions are exactly unperturbed, so this is most of the saving)
     moved = editable & (x != original_embeds).any(-1)
+    if dense is None:
+        dense = x.is_cuda
+    if dense:
+        flat, orig = x.reshape(-1, x.shape[-1]), original_embeds.reshape(-1, x.shape[-1])
+        d_nn, i_nn = nearest_rows(flat, cand_table, cand_sq)
+        d_orig = ((flat - orig) ** 2).sum(1)
+        keep = (d_orig <= d_nn + 1e-6 * (1.0 + d_nn)).view(moved.shape)
+        nearest = cand_ids[i_nn].view(moved.shape)
+        return torch.where(moved & ~keep, nearest, original_ids)
+    out = original_ids.clone()
     if not bool(moved.any()):
         return out
     xe = x[moved]
