@@ -59,6 +59,7 @@ from negotiation.training.checkpoint import (
     save_checkpoint,
 )
 from negotiation.training.config import ReinforceConfig
+from negotiation.training.evaluate import evaluate_selfplay
 from negotiation.training.reinforce import RewardBaseline, reinforce_update
 from negotiation.training.supervised import supervised_step
 from nlprobust.core.runio import seed_for, start_run
@@ -166,9 +167,9 @@ def attacker_advantage(target: DialogModel, attacker: DialogModel, scenarios: Se
 def partner_play(target: DialogModel, partner: DialogModel, scenarios: Sequence[Scenario], *,
                  temperature: float = 0.5, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
     """The target (side A) against an ordinary partner under the normal rules (both choose): metrics dict."""
-    a = RnnAgent(target, name="target", temperature=temperature, seed=seed_for(seed, 2))
-    b = RnnAgent(partner, name="partner", temperature=temperature, seed=seed_for(seed, 3))
-    return selfplay_metrics(play(a, b, scenarios, batch_size=batch_size)).to_dict()
+    _, metrics = evaluate_selfplay(target, partner, scenarios, temperature=temperature, seed=seed_for(seed, 2),
+                                   batch_size=batch_size, names=("target", "partner"))
+    return metrics.to_dict()
 
 
 def is_complete(out_dir: str | os.PathLike[str]) -> bool:

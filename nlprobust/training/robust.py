@@ -245,9 +245,12 @@ def embedding_loss(victim: Any, batch: dict[str, Tensor], cfg: RobustConfig, row
     return _smoothed_loss(model, batch, base + delta.detach() * sel * tokmask, cfg.label_smoothing)
 
 
-def _smoothed_loss(model: Any, batch: dict[str, Tensor], embeds: Tensor, smoothing: float) -> Tensor:
-    out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                decoder_input_ids=batch["decoder_input_ids"], use_cache=False, return_dict=True)
+def _smoothed_loss(model: Any, batch: dict[str, Tensor], embeds: Tensor | None, smoothing: float) -> Tensor:
+    """Label-smoothed loss of ``batch``, its sources given as ``embeds`` (scaled as the encoder sees them) or,
+    when None, as its ``input_ids``."""
+    source = {"input_ids": batch["input_ids"]} if embeds is None else {"inputs_embeds": embeds}
+    out = model(**source, attention_mask=batch["attention_mask"], decoder_input_ids=batch["decoder_input_ids"],
+                use_cache=False, return_dict=True)
     return F.cross_entropy(out.logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=_IGNORE,
                            label_smoothing=smoothing)
 
@@ -381,13 +384,11 @@ def train_robust(natural_dir: str | os.PathLike[str], train: ParallelCorpus, val
             optim.zero_grad(set_to_none=True)
             model.train()
             if n_adv and cfg.adversary == "embedding":
-                clean = _smoothed_loss(model, batch, victim.source_embedding_table()[batch["input_ids"]]
-                                       * float(victim.embed_scale), cfg.label_smoothing)
+                clean = _smoothed_loss(model, batch, None, cfg.label_smoothing)
                 loss = 0.5 * (clean + embedding_loss(victim, batch, cfg, torch.tensor(adv_rows, device=device)))
                 model.train()
             else:
-                loss = _smoothed_loss(model, batch, victim.source_embedding_table()[batch["input_ids"]]
-                                      * float(victim.embed_scale), cfg.label_smoothing)
+                loss = _smoothed_loss(model, batch, None, cfg.label_smoothing)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
