@@ -15,6 +15,7 @@ from nlprobust.attacks.goals import Keywords, NonOverlap
 from nlprobust.attacks.losses import nearest_word_distance, nonoverlap_loss
 from nlprobust.metrics import nonoverlap_success
 from nlprobust.synthetic import synthetic_corpus
+from nlprobust.victims.base import GreedyOutputs
 from nlprobust.victims.opennmt import OpenNMTVictim
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
@@ -232,3 +233,42 @@ def test_without_reduction_gives_the_search_result_and_drops_the_reduced_word_li
     assert view["adversarial"] == "the cat sleeps" and view["changed"] == 3 and view["reduction"] is False
     assert "adversarial_words" not in view and "changed_positions" not in view
     assert without_reduction({"adversarial": "x"}) == {"adversarial": "x"}
+
+
+# ---- host transfers ------------------------------------------------------------------------------------------
+def test_greedy_outputs_cut_at_the_first_end_and_read_once() -> None:
+    toks = torch.tensor([[5, 6, 2, 7], [8, 9, 9, 9], [2, 3, 2, 4]])
+    got = GreedyOutputs.from_tokens(toks, toks == 2)
+    assert got.lengths.tolist() == [2, 4, 0]
+    assert got.ids.tolist() == [[5, 6, -1, -1], [8, 9, 9, 9], [-1, -1, -1, -1]]
+    assert got == [[5, 6], [8, 9, 9, 9], []] and len(got) == 3 and got[1] == [8, 9, 9, 9]
+    assert GreedyOutputs.from_lists([[1], [], [3, 4]]) == [[1], [], [3, 4]]
+    with pytest.raises(ValueError, match="ids"):
+        GreedyOutputs(torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "marian"])
+def test_seq2sick_reads_iteration_outputs_only_at_its_checks(kind: str, request: pytest.FixtureRequest,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a check window the iterations' greedy outputs, projected ids and losses stay on the device: the
+    attack reads them in one batch per check (at most ``check_every`` iterations at once)."""
+    victim = request.getfixturevalue("tiny_victim" if kind == "lstm" else "tiny_marian_victim")
+    items = _items(victim, "nonoverlap", 4)
+    cfg = preset("paper", "nonoverlap", **{**SEQ2SICK_TINY[kind], "iterations": 24}, reduce=False,  # type: ignore[arg-type]
+                 early_stop=False, check_every=8)
+    reads: list[int] = []
+    collect = Seq2Sick._collect
+
+    def counting(self, window, book):  # noqa: ANN001, ANN202
+        reads.append(len(window))
+        return collect(self, window, book)
+
+    def refuse(self):  # noqa: ANN001, ANN202
+        raise AssertionError("an iteration's greedy outputs were read on the host between checks")
+
+    monkeypatch.setattr(Seq2Sick, "_collect", counting)
+    monkeypatch.setattr(GreedyOutputs, "tolist", refuse)
+    batched = Seq2Sick(victim, cfg).run(items)
+    monkeypatch.undo()
+    assert reads and all(n <= 8 for n in reads) and sum(reads) == max(r.iterations for r in batched)
+    assert any(r.success for r in batched)

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from nlprobust.attacks.goals import CRITERIA, MODES, Goal, GoalState, make_goal, pad_word_index
 from nlprobust.metrics import changed_positions, chrf, nonoverlap_success, sentence_bleu, token_error_rate
-from nlprobust.victims.base import Seq2SeqVictim, VictimError, pad_targets
+from nlprobust.victims.base import GreedyOutputs, Seq2SeqVictim, VictimError, pad_targets
 
 VISIBLE_WORD = re.compile(r"\w", re.UNICODE)  # a word with some letter or digit (not punctuation only)
 
@@ -322,8 +322,9 @@ class TextAttack(ABC):
         return self.goal.max_output_len([r.state for r in rows])
 
     def surrogate(self, x: Tensor, mask: Tensor, rows: Sequence[Row], epsilon: float,
-                  targets: tuple[Tensor, Tensor] | None = None) -> tuple[list[list[int]], Tensor]:
-        """Greedy outputs and per-row surrogate loss for float32 source embeddings ``x`` ``[B, N, d]``."""
+                  targets: tuple[Tensor, Tensor] | None = None) -> tuple[GreedyOutputs, Tensor]:
+        """Greedy outputs (still on the device until read) and per-row surrogate loss for float32 source
+        embeddings ``x`` ``[B, N, d]``."""
         v = self.victim
         tgt, widx = targets if targets is not None else self.targets(rows)
         greedy, logits, valid = v.greedy_with_logits(x.to(v.dtype), mask, max_len=self.max_len(rows))
@@ -333,7 +334,7 @@ class TextAttack(ABC):
         return greedy, loss
 
     def loss_and_grad(self, rows: Sequence[Row], adv: Sequence[Sequence[int]], epsilon: float
-                      ) -> tuple[list[list[int]], Tensor, Tensor, Tensor]:
+                      ) -> tuple[GreedyOutputs, Tensor, Tensor, Tensor]:
         """Greedy outputs, loss ``[B]``, gradient w.r.t. the input embeddings ``[B, N, d]`` and ids ``[B, N]``."""
         ids, mask = self.victim.pad_sources([list(a) for a in adv])
         x = self._table[ids].requires_grad_(True)

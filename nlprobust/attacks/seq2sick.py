@@ -45,14 +45,17 @@ Deviations from the paper (Algorithm 6 / eq. 3.4), each deliberate:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
+from torch import Tensor
 
 from nlprobust.attacks.base import AttackConfig, Row, TextAttack
 from nlprobust.attacks.losses import nearest_word_distance
 from nlprobust.attacks.projection import group_lasso_prox, project_to_vocab
+from nlprobust.victims.base import GreedyOutputs
 
 SEQ2SICK_MODES = ("nonoverlap", "keywords", "quality-drop")
 
@@ -215,6 +218,41 @@ class Seq2Sick(TextAttack):
                 r.done = True  # growing: keep searching for a sparser success (one word is the sparsest)
         return improved
 
+    def _collect(self, window: Sequence[tuple[list[Row], Tensor, Tensor, GreedyOutputs]],
+                 book: dict[int, _Search]) -> None:
+        """Per-sentence bookkeeping of the iterations since the last check, in iteration order: the projected
+        input of the lowest surrogate loss becomes the fallback, and new inputs whose greedy output already
+        reaches the goal become pending candidates (at most ``max_pending``, fewest changed words kept). The
+        iterations' ids, output ids and losses cross to the host together, once."""
+        if not window:
+            return
+        ints = torch.cat([t.flatten() for _, adv, _, g in window for t in (adv, g.ids, g.lengths)])
+        flat, losses = ints.tolist(), torch.cat([loss for _, _, loss, _ in window]).tolist()
+        at = li = 0
+        for act_rows, adv, _, g in window:
+            b, n = adv.shape
+            t = g.ids.shape[1]
+            adv_list = [flat[at + i * n: at + (i + 1) * n] for i in range(b)]
+            at += b * n
+            out_rows = [flat[at + i * t: at + (i + 1) * t] for i in range(b)]
+            at += b * t
+            lengths = flat[at: at + b]
+            at += b
+            for r, a, out, m, loss in zip(act_rows, adv_list, out_rows, lengths, losses[li: li + b], strict=True):
+                self._note(r, book[id(r)], tuple(a[: len(r.ids)]), out[:m], loss)
+            li += b
+
+    def _note(self, r: Row, b: _Search, key: tuple[int, ...], out: list[int], loss: float) -> None:
+        if loss < b.best_loss:
+            b.best_loss, r.fallback = loss, key
+        if key in b.pending or key in b.checked or key == tuple(r.ids):
+            return
+        if self.greedy_success(r, out) and (ch := self.changed(r, key)) > 0:
+            b.pending[key] = ch
+            if len(b.pending) > self.config.max_pending:
+                worst = max(b.pending, key=lambda k: b.pending[k])
+                del b.pending[worst]
+
     def search(self, rows: list[Row]) -> None:
         v, cfg = self.victim, self.config
         dev = v.device
@@ -229,14 +267,18 @@ class Seq2Sick(TextAttack):
         target, word_index = self.targets(rows)
         active = list(range(len(rows)))
         lam = torch.full((len(rows),), cfg.lambda1, device=dev)  # per-sentence group-lasso weight
+        window: list[tuple[list[Row], Tensor, Tensor, GreedyOutputs]] = []  # iterations since the last check
+        sel: Tensor | None = None
         hook = self.on_iteration
         for it in range(cfg.iterations):
             if hook is not None:
                 hook("begin", it)
             lr = cfg.lr_at(it)
-            act_rows = [rows[i] for i in active]
-            sel = torch.tensor(active, device=dev)
-            a_ids, a_mask, a_edit, a_x0 = ids[sel], mask[sel], editable[sel], x0[sel]
+            if sel is None:  # the active rows change only at a check
+                act_rows = [rows[i] for i in active]
+                sel = torch.tensor(active, device=dev)
+                a_ids, a_mask, a_edit, a_x0 = ids[sel], mask[sel], editable[sel], x0[sel]
+                a_target = (target[sel], word_index[sel])
             a_delta = delta[sel].requires_grad_(True)
             x_c = a_x0 + a_delta
             with torch.no_grad():
@@ -248,8 +290,7 @@ class Seq2Sick(TextAttack):
                     adv_ids, e_adv = a_ids, x_c.detach()
             x_in = x_c + (e_adv - x_c).detach()
             with v.grad_context():
-                greedy, main = self.surrogate(x_in, a_mask, act_rows, cfg.epsilon,
-                                              (target[sel], word_index[sel]))
+                greedy, main = self.surrogate(x_in, a_mask, act_rows, cfg.epsilon, a_target)
                 total = main
                 if cfg.lambda2 > 0 and cfg.project_every_iteration:
                     total = total + cfg.lambda2 * (nearest_word_distance(x_c, e_adv) * a_edit).sum(1)
@@ -268,29 +309,19 @@ class Seq2Sick(TextAttack):
                 if hook is not None:
                     hook("end", it)
                 continue
-            # bookkeeping (per sentence, not per token): one host transfer per iteration
-            adv_list = adv_ids.tolist()
-            main_list = main.detach().tolist()
-            for r, a, out, loss in zip(act_rows, adv_list, greedy, main_list):
-                b = book[id(r)]
-                key = tuple(a[: len(r.ids)])
-                if loss < b.best_loss:
-                    b.best_loss, r.fallback = loss, key
-                if key in b.pending or key in b.checked or key == tuple(r.ids):
-                    continue
-                if self.greedy_success(r, out) and (ch := self.changed(r, key)) > 0:
-                    b.pending[key] = ch
-                    if len(b.pending) > cfg.max_pending:
-                        worst = max(b.pending, key=lambda k: b.pending[k])
-                        del b.pending[worst]
+            # the candidates stay on the device until the next beam check (one host transfer per check window)
+            window.append((act_rows, adv_ids, main.detach(), greedy))
             if hook is not None:
                 hook("end", it)
             if (it + 1) % cfg.check_every == 0 or it + 1 == cfg.iterations:
+                self._collect(window, book)
+                window.clear()
                 improved = self._check(act_rows, book)
                 if cfg.lambda1_growth > 1.0 and any(improved):
                     grow = torch.tensor([i for i, up in zip(active, improved) if up], device=dev)
                     lam[grow] *= cfg.lambda1_growth
                 active = [i for i, r in zip(active, act_rows) if not r.done]
+                sel = None
                 if not active:
                     break
         if not cfg.project_every_iteration:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -82,6 +83,74 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if not isinstance(got, torch.dtype) or not got.is_floating_point:
         raise VictimError(f"unknown dtype {dtype!r}; expected float32, bfloat16 or float16")
     return got
+
+
+class GreedyOutputs(Sequence[list[int]]):
+    """Greedy outputs of a batch, kept on the device until a caller reads them as lists.
+
+    ``ids`` ``[B, T]`` holds each row's output ids (no BOS, no EOS) followed by ``-1``; ``lengths`` ``[B]``
+    counts them. Indexing or iterating copies both to the host once (one sync) and caches the lists; an attack
+    that only stores the outputs of several iterations (e.g. until its next beam check) keeps ``ids`` and
+    ``lengths`` and reads them later, all at once.
+    """
+
+    def __init__(self, ids: Tensor, lengths: Tensor) -> None:
+        if ids.dim() != 2 or lengths.shape != ids.shape[:1]:
+            raise ValueError(f"GreedyOutputs needs ids [B, T] and lengths [B], got {tuple(ids.shape)} and "
+                             f"{tuple(lengths.shape)}")
+        self.ids, self.lengths = ids, lengths
+        self._lists: list[list[int]] | None = None
+
+    @classmethod
+    def from_lists(cls, outs: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> GreedyOutputs:
+        """Outputs already on the host (e.g. from ``generate``)."""
+        dev = torch.device(device)
+        ids = (pad_targets([list(o) for o in outs], -1, dev) if outs
+               else torch.zeros(0, 0, dtype=torch.long, device=dev))
+        got = cls(ids, torch.tensor([len(o) for o in outs], dtype=torch.long, device=dev))
+        got._lists = [list(o) for o in outs]
+        return got
+
+    @classmethod
+    def from_tokens(cls, tokens: Tensor, ends: Tensor) -> GreedyOutputs:
+        """``tokens`` ``[B, T]`` decoded ids; a row's output stops at its first position where ``ends`` ``[B, T]``
+        is true (its EOS, not kept), or runs to ``T``. Computed on the device: no sync."""
+        t = tokens.shape[1]
+        pos = torch.arange(t, device=tokens.device).unsqueeze(0)
+        first = torch.where(ends.any(1), ends.long().argmax(1), torch.full_like(tokens[:, 0], t))
+        return cls(torch.where(pos < first.unsqueeze(1), tokens, torch.full_like(tokens, -1)), first)
+
+    def tolist(self) -> list[list[int]]:
+        """The outputs as id lists (one host transfer, then cached)."""
+        if self._lists is None:
+            rows, lengths = self.ids.tolist(), self.lengths.tolist()
+            self._lists = [r[:n] for r, n in zip(rows, lengths, strict=True)]
+        return self._lists
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> list[int]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[list[int]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[int] | list[list[int]]:
+        return self.tolist()[i]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GreedyOutputs):
+            other = other.tolist()
+        return isinstance(other, list) and self.tolist() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"GreedyOutputs({self.tolist()!r})"
 
 
 @dataclass(frozen=True)
@@ -215,10 +284,11 @@ class Seq2SeqVictim(ABC):
         """Decode each row (greedy for ``beam_size == 1``); output ids exclude BOS and EOS."""
 
     def greedy_with_logits(self, src_embeds: Tensor, src_mask: Tensor, *,
-                           max_len: int) -> tuple[list[list[int]], Tensor, Tensor]:
+                           max_len: int) -> tuple[GreedyOutputs, Tensor, Tensor]:
         """Greedy output and its logits with gradient to ``src_embeds``: what one attack iteration needs.
 
-        Returns ``(outputs, logits [B, T, V], valid [B, T])``: per row the greedy ids (no BOS/EOS), the
+        Returns ``(outputs, logits [B, T, V], valid [B, T])``: per row the greedy ids (no BOS/EOS; a
+        :class:`GreedyOutputs`, which victims that decode on the device fill without a host sync), the
         logits at each step (step ``t`` predicts token ``t``; the step after the last token predicts EOS) and
         which steps exist. This default decodes without gradient, then runs one teacher-forced pass with
         gradient on the greedy prefix (the same logits); victims with an incremental decoder override it with
@@ -229,7 +299,7 @@ class Seq2SeqVictim(ABC):
         tgt_in = pad_targets([[self.tgt_bos_id] + g for g in greedy], self.tgt_pad_id, src_embeds.device)
         lengths = torch.tensor([len(g) + 1 for g in greedy], device=src_embeds.device)
         valid = torch.arange(tgt_in.shape[1], device=src_embeds.device).unsqueeze(0) < lengths.unsqueeze(1)
-        return greedy, self.logits(src_embeds, src_mask, tgt_in), valid
+        return GreedyOutputs.from_lists(greedy, src_embeds.device), self.logits(src_embeds, src_mask, tgt_in), valid
 
     # ---- conveniences shared by all victims ------------------------------------------------
     def embed(self, ids: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-_SYNC_EVERY = 4  # decoding asks the device whether every row is done this often (one host sync)
+SYNC_EVERY = 4  # decoding asks the device whether every row is done this often (one host sync)
 
 
 @torch.no_grad()
@@ -66,10 +66,10 @@ def beam_search(
         finished = finished | (tok == eos)
         scores = top.view(-1)
         last = tok
-        # the host asks whether every row's best hypothesis has ended only every _SYNC_EVERY steps: a finished
+        # the host asks whether every row's best hypothesis has ended only every SYNC_EVERY steps: a finished
         # best hypothesis keeps its score while the others can only fall, so extra steps change nothing
         t_done += 1
-        if t_done % _SYNC_EVERY == 0 and bool(finished.view(b, k)[:, 0].all()):
+        if t_done % SYNC_EVERY == 0 and bool(finished.view(b, k)[:, 0].all()):
             break
     best = history.view(b, k, -1)[:, 0].tolist()
     out = []

@@ -55,14 +55,15 @@ from torch import Tensor
 from nlprobust.text import tokenize
 from nlprobust.victims.base import (
     EncodedSource,
+    GreedyOutputs,
     Seq2SeqVictim,
     VictimError,
     close_word_hint,
-    pad_targets,
     quiet_third_party,
     resolve_device,
     resolve_dtype,
 )
+from nlprobust.victims.decoding import SYNC_EVERY
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _DEFAULT_MAX_LEN = 512
@@ -466,17 +467,19 @@ class HFVictim(Seq2SeqVictim):
         return [self._strip_output(row) for row in out.tolist()]
 
     def greedy_with_logits(self, src_embeds: Tensor, src_mask: Tensor, *,
-                           max_len: int) -> tuple[list[list[int]], Tensor, Tensor]:
+                           max_len: int) -> tuple[GreedyOutputs, Tensor, Tensor]:
         """One encoder pass under autograd, a cached greedy loop without gradient, one teacher-forced decoder pass.
 
         The greedy ids equal :meth:`generate` with ``beam_size=1`` (the library's ``generate`` is used instead of
         the loop when the model's generation config changes greedy decoding: repetition penalties, n-gram bans,
         minimum lengths, suppressed tokens). The teacher-forced pass replays what the decoder actually read,
-        including a forced BOS, and the returned logits are aligned with the stripped output ids.
+        including a forced BOS, and the returned logits are aligned with the stripped output ids. Everything
+        after the greedy loop stays on the device (the outputs come back as :class:`GreedyOutputs`).
         """
         from transformers.modeling_outputs import BaseModelOutput
 
         mask = src_mask.long()
+        dev = src_embeds.device
         with self._eval_mode():
             enc = self._encoder(inputs_embeds=self._scaled(src_embeds), attention_mask=mask, return_dict=True)
             frozen = BaseModelOutput(last_hidden_state=enc.last_hidden_state.detach())
@@ -486,21 +489,31 @@ class HFVictim(Seq2SeqVictim):
                 else:
                     raw = self._hf.generate(encoder_outputs=frozen, attention_mask=mask,
                                             **self.generation_kwargs(beam_size=1, max_len=max_len))
-            rows = raw.tolist()
-            outs = [self._strip_output(r) for r in rows]
-            skips = [1 if len(r) > 1 and self._out_bos is not None and r[1] == self._out_bos else 0 for r in rows]
-            dev = src_embeds.device
-            tgt_in = pad_targets([r[: 1 + k] + o for r, k, o in zip(rows, skips, outs, strict=True)],
-                                 self.tgt_pad_id, dev)
-            full = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=tgt_in, use_cache=False,
+            # raw: [B, 1 + S] = decoder start, an optional forced BOS, the output, EOS, then fill. The decoder
+            # is causal, so a pass over raw itself gives at positions skip .. skip + len(output) exactly the
+            # logits of a pass over the stripped prefix; later positions are masked out by ``valid``.
+            b, width = raw.shape
+            if width > 1 and self._out_bos is not None:
+                skips = (raw[:, 1] == self._out_bos).long()
+            else:
+                skips = torch.zeros(b, dtype=torch.long, device=dev)
+            pos = torch.arange(width, device=dev).unsqueeze(0)
+            body = pos >= 1 + skips.unsqueeze(1)
+            ends = body & torch.isin(raw, torch.tensor(sorted(self._eos_ids), device=dev))
+            if self.tgt_pad_id >= 0 and not self._plain_greedy:  # ``generate`` may pad a finished row
+                ends = ends | (body & (raw == self.tgt_pad_id))
+            end = torch.where(ends.any(1), ends.long().argmax(1), torch.full_like(skips, width))
+            lengths = end - 1 - skips
+            steps = width  # at most width - 1 output tokens, plus the step that predicts EOS
+            index = (skips.unsqueeze(1) + torch.arange(steps, device=dev).unsqueeze(0)).clamp(max=width - 1)
+            out_ids = raw.gather(1, (index + 1).clamp(max=width - 1))
+            out_ids = torch.where(torch.arange(steps, device=dev).unsqueeze(0) < lengths.unsqueeze(1), out_ids,
+                                  torch.full_like(out_ids, -1))
+            full = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=raw, use_cache=False,
                             return_dict=True).logits.float()
-        steps = max(len(o) for o in outs) + 1
-        index = torch.tensor(skips, device=dev).unsqueeze(1) + torch.arange(steps, device=dev).unsqueeze(0)
-        index = index.clamp(max=full.shape[1] - 1)
         logits = full.gather(1, index.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
-        lengths = torch.tensor([len(o) + 1 for o in outs], device=dev)
-        valid = torch.arange(steps, device=dev).unsqueeze(0) < lengths.unsqueeze(1)
-        return outs, logits, valid
+        valid = torch.arange(steps, device=dev).unsqueeze(0) < (lengths + 1).unsqueeze(1)
+        return GreedyOutputs(out_ids, lengths), logits, valid
 
     def _greedy_loop(self, enc: Any, mask: Tensor, max_len: int) -> Tensor:
         """Greedy decoding with the key/value cache: ``[B, 1 + steps]`` ids laid out as ``generate`` returns them."""
@@ -525,7 +538,7 @@ class HFVictim(Seq2SeqVictim):
             nxt = torch.where(done, torch.full_like(nxt, fill), nxt)
             seq = torch.cat([seq, nxt.unsqueeze(1)], dim=1)
             done = done | torch.isin(nxt, eos)
-            if bool(done.all()):
+            if (step + 1) % SYNC_EVERY == 0 and bool(done.all()):  # ask the device only now and then
                 break
             cur = nxt.unsqueeze(1)
         return seq

@@ -20,6 +20,7 @@ from torch import Tensor
 from nlprobust.text import detokenize, tokenize
 from nlprobust.victims.base import (
     EncodedSource,
+    GreedyOutputs,
     Seq2SeqVictim,
     VictimError,
     close_word_hint,
@@ -27,12 +28,11 @@ from nlprobust.victims.base import (
     resolve_device,
     resolve_dtype,
 )
-from nlprobust.victims.decoding import beam_search
+from nlprobust.victims.decoding import SYNC_EVERY, beam_search
 
 SPECIALS = ("<blank>", "<s>", "</s>", "<unk>")
 
 
-_SYNC_EVERY = 4  # greedy decoding under autograd asks the device whether all rows are done this often
 
 
 class CheckpointError(VictimError):
@@ -203,10 +203,10 @@ class OpenNMTVictim(Seq2SeqVictim):
         return self.model.generator(dec_out)
 
     def greedy_with_logits(self, src_embeds: Tensor, src_mask: Tensor, *,
-                           max_len: int) -> tuple[list[list[int]], Tensor, Tensor]:
+                           max_len: int) -> tuple[GreedyOutputs, Tensor, Tensor]:
         """One greedy decoding pass under autograd (OpenNMT-py's input-feeding decoder steps one token at a time
         anyway, so its logits equal a teacher-forced pass on the greedy prefix, at the cost of one forward). The
-        host learns whether every row has finished only every ``_SYNC_EVERY`` steps (steps past a row's end are
+        host learns whether every row has finished only every ``SYNC_EVERY`` steps (steps past a row's end are
         masked out by ``valid``), and banned tokens are masked without a branch on the device."""
         _, enc_out, src_len = self._encode(src_embeds, src_mask)
         dec = self.model.decoder
@@ -222,10 +222,10 @@ class OpenNMTVictim(Seq2SeqVictim):
             last = z.detach().index_fill(1, self._ban_t, float("-inf")).argmax(-1)  # never padding or BOS
             tokens.append(last)
             finished = finished | (last == self.tgt_eos_id)
-            if t == max_len - 1 or ((t + 1) % _SYNC_EVERY == 0 and bool(finished.all())):
+            if t == max_len - 1 or ((t + 1) % SYNC_EVERY == 0 and bool(finished.all())):
                 break
-        toks = torch.stack(tokens, 1).tolist()
-        outs = [seq[: seq.index(self.tgt_eos_id)] if self.tgt_eos_id in seq else seq for seq in toks]
+        toks = torch.stack(tokens, 1)
+        outs = GreedyOutputs.from_tokens(toks, toks == self.tgt_eos_id)
         return outs, torch.stack(steps, 1), torch.stack(alive, 1)
 
     @torch.no_grad()
