@@ -53,6 +53,18 @@ def tiny_marian_victim(tiny_marian: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_robust_marian_victim(tiny_marian: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny Marian after a short adversarial fine-tuning (hotflip adversary, the ``tiny`` preset)."""
+    from nlprobust.synthetic import synthetic_corpus
+    from nlprobust.training.robust import preset, train_robust
+    from nlprobust.victims.huggingface import HFVictim
+
+    out = tmp_path_factory.mktemp("tiny_robust_marian") / "model"
+    train_robust(tiny_marian, synthetic_corpus(400, 0), synthetic_corpus(40, 1), out, preset("tiny"), progress=False)
+    return HFVictim(out, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     root = data_root(os.environ.get("NLPROBUST_DATA"), required=False)
     if root is None or not (root / "multi30k").is_dir():

@@ -2,7 +2,7 @@
 
 The matrix is parametrised over the attack registry (``nlprobust.attacks.ATTACKS``), so a new attack cannot
 go untested. Victims: the session's tiny OpenNMT-py LSTM (word level) and tiny Marian transformer (subwords),
-both trained on the synthetic corpus.
+both trained on the synthetic corpus, and that Marian after adversarial fine-tuning (``nlprobust.training.robust``).
 """
 
 from __future__ import annotations
@@ -54,22 +54,28 @@ def _emits(victim, word: str) -> bool:  # noqa: ANN001
     return True
 
 
-@pytest.fixture(scope="module", params=["lstm", "marian"])
+VICTIM_FIXTURES = {"lstm": "tiny_victim", "marian": "tiny_marian_victim",
+                   "robust-marian": "tiny_robust_marian_victim"}  # the last: adversarially fine-tuned
+
+
+@pytest.fixture(scope="module", params=sorted(VICTIM_FIXTURES))
 def victim(request: pytest.FixtureRequest):  # noqa: ANN201
-    name = "tiny_victim" if request.param == "lstm" else "tiny_marian_victim"
-    return request.param, request.getfixturevalue(name)
+    return request.param, request.getfixturevalue(VICTIM_FIXTURES[request.param])
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_attack_goal_victim_matrix(attack: str, mode: str, victim) -> None:  # noqa: ANN001
-    kind, v = victim
+    name, v = victim
+    kind = "lstm" if name == "lstm" else "marian"
     items = _items(v, mode)
     assert items
     res = build_attack(attack, v, _config(attack, mode, kind)).run(items, batch_size=len(items))
     assert [r.index for r in res] == [it.index for it in items]
     ok = [r for r in res if r.success]
-    assert len(ok) >= max(1, len(items) // 3), [(r.adversarial, r.adversarial_output) for r in res]
+    # the fine-tuned model is meant to resist (its rows check the records and the judging of what succeeds)
+    need = 0 if name.startswith("robust") else max(1, len(items) // 3)
+    assert len(ok) >= need, [(r.adversarial, r.adversarial_output) for r in res]
     goal = _config(attack, mode, kind).goal()
     for r in res:
         assert r.error is None, r.error
