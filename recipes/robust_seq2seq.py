@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default=str(ROOT / "runs"))
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(RESULTS / "robust_seq2seq.json"))
+    ap.add_argument("--models", default=None,
+                    help="evaluate only these models (natural, robust-<adversary>, 'natural fine-tuned'; comma-"
+                         "separated): fills their caches and attack logs and writes no results, so that several "
+                         "processes can share the models; a run without --models then assembles the tables")
     ap.add_argument("--report-only", action="store_true", help="attack nothing: tables from the logs found")
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--quiet", action="store_true")
@@ -83,9 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     natural = multi30k_marian(args.scale, args.data_dir, runs, device=args.device)
     natural_dir = runs / f"multi30k_marian_{args.scale}"
     dirs = {"natural": natural_dir}
+    names = {adv: f"robust-{adv}" if adv != "none" else "natural fine-tuned" for adv in adversaries}
+    wanted = None if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
+    if wanted is not None:
+        unknown = sorted(set(wanted) - {"natural", *names.values()})
+        if unknown:
+            ap.error(f"--models: unknown model(s) {unknown}; expected natural or one of {sorted(names.values())}")
+        adversaries = [a for a in adversaries if names[a] in wanted]
+        if "natural" not in wanted:
+            dirs = {}
     for adv in adversaries:
         echo(f"fine-tuning with the {adv} adversary")
-        dirs[f"robust-{adv}" if adv != "none" else "natural fine-tuned"] = robust_model(
+        dirs[names[adv]] = robust_model(
             natural_dir, adv, args.scale, args.data_dir, runs, progress=not args.quiet)
     limit = 100 if args.scale == "tiny" else None
     tests = {s: load_multi30k(s, args.data_dir) for s in ("test_2016_flickr", "test_2017_flickr")}
@@ -132,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                 natural_records = recs[attacks[0]]
         if name != "natural" and natural_records:
             rows.append({"table": "transfer", **transfer_row(victim, natural_records, refs, name, "natural")})
+    if wanted is not None:
+        echo(f"evaluated {', '.join(dirs)}: caches and attack logs are in place (no results written with --models)")
+        return 0
     _add_cost_ratio(rows, models)
     payload = {
         "recipe": "robust_seq2seq",

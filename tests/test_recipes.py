@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 
@@ -50,6 +52,9 @@ def test_robust_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "res.json"
     args = ["--scale", "tiny", "--data-dir", str(data_dir), "--runs", str(tmp_path / "runs"), "--out", str(out),
             "--no-render", "--quiet", "--adversaries", "hotflip,none", "--methods", "nonoverlap,1-keyword"]
+    with pytest.raises(SystemExit):
+        robust_seq2seq.main([*args, "--models", "robust-nope"])
+    assert robust_seq2seq.main([*args, "--models", "natural"]) == 0 and not out.exists()  # a partial run: caches
     assert robust_seq2seq.main(args) == 0
     res = json.loads(out.read_text())
     quality = {r["model"]: r for r in res["rows"] if r["table"] == "clean and noisy"}
