@@ -204,15 +204,21 @@ def seed_for(*parts: int) -> int:
 
 
 def versions(*modules: str) -> dict[str, str]:
-    """Python's and torch's versions and those of ``modules`` that import."""
+    """Python's and torch's versions and those of ``modules`` that are installed (read from the installed
+    distributions' metadata: nothing is imported, so no package's import-time notices are printed)."""
+    from importlib import metadata
+
     import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__}
+    owners = metadata.packages_distributions()  # top-level module -> the distributions that provide it
     for mod in modules:
-        try:
-            out[mod] = str(__import__(mod).__version__)
-        except Exception:  # noqa: BLE001 - an optional package
-            pass
+        for dist in [*owners.get(mod, []), mod]:
+            try:
+                out[mod] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 
