@@ -16,6 +16,15 @@ from torch import Tensor
 SYNC_EVERY = 4  # decoding asks the device whether every row is done this often (one host sync)
 
 
+def may_stop(step: int, finished: Tensor) -> bool:
+    """Whether a greedy attack pass may stop after ``step`` because every row has ``finished``. On an
+    accelerator it never asks (the pass runs to its length, which the goal keeps short, without a host sync);
+    elsewhere the answer costs nothing and is asked every :data:`SYNC_EVERY` steps."""
+    if finished.device.type != "cpu":
+        return False
+    return (step + 1) % SYNC_EVERY == 0 and bool(finished.all())
+
+
 @torch.no_grad()
 def beam_search(
     step: Callable[[Tensor], Tensor],

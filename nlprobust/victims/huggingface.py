@@ -63,7 +63,7 @@ from nlprobust.victims.base import (
     resolve_device,
     resolve_dtype,
 )
-from nlprobust.victims.decoding import SYNC_EVERY
+from nlprobust.victims.decoding import may_stop
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _DEFAULT_MAX_LEN = 512
@@ -538,7 +538,7 @@ class HFVictim(Seq2SeqVictim):
             nxt = torch.where(done, torch.full_like(nxt, fill), nxt)
             seq = torch.cat([seq, nxt.unsqueeze(1)], dim=1)
             done = done | torch.isin(nxt, eos)
-            if (step + 1) % SYNC_EVERY == 0 and bool(done.all()):  # ask the device only now and then
+            if may_stop(step, done):
                 break
             cur = nxt.unsqueeze(1)
         return seq

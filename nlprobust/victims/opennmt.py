@@ -28,7 +28,7 @@ from nlprobust.victims.base import (
     resolve_device,
     resolve_dtype,
 )
-from nlprobust.victims.decoding import SYNC_EVERY, beam_search
+from nlprobust.victims.decoding import beam_search, may_stop
 
 SPECIALS = ("<blank>", "<s>", "</s>", "<unk>")
 
@@ -206,8 +206,9 @@ class OpenNMTVictim(Seq2SeqVictim):
                            max_len: int) -> tuple[GreedyOutputs, Tensor, Tensor]:
         """One greedy decoding pass under autograd (OpenNMT-py's input-feeding decoder steps one token at a time
         anyway, so its logits equal a teacher-forced pass on the greedy prefix, at the cost of one forward). The
-        host learns whether every row has finished only every ``SYNC_EVERY`` steps (steps past a row's end are
-        masked out by ``valid``), and banned tokens are masked without a branch on the device."""
+        host learns whether every row has finished only every ``SYNC_EVERY`` steps on the CPU and never on an
+        accelerator (``decoding.may_stop``; steps past a row's end are masked out by ``valid``), and banned
+        tokens are masked without a branch on the device."""
         _, enc_out, src_len = self._encode(src_embeds, src_mask)
         dec = self.model.decoder
         b = src_embeds.shape[0]
@@ -222,7 +223,7 @@ class OpenNMTVictim(Seq2SeqVictim):
             last = z.detach().index_fill(1, self._ban_t, float("-inf")).argmax(-1)  # never padding or BOS
             tokens.append(last)
             finished = finished | (last == self.tgt_eos_id)
-            if t == max_len - 1 or ((t + 1) % SYNC_EVERY == 0 and bool(finished.all())):
+            if t == max_len - 1 or may_stop(t, finished):
                 break
         toks = torch.stack(tokens, 1)
         outs = GreedyOutputs.from_tokens(toks, toks == self.tgt_eos_id)
