@@ -265,9 +265,9 @@ def test_seq2sick_reads_iteration_outputs_only_at_its_checks(kind: str, request:
     reads: list[int] = []
     collect = Seq2Sick._collect
 
-    def counting(self, window, book):  # noqa: ANN001, ANN202
+    def counting(self, rows, window, book):  # noqa: ANN001, ANN202
         reads.append(len(window))
-        return collect(self, window, book)
+        return collect(self, rows, window, book)
 
     def refuse(self):  # noqa: ANN001, ANN202
         raise AssertionError("an iteration's greedy outputs were read on the host between checks")

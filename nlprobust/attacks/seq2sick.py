@@ -218,29 +218,23 @@ class Seq2Sick(TextAttack):
                 r.done = True  # growing: keep searching for a sparser success (one word is the sparsest)
         return improved
 
-    def _collect(self, window: Sequence[tuple[list[Row], Tensor, Tensor, GreedyOutputs]],
+    def _collect(self, rows: list[Row], window: Sequence[tuple[Tensor, Tensor, GreedyOutputs]],
                  book: dict[int, _Search]) -> None:
-        """Per-sentence bookkeeping of the iterations since the last check, in iteration order: the projected
-        input of the lowest surrogate loss becomes the fallback, and new inputs whose greedy output already
-        reaches the goal become pending candidates (at most ``max_pending``, fewest changed words kept). The
-        iterations' ids, output ids and losses cross to the host together, once."""
+        """Per-sentence bookkeeping of the iterations since the last check (all on ``rows``), in iteration order:
+        the projected input of the lowest surrogate loss becomes the fallback, and new inputs whose greedy output
+        already reaches the goal become pending candidates (at most ``max_pending``, fewest changed words kept).
+        The iterations' ids, outputs and losses cross to the host together, once per check."""
         if not window:
             return
-        ints = torch.cat([t.flatten() for _, adv, _, g in window for t in (adv, g.ids, g.lengths)])
-        flat, losses = ints.tolist(), torch.cat([loss for _, _, loss, _ in window]).tolist()
-        at = li = 0
-        for act_rows, adv, _, g in window:
-            b, n = adv.shape
-            t = g.ids.shape[1]
-            adv_list = [flat[at + i * n: at + (i + 1) * n] for i in range(b)]
-            at += b * n
-            out_rows = [flat[at + i * t: at + (i + 1) * t] for i in range(b)]
-            at += b * t
-            lengths = flat[at: at + b]
-            at += b
-            for r, a, out, m, loss in zip(act_rows, adv_list, out_rows, lengths, losses[li: li + b], strict=True):
-                self._note(r, book[id(r)], tuple(a[: len(r.ids)]), out[:m], loss)
-            li += b
+        ids = [t for adv, _, g in window for t in (adv, g.ids, g.lengths)]
+        host = torch.cat([t.flatten() for t in ids]).cpu().split([t.numel() for t in ids])  # waits for the device
+        losses = torch.cat([loss for _, loss, _ in window]).tolist()  # ready by now: a copy of a few floats
+        lists = [h.view(t.shape).tolist() for h, t in zip(host, ids, strict=True)]
+        for k in range(len(window)):
+            adv, outs, lengths = lists[3 * k: 3 * k + 3]
+            for i, r in enumerate(rows):
+                loss = losses[k * len(rows) + i]
+                self._note(r, book[id(r)], tuple(adv[i][: len(r.ids)]), outs[i][: lengths[i]], loss)
 
     def _note(self, r: Row, b: _Search, key: tuple[int, ...], out: list[int], loss: float) -> None:
         if loss < b.best_loss:
@@ -267,7 +261,7 @@ class Seq2Sick(TextAttack):
         target, word_index = self.targets(rows)
         active = list(range(len(rows)))
         lam = torch.full((len(rows),), cfg.lambda1, device=dev)  # per-sentence group-lasso weight
-        window: list[tuple[list[Row], Tensor, Tensor, GreedyOutputs]] = []  # iterations since the last check
+        window: list[tuple[Tensor, Tensor, GreedyOutputs]] = []  # iterations since the last check
         sel: Tensor | None = None
         hook = self.on_iteration
         for it in range(cfg.iterations):
@@ -310,11 +304,11 @@ class Seq2Sick(TextAttack):
                     hook("end", it)
                 continue
             # the candidates stay on the device until the next beam check (one host transfer per check window)
-            window.append((act_rows, adv_ids, main.detach(), greedy))
+            window.append((adv_ids, main.detach(), greedy))
             if hook is not None:
                 hook("end", it)
             if (it + 1) % cfg.check_every == 0 or it + 1 == cfg.iterations:
-                self._collect(window, book)
+                self._collect(act_rows, window, book)
                 window.clear()
                 improved = self._check(act_rows, book)
                 if cfg.lambda1_growth > 1.0 and any(improved):

@@ -497,23 +497,18 @@ class HFVictim(Seq2SeqVictim):
                 skips = (raw[:, 1] == self._out_bos).long()
             else:
                 skips = torch.zeros(b, dtype=torch.long, device=dev)
-            pos = torch.arange(width, device=dev).unsqueeze(0)
-            body = pos >= 1 + skips.unsqueeze(1)
-            ends = body & torch.isin(raw, torch.tensor(sorted(self._eos_ids), device=dev))
+            # step t of a row reads raw position skip + t and predicts raw position skip + t + 1
+            index = skips.unsqueeze(1) + torch.arange(width, device=dev).unsqueeze(0)
+            tokens = raw.gather(1, (index + 1).clamp(max=width - 1))
+            ends = torch.isin(tokens, torch.tensor(sorted(self._eos_ids), device=dev)) | (index + 1 >= width)
             if self.tgt_pad_id >= 0 and not self._plain_greedy:  # ``generate`` may pad a finished row
-                ends = ends | (body & (raw == self.tgt_pad_id))
-            end = torch.where(ends.any(1), ends.long().argmax(1), torch.full_like(skips, width))
-            lengths = end - 1 - skips
-            steps = width  # at most width - 1 output tokens, plus the step that predicts EOS
-            index = (skips.unsqueeze(1) + torch.arange(steps, device=dev).unsqueeze(0)).clamp(max=width - 1)
-            out_ids = raw.gather(1, (index + 1).clamp(max=width - 1))
-            out_ids = torch.where(torch.arange(steps, device=dev).unsqueeze(0) < lengths.unsqueeze(1), out_ids,
-                                  torch.full_like(out_ids, -1))
+                ends = ends | (tokens == self.tgt_pad_id)
+            outs = GreedyOutputs.from_tokens(tokens, ends)
             full = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=raw, use_cache=False,
                             return_dict=True).logits.float()
-        logits = full.gather(1, index.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
-        valid = torch.arange(steps, device=dev).unsqueeze(0) < (lengths + 1).unsqueeze(1)
-        return GreedyOutputs(out_ids, lengths), logits, valid
+        logits = full.gather(1, index.clamp(max=width - 1).unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+        valid = torch.arange(width, device=dev).unsqueeze(0) <= outs.lengths.unsqueeze(1)  # the EOS step too
+        return outs, logits, valid
 
     def _greedy_loop(self, enc: Any, mask: Tensor, max_len: int) -> Tensor:
         """Greedy decoding with the key/value cache: ``[B, 1 + steps]`` ids laid out as ``generate`` returns them."""
