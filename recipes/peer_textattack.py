@@ -69,7 +69,7 @@ from nlprobust.core.data import DataNotFoundError
 from nlprobust.core.results import write_recipe_results
 from nlprobust.core.runio import JsonlLog, run_metadata
 from nlprobust.corpora import load_multi30k
-from nlprobust.experiments.peer import read_sentence_indices, run_ours, victim_name
+from nlprobust.experiments.peer import read_sentence_indices, run_ours, split_attack_specs, victim_name
 from nlprobust.metrics import mark_changes
 from nlprobust.peers.textattack import (
     PeerConfig,
@@ -128,9 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default=str(ROOT / "runs"))
     ap.add_argument("--out", default=str(ROOT / "recipes" / "results" / "peer_textattack.json"))
     ap.add_argument("--ours", default="word-swap,seq2sick",
-                    help="our attacks to run on the same sentences in the same process (comma-separated; '' for none)")
+                    help="our attacks to run on the same sentences in the same process (comma-separated; '' for "
+                         "none); ATTACK:NAME=N overrides a setting of its preset, e.g. word-swap:max_changes=2")
     args = ap.parse_args(argv)
     t0 = time.time()
+    try:
+        ours = split_attack_specs(args.ours)
+    except ValueError as exc:
+        ap.error(f"--ours: {exc}")
     emb_kind = args.embedding or ("file" if args.embedding_file else "lstm")
     if emb_kind == "file" and not args.embedding_file:
         ap.error("--embedding file needs --embedding-file PATH")
@@ -173,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     recs = run_peer(victim, items, embedding=embedding, stopwords=stopwords, cfg=cfg, log=log, seed=args.seed)
     row = summary_row(recs, name, cfg)
     rows = [row]
-    ours = [a for a in args.ours.split(",") if a]
     if ours:
         rows += run_ours(victim, items, ours, name, Path(args.runs), echo=echo)
     ok = [r for r in recs if r.get("success")][:2]

@@ -39,19 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="nonoverlap,keywords")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=str(ROOT / "runs"))
-    ap.add_argument("--grid", default=None, help='JSON {"setting": [values]} replacing the built-in grid')
+    ap.add_argument("--grid", default=None, help='JSON {"setting": [values]} replacing the built-in grid, or a '
+                    "list of such grids (their settings one after the other)")
     ap.add_argument("--out", default=None, help="default: recipes/results/tune_word_swap_<victim>.json")
     args = ap.parse_args(argv)
     t0 = time.time()
     out = args.out or str(ROOT / "recipes" / "results" / f"tune_word_swap_{args.victim}.json")
     victim, _, _ = recipe_victim(args.victim, args.scale, args.data_dir, Path(args.runs))
     idx, sents, draws = attack_setup(victim, "val", args.n, (1,), args.data_dir, args.seed)
-    grid = json.loads(args.grid) if args.grid else GRID
+    grids = json.loads(args.grid) if args.grid else GRID
+    grids = grids if isinstance(grids, list) else [grids]
+    settings = [dict(zip(g, vals)) for g in grids for vals in itertools.product(*g.values())]
+    keys = list(dict.fromkeys(k for g in grids for k in g))
     rows = []
     for mode in args.modes.split(","):
         items = [AttackItem(i, s, tuple(k) if mode == "keywords" else ()) for i, s, k in zip(idx, sents, draws[1])]
-        for vals in itertools.product(*grid.values()):
-            setting = dict(zip(grid, vals))
+        for setting in settings:
             t = time.time()
             res = GradientWordSwap(victim, WordSwapConfig(mode=mode, **setting)).run(items, batch_size=args.n)
             s = summarize(r.to_dict() for r in res)
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(row, flush=True)
     best = {m: {k: v for k, v in select_best([r for r in rows if r["mode"] == m]).items()
-                if k in (*grid, "success", "changed")} for m in args.modes.split(",")}
+                if k in (*keys, "success", "changed")} for m in args.modes.split(",")}
     write_recipe_results(out, {
         "recipe": "tune_word_swap",
         "title": f"Word-swap settings tuned on Multi30k validation ({args.victim} victim, {args.modes})",

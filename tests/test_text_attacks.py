@@ -278,3 +278,22 @@ def test_seq2sick_reads_iteration_outputs_only_at_its_checks(kind: str, request:
     monkeypatch.undo()
     assert reads and all(n <= 8 for n in reads) and sum(reads) == max(r.iterations for r in batched)
     assert any(r.success for r in batched)
+
+
+def test_word_swap_verify_by_loss_beam_judges_swaps_the_greedy_filter_rejects(tiny_victim, monkeypatch) -> None:  # noqa: ANN001
+    from nlprobust.attacks import GradientWordSwap, WordSwapConfig
+
+    items = _items(tiny_victim, "nonoverlap", 6)
+    with pytest.raises(ValueError, match="verify_by"):
+        WordSwapConfig(mode="nonoverlap", verify_by="beam")
+    assert WordSwapConfig(mode="nonoverlap").tag() == WordSwapConfig(mode="nonoverlap", verify_by="greedy").tag()
+    # no greedy output ever meets the goal: under the greedy rule only the template's final check of each
+    # search's last input reaches beam search; the loss rule judges the best swaps of every step
+    monkeypatch.setattr(GradientWordSwap, "greedy_success", lambda self, row, output: False)
+    greedy = GradientWordSwap(tiny_victim, WordSwapConfig(mode="nonoverlap", max_changes=2)).run(items)
+    assert all(r.beam_decodes == 2 for r in greedy)  # the clean input and the last input
+    by_loss = GradientWordSwap(tiny_victim, WordSwapConfig(mode="nonoverlap", max_changes=2, verify_by="loss",
+                                                           verify=4)).run(items)
+    assert all(r.beam_decodes > 2 for r in by_loss)
+    assert sum(r.success for r in by_loss) >= sum(r.success for r in greedy)
+    assert any(r.success for r in by_loss)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,7 +15,8 @@ from nlprobust.peers.textattack import PeerSetupError
 from nlprobust.results import summarize
 from nlprobust.victims import Seq2SeqVictim
 
-__all__ = ["OURS_PRESET", "WORD_SWAP_PRESET", "read_sentence_indices", "run_ours", "victim_name"]
+__all__ = ["OURS_PRESET", "WORD_SWAP_PRESET", "parse_attack_spec", "read_sentence_indices", "run_ours",
+           "split_attack_specs", "victim_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,24 +24,57 @@ OURS_PRESET = {True: "multi30k-lstm", False: "multi30k-marian"}  # Seq2Sick pres
 WORD_SWAP_PRESET = {True: "multi30k-lstm", False: "multi30k-marian"}  # word-swap settings by victim kind
 
 
+def parse_attack_spec(spec: str) -> tuple[str, dict[str, int]]:
+    """``word-swap`` or ``word-swap:max_changes=2`` -> ``("word-swap", {"max_changes": 2})``: an attack of the
+    registry with integer overrides of its victim's preset (a word budget, say)."""
+    from nlprobust.attacks import ATTACKS
+
+    name, _, rest = spec.partition(":")
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r} in {spec!r}; expected one of {sorted(ATTACKS)}")
+    known = {f.name for f in dataclasses.fields(ATTACKS[name][0].config_class)}
+    over: dict[str, int] = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or not value.lstrip("-").isdigit():
+            raise ValueError(f"bad override {part!r} in {spec!r}; expected NAME=INTEGER, e.g. max_changes=2")
+        if key not in known:
+            raise ValueError(f"{name} has no setting {key!r} (in {spec!r})")
+        over[key] = int(value)
+    return name, over
+
+
+def split_attack_specs(text: str) -> list[str]:
+    """``"word-swap,word-swap:max_changes=2,verify=8,seq2sick"`` -> the three specs (a comma followed by
+    ``NAME=`` continues the spec before it); each is checked with :func:`parse_attack_spec`."""
+    specs = [a for a in re.split(r",(?![a-z_]+=)", text) if a]
+    for spec in specs:
+        parse_attack_spec(spec)
+    return specs
+
+
 def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: Sequence[str], name: str,
              runs: Path, batch_size: int = 25, *, echo: Callable[[str], None] = logger.info) -> list[dict[str, Any]]:
     """Our attacks (non-overlap, ``at-least-as-long``) on the same sentences in the same process: one row per
-    attack (Seq2Sick twice: without and with the reduction pass, one search). Per-sentence records go to
-    ``<runs>/recipes/peer_textattack/ours_<name>_<attack>_<tag>.jsonl`` (resumable); progress lines to ``echo``."""
+    attack spec (:func:`parse_attack_spec`; Seq2Sick twice: without and with the reduction pass, one search).
+    Per-sentence records go to ``<runs>/recipes/peer_textattack/ours_<name>_<attack>_<tag>.jsonl`` (resumable);
+    progress lines to ``echo``."""
     from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset
     from nlprobust.experiments.tables import attack_views, run_attacks
 
     rows = []
-    for attack_name in attacks:
-        cfg: Any = preset(OURS_PRESET[victim.word_level], "nonoverlap") if attack_name == "seq2sick" \
-            else word_swap_preset(WORD_SWAP_PRESET[victim.word_level], "nonoverlap")
+    for spec in attacks:
+        attack_name, over = parse_attack_spec(spec)
+        cfg: Any = preset(OURS_PRESET[victim.word_level], "nonoverlap", **over) if attack_name == "seq2sick" \
+            else word_swap_preset(WORD_SWAP_PRESET[victim.word_level], "nonoverlap", **over)
         recs = run_attacks(runs / "recipes" / "peer_textattack" / f"ours_{name}_{attack_name}_{cfg.tag()}.jsonl",
                            [AttackItem(i, s) for i, s in items], build_attack(attack_name, victim, cfg), batch_size,
-                           f"ours {attack_name}", False, echo=echo)
+                           f"ours {spec}", False, echo=echo)
+        m = over.get("max_changes")
+        budget = "" if m is None else f", at most {m} word{'' if m == 1 else 's'}"
         for label, _, view in attack_views(attack_name, cfg, recs):
             s = summarize(view)
-            label = f"nlprobust {label} (white-box)"
+            label = f"nlprobust {label}{budget} (white-box)"
             rows.append({"table": "peer", "dataset": "multi30k", "victim": name, "method": label, "n": s["n"],
                          "success": s["success"], "bleu": s["bleu"], "changed": s["changed"],
                          "success_nlprobust": s["success"], "bleu_nlprobust": s["bleu"],
@@ -47,7 +82,8 @@ def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: S
                          "success_positional": (s.get("success_by_criterion") or {}).get("positional"),
                          "queries": s["forward_passes"], "model_calls": s["beam_decodes"],
                          "seconds_per_sentence": s["time_s"], "errors": s["errors"],
-                         "config": {"attack": attack_name, "preset": cfg.preset, "criterion": cfg.criterion}})
+                         "config": {"attack": attack_name, "preset": cfg.preset, "criterion": cfg.criterion,
+                                    "overrides": over}})
     return rows
 
 
