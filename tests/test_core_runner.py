@@ -177,3 +177,16 @@ def test_read_items_turns_undecodable_lines_into_error_items(tmp_path: Path) -> 
     assert rows[0] == {"text": "ok"} and ":2: not valid utf-8 at byte 25" in rows[1]["error"]
     with pytest.raises(ValueError, match="unknown encoding 'klingon'"):
         read_items(path, encoding="klingon")
+
+
+def test_recorded_commands_drop_the_data_dir_and_machine_paths(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from nlprobust.core.runio import portable_command
+
+    monkeypatch.chdir(tmp_path)
+    script = str(tmp_path / "recipes" / "x.py")
+    assert portable_command([script, "--scale", "small", "--data-dir", "/data/corpora", "--n", "5"]) == \
+        ["python", "recipes/x.py", "--scale", "small", "--n", "5"]
+    assert portable_command(["recipes/x.py", "--data-dir=/data", "--runs", str(tmp_path / "runs")]) == \
+        ["python", "recipes/x.py", "--runs", "runs"]
+    assert portable_command(["nlprobust", "attack", "--out", "/elsewhere/o.json"]) == \
+        ["nlprobust", "attack", "--out", "/elsewhere/o.json"]  # outside the working directory: kept

@@ -101,7 +101,7 @@ WORD_SWAP_PRESETS: dict[str, dict[str, WordSwapConfig]] = {
 # where the greedy one does not (an input word that makes the output start with more words shifts every
 # position), so the 16 lowest-loss swaps of a step are beam-judged (verify_by="loss"), and half the candidates
 # suffice (30 sentences: 100% at 1.53 words, 60% with one word, vs 93% / 1.71 / 53% for the greedy filter and
-# 256 candidates, in 0.8x the time). The keyword values are the LSTM's, not retuned.
+# 256 candidates, in 0.75x the time). The keyword values are the LSTM's, not retuned.
 WORD_SWAP_PRESETS["multi30k-marian"] = {m: replace(c, preset="multi30k-marian")
                                         for m, c in WORD_SWAP_PRESETS["multi30k-lstm"].items()}
 WORD_SWAP_PRESETS["multi30k-marian"]["nonoverlap"] = replace(

@@ -240,10 +240,31 @@ def run_metadata(command: list[str] | None = None, modules: Iterable[str] = ("tr
         hardware = torch.cuda.get_device_name(0)
     else:
         hardware = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
-    argv = list(command if command is not None else sys.argv)
-    if argv and argv[0].endswith(".py"):
-        argv = ["python", os.path.relpath(argv[0]) if os.path.isabs(argv[0]) else argv[0], *argv[1:]]
-    return {"hardware": hardware, "versions": versions(*modules), "git_sha": git_sha(), "command": " ".join(argv)}
+    return {"hardware": hardware, "versions": versions(*modules), "git_sha": git_sha(),
+            "command": " ".join(portable_command(list(command if command is not None else sys.argv)))}
+
+
+def portable_command(argv: list[str]) -> list[str]:
+    """The command as a reader reruns it: ``python <script>`` relative to the working directory, other absolute
+    paths under it made relative, and ``--data-dir`` dropped (the corpus location is each machine's own; the
+    recipes also read ``NLPROBUST_DATA``)."""
+    out: list[str] = []
+    skip = False
+    for k, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--data-dir":
+            skip = True
+            continue
+        if a.startswith("--data-dir="):
+            continue
+        if os.path.isabs(a) and (k == 0 or not os.path.relpath(a).startswith("..")):
+            a = os.path.relpath(a)
+        out.append(a)
+    if out and out[0].endswith(".py"):
+        out = ["python", *out]
+    return out
 
 
 def start_run(out: str | os.PathLike[str], config: Mapping[str, Any], *, resuming: bool,
