@@ -297,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="most words changed per sentence (default 5)")
             a.add_argument("--candidates", type=int, default=None, help="swaps decoded per sentence and step (32)")
             a.add_argument("--verify", type=int, default=None, help="swaps beam-verified per sentence and step (4)")
+            a.add_argument("--verify-by", dest="verify_by", choices=("greedy", "loss"), default=None,
+                           help="which swaps are beam-verified: those whose greedy output meets the goal (greedy, the "
+                                "default) or the lowest-loss ones, greedy successes first (loss)")
+            a.add_argument("--per-position", dest="per_position", type=int, default=None,
+                           help="test the best --candidates among the N best words of every position (0: rank all)")
             a.add_argument("--epsilon", type=float, default=None, help="surrogate margin (0)")
             a.add_argument("--protect", default="", help='space-separated words never changed, e.g. "dog Paris"')
             a.add_argument("--no-skip-stopwords", action="store_true", help="allow changing stop words")

@@ -140,3 +140,17 @@ def test_attack_cli_killed_rank_relaunched_alone(tiny_onmt_ckpt: Path, tmp_path:
     assert calls == [[2, 3], [6]] and not many.exists()
     assert main([*_cli(tiny_onmt_ckpt, inp, many), "--shard", "1/2"]) == 0  # relaunched alone
     assert _stable(many) == _stable(one)
+
+
+def test_word_swap_cli_settings_reach_the_config() -> None:
+    from nlprobust.cli import _attack_config, build_parser
+
+    args = build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "in.txt", "--out", "o",
+                                      "--preset", "multi30k-lstm", "--verify-by", "loss", "--verify", "8",
+                                      "--per-position", "4", "--candidates", "64"])
+    cfg = _attack_config(args)
+    assert (cfg.verify_by, cfg.verify, cfg.per_position, cfg.candidates) == ("loss", 8, 4, 64)
+    assert cfg.skip_stopwords is False  # the rest of the preset is kept
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "i", "--out", "o",
+                                   "--verify-by", "beam"])
