@@ -28,14 +28,20 @@ def parse_choices(ap: argparse.ArgumentParser, text: str, allowed: tuple[str, ..
     return items
 
 
+def key_int(item: str) -> tuple[str, int] | None:
+    """``"KEY=N"`` (``N`` an integer) as ``(KEY, N)``; ``None`` when ``item`` has another form."""
+    k, eq, n = item.partition("=")
+    return (k, int(n)) if eq and n.lstrip("-").isdigit() else None
+
+
 def parse_counts(ap: argparse.ArgumentParser, items: list[str], keys: tuple[str, ...], flag: str) -> dict[str, int]:
     """``KEY=N`` options (``N`` a positive integer, ``KEY`` among ``keys``) as a dict; errors name ``flag``."""
     out = {}
     for item in items:
-        k, _, n = item.partition("=")
-        if k not in keys or not n.isdigit() or int(n) < 1:
+        kv = key_int(item)
+        if kv is None or kv[0] not in keys or kv[1] < 1:
             ap.error(f"{flag} expects KEY=N with KEY among {', '.join(keys)}, got {item!r}")
-        out[k] = int(n)
+        out[kv[0]] = kv[1]
     return out
 
 

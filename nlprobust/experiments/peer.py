@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nlprobust.core.cli import key_int
 from nlprobust.peers.textattack import PeerSetupError
 from nlprobust.results import summarize
 from nlprobust.victims import Seq2SeqVictim
@@ -35,12 +36,12 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, int]]:
     known = {f.name for f in dataclasses.fields(ATTACKS[name][0].config_class)}
     over: dict[str, int] = {}
     for part in filter(None, rest.split(",")):
-        key, eq, value = part.partition("=")
-        if not eq or not value.lstrip("-").isdigit():
+        kv = key_int(part)
+        if kv is None:
             raise ValueError(f"bad override {part!r} in {spec!r}; expected NAME=INTEGER, e.g. max_changes=2")
-        if key not in known:
-            raise ValueError(f"{name} has no setting {key!r} (in {spec!r})")
-        over[key] = int(value)
+        if kv[0] not in known:
+            raise ValueError(f"{name} has no setting {kv[0]!r} (in {spec!r})")
+        over[kv[0]] = kv[1]
     return name, over
 
 
