@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             f"changed (a success needing more counts as a failure); non-overlap judged at-least-as-long, beam 5. "
             f"bleu_under_attack: corpus BLEU to the references of the adversarial outputs of the successes and the "
             f"clean outputs elsewhere, on the {len(idx)} attacked sentences.",
+            "opening_changed: % of the successful attacks that change one of the sentence's first two words. A "
+            "new subject ('A man' -> 'women young') rewrites the opening of a faithful translation and shifts "
+            "every later word, which the non-overlap goal counts as a success; training a model to translate such "
+            "inputs as the original would teach it to ignore real changes of meaning.",
             f"Noisy test sets: test_2016_flickr with one typo, one dropped word or two swapped words per sentence, "
             f"seed {args.seed} (nlprobust.experiments.robust.noisy_sentences).",
             "'natural fine-tuned' continues the natural victim's training with the same schedule and no adversary: "

@@ -69,6 +69,7 @@ def test_robust_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
         if r["table"] == "adaptive attacks":
             assert r["max_changes"] == 2 and r["success_at_1"] <= r["success_at_2"] <= r["success"] <= 1
             assert r["changed"] is None or r["changed"] <= 2
+            assert r["opening_changed"] is None or 0 <= r["opening_changed"] <= 100
     assert res["victims"]["robust-hotflip"]["steps"] == 12
     # a second run finds every model, score and attack record
     assert robust_seq2seq.main([*args, "--report-only"]) == 0

@@ -101,3 +101,15 @@ def test_train_robust_cli(tiny_marian: Path, tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit, match="adv_fraction must be in"):
         main([*args[:3], "--out", str(tmp_path / "x"), "--corpus", "synthetic", "--scale", "tiny",
               "--adv-fraction", "2"])
+
+
+def test_opening_share_counts_successes_that_change_a_first_word() -> None:
+    from nlprobust.experiments.robust import opening_share
+
+    recs = [{"success": True, "changed_positions": [0]}, {"success": True, "changed_positions": [1, 5]},
+            {"success": True, "changed_positions": [3]}, {"success": False, "changed_positions": [0]}]
+    assert opening_share(recs) == round(100 * 2 / 3, 1)
+    assert opening_share(recs, first=1) == round(100 / 3, 1)
+    assert opening_share([{"success": False, "changed_positions": []}]) is None
+    with pytest.raises(ValueError, match="first"):
+        opening_share(recs, first=0)

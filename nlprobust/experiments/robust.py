@@ -11,6 +11,9 @@ and noisy translation quality, and adaptive attacks on each model with a word bu
   :func:`nlprobust.experiments.tables.table_row`'s columns plus the BLEU of the adversarial outputs to the
   references (translation quality under attack).
 * :func:`transfer_row` -- adversarial inputs made on one model translated by another.
+* :func:`opening_share` -- the share of successful attacks that change one of a sentence's first words: where
+  a budgeted attack hits (a new subject rewrites the translation's first words, which is a faithful translation
+  of a changed meaning rather than a mistranslation).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from nlprobust.corpora import ParallelCorpus, load_multi30k
 NOISE_KINDS: tuple[str, ...] = ("typo", "drop", "swap")
 TINY_TRAIN = 3000  # training pairs of the tiny scale
 
-__all__ = ["NOISE_KINDS", "attack_rows", "noisy_sentences", "robust_model", "transfer_row", "translation_scores"]
+__all__ = ["NOISE_KINDS", "attack_rows", "noisy_sentences", "opening_share", "robust_model", "transfer_row",
+           "translation_scores"]
 
 
 def robust_model(natural_dir: Path, adversary: str, scale: str, data_dir: str | None, runs: Path, *,
@@ -119,13 +123,25 @@ def attack_rows(victim: Any, items: Sequence[Any], references: dict[int, str], a
         hyp = [r["adversarial_output"] if r["success"] else r["original_output"] for r in within]
         refs = [references[r["index"]] for r in within]
         row = {"model": name, "attack": attack, "mode": mode, "max_changes": max_changes,
-               **table_row(within, lm),
+               **table_row(within, lm), "opening_changed": opening_share(within),
                "bleu_under_attack": round(sacrebleu.BLEU().corpus_score(hyp, [refs]).score, 2),
                "bleu_clean_outputs": round(sacrebleu.BLEU().corpus_score(
                    [r["original_output"] for r in within], [refs]).score, 2)}
         rows.append(row)
         records[attack] = within
     return rows, records
+
+
+def opening_share(records: Sequence[dict[str, Any]], first: int = 2) -> float | None:
+    """Percentage of the successful ``records`` with a changed word among the source's first ``first`` words
+    (``changed_positions``, 0-based word positions); None without successes."""
+    if first < 1:
+        raise ValueError(f"first must be >= 1, got {first}")
+    ok = [r for r in records if r["success"]]
+    if not ok:
+        return None
+    return round(100.0 * sum(bool(r["changed_positions"]) and min(r["changed_positions"]) < first
+                             for r in ok) / len(ok), 1)
 
 
 def transfer_row(victim: Any, records: Sequence[dict[str, Any]], references: dict[int, str], name: str,
