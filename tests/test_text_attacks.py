@@ -7,6 +7,8 @@ both trained on the synthetic corpus, and that Marian after adversarial fine-tun
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -297,3 +299,30 @@ def test_word_swap_verify_by_loss_beam_judges_swaps_the_greedy_filter_rejects(ti
     assert all(r.beam_decodes > 2 for r in by_loss)
     assert sum(r.success for r in by_loss) >= sum(r.success for r in greedy)
     assert any(r.success for r in by_loss)
+
+
+def test_beam_candidates_follow_the_attacks_verify_rule() -> None:
+    from types import SimpleNamespace
+
+    from nlprobust.attacks import GradientWordSwap, WordSwapConfig
+    from nlprobust.attacks.base import TextAttack
+
+    losses, ok = [0.5, 0.1, 0.3, 0.2, 0.9], [True, False, True, False, False]
+    assert TextAttack.beam_candidates(None, losses, ok) == [2, 0]  # type: ignore[arg-type]
+    greedy = SimpleNamespace(config=WordSwapConfig(mode="nonoverlap", verify=3))
+    assert GradientWordSwap.beam_candidates(greedy, losses, ok) == [2, 0]  # type: ignore[arg-type]
+    by_loss = SimpleNamespace(config=WordSwapConfig(mode="nonoverlap", verify=3, verify_by="loss"))
+    assert GradientWordSwap.beam_candidates(by_loss, losses, ok) == [2, 0, 1]  # type: ignore[arg-type]
+
+
+def test_word_swap_repair_under_verify_by_loss_only_shrinks(tiny_victim: OpenNMTVictim) -> None:
+    from nlprobust.attacks import GradientWordSwap, WordSwapConfig
+
+    items = _items(tiny_victim, "nonoverlap", 8)
+    cfg = WordSwapConfig(mode="nonoverlap", max_changes=3, candidates=4, verify_by="loss", verify=4)
+    plain = GradientWordSwap(tiny_victim, cfg).run(items)
+    repaired = GradientWordSwap(tiny_victim, replace(cfg, repair=8)).run(items)
+    assert any(r.success for r in repaired)
+    for a, b in zip(plain, repaired):
+        assert a.success == b.success and a.changed_before_reduction == b.changed_before_reduction
+        assert b.changed <= a.changed

@@ -359,6 +359,12 @@ class TextAttack(ABC):
             losses.append(loss)
         return outs, torch.cat(losses) if losses else torch.zeros(0)
 
+    def beam_candidates(self, losses: Sequence[float], greedy_ok: Sequence[bool]) -> list[int]:
+        """Which of one sentence's tested inputs (their surrogate ``losses`` and whether their greedy output met
+        the goal) go to beam judging, best first: here the greedy successes, lowest loss first, at most four.
+        An attack may widen this (the word swap's ``verify_by`` / ``verify``)."""
+        return sorted((n for n, ok in enumerate(greedy_ok) if ok), key=lambda n: losses[n])[:4]
+
     # ---- reduction -----------------------------------------------------------------------------
     def _units(self, row: Row, adv: Sequence[int]) -> list[list[int]]:
         """Changed token positions grouped by the source word they belong to."""
@@ -429,8 +435,8 @@ class TextAttack(ABC):
         goal holds with one word fewer where no single revert could. For every (row, dropped word) the gradient
         at the input with that word reverted ranks the swaps at the remaining changed positions (first-order
         score, as the word swap); the ``repair`` best per dropped word are decoded greedily in one batched pass
-        and each row's greedy successes (lowest loss first, at most four) are judged with beam search. Returns
-        the rows that lost a word."""
+        and those :meth:`beam_candidates` picks per row are judged with beam search. Returns the rows that lost
+        a word."""
         cfg, dev = self.config, self.victim.device
         bases: list[list[int]] = []
         base_rows: list[Row] = []
@@ -480,13 +486,14 @@ class TextAttack(ABC):
         losses = loss.tolist()
         by_row: dict[int, list[int]] = {}
         for n, r in enumerate(trial_rows):
-            if self.greedy_success(r, greedy[n]) and self.changed(r, trials[n]) < r.best_changed:
+            if self.changed(r, trials[n]) < r.best_changed:
                 by_row.setdefault(id(r), []).append(n)
         before = {id(r): r.best_changed for r in todo}
         to_verify: list[tuple[Row, tuple[int, ...]]] = []
         for ns in by_row.values():
-            ns.sort(key=lambda n: losses[n])
-            to_verify.extend((trial_rows[n], tuple(trials[n])) for n in ns[:4])
+            ok = [self.greedy_success(trial_rows[n], greedy[n]) for n in ns]
+            picked = self.beam_candidates([losses[n] for n in ns], ok)
+            to_verify.extend((trial_rows[ns[j]], tuple(trials[ns[j]])) for j in picked)
         if to_verify:
             self.verify(to_verify)  # keeps each row's success with the fewest words
         return [r for r in todo if r.best_changed < before[id(r)]]

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -149,6 +150,14 @@ class GradientWordSwap(TextAttack):
             out.append(ok)
         return out
 
+    def beam_candidates(self, losses: Sequence[float], greedy_ok: Sequence[bool]) -> list[int]:
+        """The greedy successes, lowest loss first (``verify_by="loss"``: then the other inputs, lowest loss
+        first), at most ``verify``: used by the search's steps and by the reduction's repair."""
+        good = sorted((n for n, ok in enumerate(greedy_ok) if ok), key=lambda n: losses[n])
+        if self.config.verify_by == "loss":
+            good += sorted((n for n, ok in enumerate(greedy_ok) if not ok), key=lambda n: losses[n])
+        return good[: self.config.verify]
+
     def search(self, rows: list[Row]) -> None:
         v, cfg = self.victim, self.config
         dev = v.device
@@ -214,12 +223,9 @@ class GradientWordSwap(TextAttack):
                 by_row.setdefault(b, []).append(n)
             to_verify: list[tuple[Row, tuple[int, ...]]] = []
             for ns in by_row.values():
-                good = [n for n in ns if self.greedy_success(trial_rows[n], greedy[n])]
-                good.sort(key=lambda n: losses[n])
-                if cfg.verify_by == "loss":
-                    taken = set(good)
-                    good += sorted((n for n in ns if n not in taken), key=lambda n: losses[n])
-                to_verify.extend((trial_rows[n], tuple(trials[n])) for n in good[: cfg.verify])
+                ok = [self.greedy_success(trial_rows[n], greedy[n]) for n in ns]
+                picked = self.beam_candidates([losses[n] for n in ns], ok)
+                to_verify.extend((trial_rows[ns[j]], tuple(trials[ns[j]])) for j in picked)
             if hook is not None:
                 hook("end", step)
             if to_verify:
