@@ -271,6 +271,17 @@ def _check_greedy_with_logits(victim: HFVictim, forced_bos: bool) -> None:
         assert torch.allclose(logits[i, : len(out) + 1], ref, atol=1e-4)
     logits[valid].logsumexp(-1).sum().backward()
     assert src.grad is not None and src.grad.abs().sum() > 0
+    # without autograd (candidate scoring) the loop's step logits replace the replay pass: the same numbers
+    with torch.no_grad():
+        outs_ng, logits_ng, valid_ng = victim.greedy_with_logits(victim.embed(ids), mask, max_len=8)
+    assert outs_ng == outs and torch.equal(valid_ng, valid)
+    assert torch.allclose(logits_ng[valid], logits.detach()[valid], atol=1e-4)
+    # rows cut at the length limit: their last valid step (the one that would predict EOS) is there too
+    with torch.no_grad():
+        short_ng, z_ng, v_ng = victim.greedy_with_logits(victim.embed(ids), mask, max_len=2)
+    short, z, v = victim.greedy_with_logits(victim.embed(ids), mask, max_len=2)
+    assert short_ng == short and torch.equal(v_ng, v)
+    assert torch.allclose(z_ng[v], z.detach()[v], atol=1e-4)
 
 
 def test_greedy_falls_back_to_generate_for_altered_decoding(built: dict[str, tuple[Any, Any]]) -> None:

@@ -5,7 +5,8 @@ its states to ``model.generate(encoder_outputs=...)``, so positional encodings, 
 stay the library's own. One attack iteration (``greedy_with_logits``) runs the encoder once under autograd,
 decodes greedily with the model's key/value cache without gradient, and replays the output in one
 teacher-forced decoder pass for the loss (``generate`` instead of the loop when the generation config alters
-greedy decoding).
+greedy decoding); without autograd (scoring candidate inputs) the loop's own step logits serve and the replay
+is skipped.
 
 Pitfalls handled here:
 
@@ -483,9 +484,13 @@ class HFVictim(Seq2SeqVictim):
         with self._eval_mode():
             enc = self._encoder(inputs_embeds=self._scaled(src_embeds), attention_mask=mask, return_dict=True)
             frozen = BaseModelOutput(last_hidden_state=enc.last_hidden_state.detach())
+            # without autograd (candidate scoring) the loop's own step logits are the teacher-forced ones: the
+            # replay pass is skipped
+            reuse = self._plain_greedy and not torch.is_grad_enabled()
+            step_logits = None
             with torch.no_grad():
                 if self._plain_greedy:
-                    raw = self._greedy_loop(frozen, mask, max_len)
+                    raw, step_logits = self._greedy_loop(frozen, mask, max_len, keep_logits=reuse)
                 else:
                     raw = self._hf.generate(encoder_outputs=frozen, attention_mask=mask,
                                             **self.generation_kwargs(beam_size=1, max_len=max_len))
@@ -504,14 +509,20 @@ class HFVictim(Seq2SeqVictim):
             if self.tgt_pad_id >= 0 and not self._plain_greedy:  # ``generate`` may pad a finished row
                 ends = ends | (tokens == self.tgt_pad_id)
             outs = GreedyOutputs.from_tokens(tokens, ends)
-            full = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=raw, use_cache=False,
-                            return_dict=True).logits.float()
+            if step_logits is not None:
+                full = step_logits.float()
+            else:
+                full = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=raw, use_cache=False,
+                                return_dict=True).logits.float()
         logits = full.gather(1, index.clamp(max=width - 1).unsqueeze(-1).expand(-1, -1, full.shape[-1]))
         valid = torch.arange(width, device=dev).unsqueeze(0) <= outs.lengths.unsqueeze(1)  # the EOS step too
         return outs, logits, valid
 
-    def _greedy_loop(self, enc: Any, mask: Tensor, max_len: int) -> Tensor:
-        """Greedy decoding with the key/value cache: ``[B, 1 + steps]`` ids laid out as ``generate`` returns them."""
+    def _greedy_loop(self, enc: Any, mask: Tensor, max_len: int, *,
+                     keep_logits: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Greedy decoding with the key/value cache: ``[B, 1 + steps]`` ids laid out as ``generate`` returns them,
+        and with ``keep_logits`` the decoder's logits after reading each of them ``[B, 1 + steps, V]`` (what a
+        teacher-forced pass over the ids gives; one more cached step supplies the last position's)."""
         b, dev = mask.shape[0], mask.device
         seq = torch.full((b, 1), self.tgt_bos_id, dtype=torch.long, device=dev)
         done = torch.zeros(b, dtype=torch.bool, device=dev)
@@ -519,10 +530,13 @@ class HFVictim(Seq2SeqVictim):
         fill = self.tgt_pad_id if self.tgt_pad_id >= 0 else self.tgt_eos_id
         banned = torch.tensor(sorted(self._banned), dtype=torch.long, device=dev) if self._banned else None
         past, cur = None, seq
+        kept: list[Tensor] = []
         for step in range(max_len):
             out = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=cur, use_cache=True,
                            return_dict=True, **{self._cache_kw: past})
             past = getattr(out, self._cache_kw)
+            if keep_logits:
+                kept.append(out.logits[:, -1, :])
             if step == 0 and self._forced_bos is not None:
                 nxt = torch.full((b,), self._forced_bos, dtype=torch.long, device=dev)
             else:
@@ -533,10 +547,15 @@ class HFVictim(Seq2SeqVictim):
             nxt = torch.where(done, torch.full_like(nxt, fill), nxt)
             seq = torch.cat([seq, nxt.unsqueeze(1)], dim=1)
             done = done | torch.isin(nxt, eos)
+            cur = nxt.unsqueeze(1)
             if may_stop(step, done):
                 break
-            cur = nxt.unsqueeze(1)
-        return seq
+        if not keep_logits:
+            return seq, None
+        out = self._hf(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=cur, use_cache=True,
+                       return_dict=True, **{self._cache_kw: past})
+        kept.append(out.logits[:, -1, :])
+        return seq, torch.stack(kept, dim=1)
 
     def generation_kwargs(self, *, beam_size: int = 1, max_len: int = 100) -> dict[str, Any]:
         """The explicit ``model.generate`` settings :meth:`generate` uses (they override the model's defaults)."""
