@@ -365,6 +365,14 @@ class TextAttack(ABC):
         An attack may widen this (the word swap's ``verify_by`` / ``verify``)."""
         return sorted((n for n, ok in enumerate(greedy_ok) if ok), key=lambda n: losses[n])[:4]
 
+    def beam_trials(self, ns: Sequence[int], trial_rows: Sequence[Row], trials: Sequence[Sequence[int]],
+                    greedy: Sequence[list[int]], losses: Sequence[float]) -> list[tuple[Row, tuple[int, ...]]]:
+        """The trials ``ns`` of one sentence that :meth:`beam_candidates` sends to beam judging, as
+        :meth:`verify` takes them."""
+        ok = [self.greedy_success(trial_rows[n], greedy[n]) for n in ns]
+        picked = self.beam_candidates([losses[n] for n in ns], ok)
+        return [(trial_rows[ns[j]], tuple(trials[ns[j]])) for j in picked]
+
     # ---- reduction -----------------------------------------------------------------------------
     def _units(self, row: Row, adv: Sequence[int]) -> list[list[int]]:
         """Changed token positions grouped by the source word they belong to."""
@@ -491,9 +499,7 @@ class TextAttack(ABC):
         before = {id(r): r.best_changed for r in todo}
         to_verify: list[tuple[Row, tuple[int, ...]]] = []
         for ns in by_row.values():
-            ok = [self.greedy_success(trial_rows[n], greedy[n]) for n in ns]
-            picked = self.beam_candidates([losses[n] for n in ns], ok)
-            to_verify.extend((trial_rows[ns[j]], tuple(trials[ns[j]])) for j in picked)
+            to_verify.extend(self.beam_trials(ns, trial_rows, trials, greedy, losses))
         if to_verify:
             self.verify(to_verify)  # keeps each row's success with the fewest words
         return [r for r in todo if r.best_changed < before[id(r)]]

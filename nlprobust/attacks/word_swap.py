@@ -227,9 +227,7 @@ class GradientWordSwap(TextAttack):
                 by_row.setdefault(b, []).append(n)
             to_verify: list[tuple[Row, tuple[int, ...]]] = []
             for ns in by_row.values():
-                ok = [self.greedy_success(trial_rows[n], greedy[n]) for n in ns]
-                picked = self.beam_candidates([losses[n] for n in ns], ok)
-                to_verify.extend((trial_rows[ns[j]], tuple(trials[ns[j]])) for j in picked)
+                to_verify.extend(self.beam_trials(ns, trial_rows, trials, greedy, losses))
             if hook is not None:
                 hook("end", step)
             if to_verify:
