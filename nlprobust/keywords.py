@@ -65,4 +65,5 @@ def draw_keyword_sets(victim: object, outputs: Sequence[Sequence[str]], pool: Se
         except ValueError:
             return False
 
-    return [draw_keywords(pool, k, exclude=out, rng=rng, usable=usable) for out in outputs]
+    emittable = {w for w in pool if usable(w)}  # once per pool word, not once per sentence and word
+    return [draw_keywords(pool, k, exclude=out, rng=rng, usable=emittable.__contains__) for out in outputs]

@@ -65,7 +65,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
     n_keywords = {m: 0 if m == "nonoverlap" else int(m.split("-")[0]) for m in methods}
     subset = args.n_for.get(name)
     idx, sents, by_k = attack_setup(victim, "test_2016_flickr", n, tuple(n_keywords.values()), args.data_dir,
-                                    args.seed, subset=subset)
+                                    args.seed, subset=subset, cache=folder / "attack_outputs.json")
     lm = source_lm(args.data_dir)
     rows, examples, draws, incomplete = [], {}, {}, []
     for method in methods:

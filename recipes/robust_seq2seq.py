@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     noise = {k: noisy_sentences(tests["test_2016_flickr"].src[:limit], k, args.seed) for k in NOISE_KINDS}
     n = args.n or DEFAULT_N[args.scale]
     idx, sents, draws = attack_setup(natural, "test_2016_flickr", n, tuple(METHODS[m] for m in methods),
-                                     args.data_dir, args.seed)
+                                     args.data_dir, args.seed, cache=natural_dir / "attack_outputs.json")
     refs = {i: tests["test_2016_flickr"].tgt[i] for i in idx}
     lm = KneserNeyLM([tokenize(s) for s in load_multi30k("train", args.data_dir).src], order=3)
     work = runs / "recipes" / "robust_seq2seq" / args.scale

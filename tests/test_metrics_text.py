@@ -61,3 +61,24 @@ def test_keyword_pool_and_draw() -> None:
     assert kw == draw_keywords(pool, 2, exclude=["Hund"], rng=random.Random(0))
     with pytest.raises(ValueError):
         draw_keywords(pool, 50, exclude=[], rng=random.Random(0))
+
+
+def test_keyword_sets_ask_the_victim_once_per_pool_word() -> None:
+    from nlprobust.keywords import draw_keyword_sets
+
+    class Victim:
+        calls = 0
+
+        def keyword_id(self, word: str) -> int:
+            Victim.calls += 1
+            if word.startswith("x"):
+                raise ValueError(f"{word} is not one target token")
+            return len(word)
+
+    pool = ["Hund", "Katze", "xylo", "Park", "Ball", "xenon"]
+    outputs = [["ein", "Hund"], ["eine", "Katze"], ["der", "Park"], ["ein", "Ball"]] * 5
+    sets = draw_keyword_sets(Victim(), outputs, pool, 2, seed=0)
+    assert Victim.calls == len(pool)
+    assert all(len(set(s)) == 2 and not set(s) & set(o) and not any(w.startswith("x") for w in s)
+               for s, o in zip(sets, outputs))
+    assert sets == draw_keyword_sets(Victim(), outputs, pool, 2, seed=0)

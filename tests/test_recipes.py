@@ -78,3 +78,32 @@ def test_robust_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
         return [r for r in rows if r["table"] != "transfer"]
 
     assert kept(again["rows"]) == kept(res["rows"])
+
+
+class _CountingVictim:
+    """Translates by upper-casing and counts its calls; every word is a usable keyword."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def translate(self, texts: list[str], *, beam_size: int = 5) -> list[str]:
+        self.calls += 1
+        return [t.upper() for t in texts]
+
+    def keyword_id(self, word: str) -> int:
+        return len(word)
+
+
+def test_attack_setup_keeps_its_translations_beside_the_victim(data_dir: Path, tmp_path: Path) -> None:
+    from nlprobust.experiments.multi30k import attack_setup
+
+    cache = tmp_path / "attack_outputs.json"
+    victim = _CountingVictim()
+    first = attack_setup(victim, "val", 8, (1, 2), str(data_dir), 0, subset=5, cache=cache)
+    assert victim.calls == 1 and cache.exists()
+    again = attack_setup(victim, "val", 8, (1, 2), str(data_dir), 0, subset=5, cache=cache)
+    assert victim.calls == 1 and again == first  # resumed: same draws, nothing decoded
+    attack_setup(victim, "val", 8, (1,), str(data_dir), 0, cache=cache)  # another draw is decoded and kept too
+    assert victim.calls == 2 and len(json.loads(cache.read_text())) == 2
+    uncached = attack_setup(_CountingVictim(), "val", 8, (1, 2), str(data_dir), 0, subset=5)
+    assert uncached == first

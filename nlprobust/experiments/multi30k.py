@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nlprobust.core.runio import atomic_write_json
 from nlprobust.corpora import load_multi30k
 from nlprobust.victims.huggingface import HFVictim
 from nlprobust.victims.opennmt import OpenNMTVictim
@@ -97,13 +98,29 @@ def keyword_pool(data_dir: str | None) -> list[str]:
     return frequent_content_words(load_multi30k("train", data_dir).tgt, lang="de", top=2000)
 
 
+def _cached_translations(victim: Any, sents: list[str], key: str, cache: Path | None) -> list[str]:
+    """``victim.translate(sents, beam_size=5)``, kept under ``key`` in the JSON file ``cache`` when given."""
+    data = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+    hit = data.get(key)
+    if hit is not None and hit.get("sources") == sents:
+        return list(hit["outputs"])
+    outputs = victim.translate(sents, beam_size=5)
+    if cache is not None:
+        data[key] = {"sources": sents, "outputs": outputs}
+        atomic_write_json(cache, data)
+    return outputs
+
+
 def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir: str | None,
-                 seed: int, *, subset: int | None = None) -> tuple[list[int], list[str], dict[int, list[list[str]]]]:
+                 seed: int, *, subset: int | None = None,
+                 cache: Path | None = None) -> tuple[list[int], list[str], dict[int, list[list[str]]]]:
     """Seeded sentence indices of ``split``, their texts and, per ``k`` in ``ks``, keyword draws per the protocol.
 
     ``subset``: keep only the first ``subset`` sentences of the seeded draw of ``n`` (the same sentences for
     every victim attacked on fewer sentences). The sentences are translated and the keyword pool is built
-    once, whatever the number of ``k``s."""
+    once, whatever the number of ``k``s. ``cache``: a JSON file next to the victim's checkpoint that keeps
+    those beam-5 translations per split and sentence draw, so that a resumed or report-only run does not
+    decode them again (it goes with the checkpoint: a retrained victim starts a new folder)."""
     from nlprobust.keywords import draw_keyword_sets
     from nlprobust.text import tokenize
 
@@ -113,7 +130,7 @@ def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir:
     sents = [data.src[i] for i in idx]
     draws: dict[int, list[list[str]]] = {0: [[] for _ in idx]}
     if any(k > 0 for k in ks):
-        outputs = [tokenize(o) for o in victim.translate(sents, beam_size=5)]
+        outputs = [tokenize(o) for o in _cached_translations(victim, sents, f"{split}:{seed}:{n}:{subset}", cache)]
         pool = keyword_pool(data_dir)
         for k in ks:
             if k > 0:
