@@ -326,3 +326,38 @@ def test_word_swap_repair_under_verify_by_loss_only_shrinks(tiny_victim: OpenNMT
     for a, b in zip(plain, repaired):
         assert a.success == b.success and a.changed_before_reduction == b.changed_before_reduction
         assert b.changed <= a.changed
+
+
+@pytest.mark.parametrize("kind", ["lstm", "marian"])
+def test_word_swap_lexicon_adds_swaps_to_the_keywords_translations(kind: str, request: pytest.FixtureRequest) -> None:
+    from nlprobust.attacks import GradientWordSwap, WordSwapConfig
+    from nlprobust.attacks.word_swap import keyword_lexicon
+
+    victim = request.getfixturevalue("tiny_victim" if kind == "lstm" else "tiny_marian_victim")
+    lex = keyword_lexicon(victim)
+    assert keyword_lexicon(victim) is lex  # built once per victim
+    candidates = set(victim.candidate_ids().tolist())
+    for word, sources in list(lex.items())[:8]:  # each entry: a candidate whose one-word input gives that word
+        for c in sources[:2]:
+            assert c in candidates
+            out = victim.translate_ids([victim.encode_source(victim.decode_source([c])).ids], beam_size=1)[0]
+            assert word in victim.target_words(out)
+    # keywords the lexicon knows: words the victim emits as one token, not in the sentence's output
+    known = [w for w in lex if w.isalpha() and len(w) > 2 and _emits(victim, w)]
+    data = synthetic_corpus(12, 11)
+    items = []
+    for i, s in enumerate(data.src):
+        out = victim.target_words(victim.translate_ids([victim.encode_source(s).ids])[0])
+        items.append(AttackItem(i, s, (next(w for w in known if w not in out),)))
+    assert WordSwapConfig(mode="keywords").tag() == WordSwapConfig(mode="keywords", lexicon=0).tag()
+    with pytest.raises(ValueError, match="lexicon"):
+        WordSwapConfig(mode="keywords", lexicon=-1)
+    # one gradient-ranked swap per step: what the lexicon adds decides
+    base = WordSwapConfig(mode="keywords", candidates=1, max_changes=1, skip_stopwords=False)
+    plain = GradientWordSwap(victim, base).run(items)
+    with_lex = GradientWordSwap(victim, replace(base, lexicon=8)).run(items)
+    assert all(a.forward_passes > b.forward_passes for a, b in zip(with_lex, plain))  # more swaps tested
+    assert sum(r.success for r in with_lex) >= sum(r.success for r in plain)
+    assert all(r.changed <= 1 for r in with_lex if r.success)
+    if kind == "lstm":  # word-level victim: a keyword's one-word translation put in the input often suffices
+        assert sum(r.success for r in with_lex) > sum(r.success for r in plain)

@@ -15,6 +15,12 @@ Each step, for every sentence of a batch at once:
 
 The template's reduction pass then reverts any change the success does not need.
 
+Keyword goals can add swaps from a *keyword lexicon* (``lexicon``): the source words whose one-word translation
+by the victim itself contains the keyword (greedy decoding of every candidate word alone, once per victim). The
+first-order score ranks them like the other swaps, and the best of them at any allowed position are tested
+beside the gradient's choices: a keyword is often produced by putting its translation anywhere in the input, a
+swap the first-order ranking over the whole vocabulary rarely reaches.
+
 Candidate controls: ``protected`` words are never changed; stop words and punctuation positions are skipped
 (``skip_stopwords``, ``skip_punctuation``, both on); substitutes are never punctuation or special tokens; at
 most ``max_changes`` words change; a changed position is not changed again.
@@ -27,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -34,6 +41,7 @@ from typing import ClassVar
 import torch
 
 from nlprobust.attacks.base import VISIBLE_WORD, AttackConfig, Row, TextAttack
+from nlprobust.victims.base import Seq2SeqVictim, VictimError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +64,10 @@ class WordSwapConfig(AttackConfig):
         verify_by: which tested swaps go to beam judging: ``greedy`` (those whose greedy output meets the goal,
             lowest loss first) or ``loss`` (the ``verify`` lowest-loss swaps, greedy successes first: beam
             search often succeeds where the greedy output does not, e.g. when it adds words at the start).
+        lexicon: keyword goals only: up to this many more swaps tested per sentence and step, the best by
+            first-order score among the keyword lexicon's words (:func:`keyword_lexicon`, at most
+            ``lexicon_words`` per keyword) at the allowed positions; 0 adds none.
+        lexicon_words: lexicon words considered per keyword (the most frequent source words first).
     """
 
     max_changes: int = 5
@@ -67,8 +79,10 @@ class WordSwapConfig(AttackConfig):
     rank: str = "loss"
     per_position: int = 0
     verify_by: str = "greedy"
+    lexicon: int = 0
+    lexicon_words: int = 16
 
-    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "verify_by")
+    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "verify_by", "lexicon", "lexicon_words")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +92,8 @@ class WordSwapConfig(AttackConfig):
             raise ValueError(f"verify_by must be 'greedy' or 'loss', not {self.verify_by!r}")
         if self.max_changes < 1 or self.candidates < 1 or self.verify < 1 or self.per_position < 0:
             raise ValueError("max_changes, candidates and verify must be positive")
+        if self.lexicon < 0 or self.lexicon_words < 1:
+            raise ValueError("lexicon must be >= 0 and lexicon_words positive")
 
 
 # Named settings per victim, tuned on validation sentences only (recipes/tune_word_swap.py; evidence in
@@ -111,6 +127,13 @@ WORD_SWAP_PRESETS["multi30k-marian"] = {m: replace(c, preset="multi30k-marian")
 WORD_SWAP_PRESETS["multi30k-marian"]["nonoverlap"] = replace(
     WORD_SWAP_PRESETS["multi30k-marian"]["nonoverlap"], candidates=128, per_position=16, verify_by="loss", verify=16,
     repair=32)
+# LSTM keywords (recipes/results/tune_word_swap_lstm_lexicon.json, the same 40 validation sentences, 1 keyword):
+# adding the 64 best swaps to the keyword's lexicon words (16 per keyword) per step lifts success from 70% to
+# 77.5% and one-word successes from 22.5% to 40%, at 1.90 words instead of 2.21, and in less time (16 swaps:
+# 75% / 1.97 words; 64 words per keyword: no change). Not tuned for Marian, so not applied there (on the tiny
+# test Marian, putting a keyword's one-token translation in the input rarely produced the keyword).
+WORD_SWAP_PRESETS["multi30k-lstm"]["keywords"] = replace(
+    WORD_SWAP_PRESETS["multi30k-lstm"]["keywords"], lexicon=64, lexicon_words=16)
 
 
 def word_swap_preset(name: str, mode: str, **overrides: object) -> WordSwapConfig:
@@ -120,6 +143,36 @@ def word_swap_preset(name: str, mode: str, **overrides: object) -> WordSwapConfi
     if mode not in WORD_SWAP_PRESETS[name]:
         raise ValueError(f"mode must be one of {sorted(WORD_SWAP_PRESETS[name])}, not {mode!r}")
     return replace(WORD_SWAP_PRESETS[name][mode], **overrides)  # type: ignore[arg-type]
+
+
+_LEXICONS: weakref.WeakKeyDictionary[Seq2SeqVictim, dict[str, list[int]]] = weakref.WeakKeyDictionary()
+
+
+def keyword_lexicon(victim: Seq2SeqVictim, *, batch_size: int = 256) -> dict[str, list[int]]:
+    """Output word -> the victim's candidate source tokens whose one-word input, decoded greedily by the victim,
+    contains that word, in the order of the candidates (the vocabulary's, most frequent first for the word-level
+    victims). Built once per victim (one batched greedy pass over its candidate words) and kept while the victim
+    lives. Words are compared on the victim's output segmentation (:meth:`target_words`), as keyword success is."""
+    lex = _LEXICONS.get(victim)
+    if lex is not None:
+        return lex
+    sources, owners = [], []
+    for c, tok in zip(victim.candidate_ids().tolist(), victim.source_tokens(victim.candidate_ids().tolist())):
+        if not VISIBLE_WORD.search(tok.lstrip("▁Ġ")):
+            continue
+        try:
+            sources.append(victim.encode_source(victim.decode_source([c])).ids)
+        except VictimError:  # a token that is no input on its own (e.g. it decodes to nothing)
+            continue
+        owners.append(c)
+    lex = {}
+    with victim.attack_mode():
+        outputs = victim.translate_ids(sources, beam_size=1, batch_size=batch_size)
+    for c, out in zip(owners, outputs):
+        for w in dict.fromkeys(victim.target_words(out)):
+            lex.setdefault(w, []).append(c)
+    _LEXICONS[victim] = lex
+    return lex
 
 
 @functools.lru_cache(maxsize=4)
@@ -162,6 +215,28 @@ class GradientWordSwap(TextAttack):
             good += sorted((n for n, ok in enumerate(greedy_ok) if not ok), key=lambda n: losses[n])
         return good[: self.config.verify]
 
+    def _lexicon_columns(self, rows: list[Row]) -> torch.Tensor:
+        """[rows, candidates] mask of the candidate words in the keyword lexicon of each row's keywords."""
+        lex = keyword_lexicon(self.victim)
+        column = {c: j for j, c in enumerate(self._cand_ids.tolist())}
+        mask = torch.zeros(len(rows), self._cand_ids.numel(), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            for kw in r.state.keywords:
+                cols = [column[c] for c in lex.get(kw, [])[: self.config.lexicon_words] if c in column]
+                mask[i, cols] = True
+        return mask.to(self.victim.device)
+
+    def _lexicon_swaps(self, scores: torch.Tensor, lex_cols: torch.Tensor) -> list[list[tuple[int, int]]]:
+        """Per row, the ``lexicon`` best (position, word) swaps by first-order score among its lexicon words
+        (``scores`` [B, N, C] with disallowed swaps already at +inf)."""
+        masked = scores.masked_fill(~lex_cols.unsqueeze(1), float("inf")).flatten(1)
+        k = min(self.config.lexicon, masked.shape[1])
+        val, flat = masked.topk(k, dim=1, largest=False)
+        n_c = scores.shape[2]
+        pos, word = (flat // n_c).tolist(), self._cand_ids[flat % n_c].tolist()
+        finite = torch.isfinite(val).tolist()
+        return [[(pos[b][j], word[b][j]) for j in range(k) if finite[b][j]] for b in range(len(pos))]
+
     def search(self, rows: list[Row]) -> None:
         v, cfg = self.victim, self.config
         dev = v.device
@@ -175,6 +250,7 @@ class GradientWordSwap(TextAttack):
         active = [i for i, a in enumerate(allowed) if any(a)]
         for r in rows:
             r.fallback = tuple(r.ids)
+        lex_cols = self._lexicon_columns(rows) if cfg.lexicon and cfg.mode == "keywords" else None
         hook = self.on_iteration
         for step in range(cfg.max_changes):
             if not active:
@@ -206,13 +282,16 @@ class GradientWordSwap(TextAttack):
             pos = (flat // n_c).tolist()
             word = self._cand_ids[flat % n_c].tolist()
             finite = torch.isfinite(val).tolist()
+            swaps = [[(pos[b][j], word[b][j]) for j in range(k) if finite[b][j]] for b in range(len(active))]
+            if lex_cols is not None:
+                for b, extra in enumerate(self._lexicon_swaps(scores, lex_cols[active])):
+                    seen = set(swaps[b])
+                    swaps[b].extend(x for x in extra if x not in seen)
             trial_rows, trials, owner = [], [], []
             for b, i in enumerate(active):
-                for j in range(k):
-                    if not finite[b][j]:
-                        continue
+                for p, w in swaps[b]:
                     t = list(current[i])
-                    t[pos[b][j]] = word[b][j]
+                    t[p] = w
                     trial_rows.append(rows[i])
                     trials.append(t)
                     owner.append(b)
