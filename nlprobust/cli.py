@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "default) or the lowest-loss ones, greedy successes first (loss)")
             a.add_argument("--per-position", dest="per_position", type=int, default=None,
                            help="test the best --candidates among the N best words of every position (0: rank all)")
+            a.add_argument("--lexicon", type=int, default=None,
+                           help="keyword goals: also test the N best swaps to the keywords' one-word translations by "
+                                "the victim, per step (0: none; multi30k-lstm: 64)")
             a.add_argument("--epsilon", type=float, default=None, help="surrogate margin (0)")
             a.add_argument("--protect", default="", help='space-separated words never changed, e.g. "dog Paris"')
             a.add_argument("--no-skip-stopwords", action="store_true", help="allow changing stop words")

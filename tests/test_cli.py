@@ -147,9 +147,9 @@ def test_word_swap_cli_settings_reach_the_config() -> None:
 
     args = build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "in.txt", "--out", "o",
                                       "--preset", "multi30k-lstm", "--verify-by", "loss", "--verify", "8",
-                                      "--per-position", "4", "--candidates", "64"])
+                                      "--per-position", "4", "--candidates", "64", "--lexicon", "16"])
     cfg = _attack_config(args)
-    assert (cfg.verify_by, cfg.verify, cfg.per_position, cfg.candidates) == ("loss", 8, 4, 64)
+    assert (cfg.verify_by, cfg.verify, cfg.per_position, cfg.candidates, cfg.lexicon) == ("loss", 8, 4, 64, 16)
     assert cfg.skip_stopwords is False  # the rest of the preset is kept
     with pytest.raises(SystemExit):
         build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "i", "--out", "o",
