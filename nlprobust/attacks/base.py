@@ -373,6 +373,14 @@ class TextAttack(ABC):
         picked = self.beam_candidates([losses[n] for n in ns], ok)
         return [(trial_rows[ns[j]], tuple(trials[ns[j]])) for j in picked]
 
+    def swap_pairs(self, val: Tensor, flat: Tensor) -> list[list[tuple[int, int]]]:
+        """Per row, the (position, candidate word id) swaps of a top-k over flattened [position x candidate]
+        first-order scores (``val``, ``flat``), those with an infinite (disallowed) score left out; one host read."""
+        n_c = self._cand_ids.numel()
+        pos, word = (flat // n_c).tolist(), self._cand_ids[flat % n_c].tolist()
+        finite = torch.isfinite(val).tolist()
+        return [[(p, w) for p, w, f in zip(ps, ws, fs) if f] for ps, ws, fs in zip(pos, word, finite)]
+
     # ---- reduction -----------------------------------------------------------------------------
     def _units(self, row: Row, adv: Sequence[int]) -> list[list[int]]:
         """Changed token positions grouped by the source word they belong to."""
@@ -478,16 +486,12 @@ class TextAttack(ABC):
             scores = scores.masked_fill(bad, float("inf")).flatten(1)
             k = min(cfg.repair, scores.shape[1])
             val, flat = scores.topk(k, dim=1, largest=False)
-            n_c = self._cand_ids.numel()
-            pos, word = (flat // n_c).tolist(), self._cand_ids[flat % n_c].tolist()
-            finite = torch.isfinite(val).tolist()
-            for i, b in enumerate(part):
-                for j in range(k):
-                    if finite[i][j]:
-                        t = list(b)
-                        t[pos[i][j]] = word[i][j]
-                        trial_rows.append(part_rows[i])
-                        trials.append(t)
+            for i, (b, swaps) in enumerate(zip(part, self.swap_pairs(val, flat))):
+                for p, w in swaps:
+                    t = list(b)
+                    t[p] = w
+                    trial_rows.append(part_rows[i])
+                    trials.append(t)
         if not trials:
             return []
         greedy, loss = self.loss_only(trial_rows, trials, cfg.epsilon)

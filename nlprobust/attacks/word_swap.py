@@ -233,10 +233,7 @@ class GradientWordSwap(TextAttack):
         masked = scores.masked_fill(~lex_cols.unsqueeze(1), float("inf")).flatten(1)
         k = min(self.config.lexicon, masked.shape[1])
         val, flat = masked.topk(k, dim=1, largest=False)
-        n_c = scores.shape[2]
-        pos, word = (flat // n_c).tolist(), self._cand_ids[flat % n_c].tolist()
-        finite = torch.isfinite(val).tolist()
-        return [[(pos[b][j], word[b][j]) for j in range(k) if finite[b][j]] for b in range(len(pos))]
+        return self.swap_pairs(val, flat)
 
     def search(self, rows: list[Row]) -> None:
         v, cfg = self.victim, self.config
@@ -280,10 +277,7 @@ class GradientWordSwap(TextAttack):
             else:
                 k = min(cfg.candidates, scores.shape[1] * n_c)
                 val, flat = scores.flatten(1).topk(k, dim=1, largest=False)
-            pos = (flat // n_c).tolist()
-            word = self._cand_ids[flat % n_c].tolist()
-            finite = torch.isfinite(val).tolist()
-            swaps = [[(pos[b][j], word[b][j]) for j in range(k) if finite[b][j]] for b in range(len(active))]
+            swaps = self.swap_pairs(val, flat)
             if lex_cols is not None:
                 for b, extra in enumerate(self._lexicon_swaps(scores, lex_cols[active])):
                     seen = set(swaps[b])
