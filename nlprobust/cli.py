@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--repair", type=int, default=None, metavar="N",
                        help="reduction also drops a word and re-chooses another's substitute where no revert "
                             "holds, testing N substitutions per dropped word (default 0: reverts only)")
+        a.add_argument("--reduce-lexicon", dest="reduce_lexicon", type=int, default=None, metavar="N",
+                       help="keyword goals: the reduction first tries N inputs that change one word per keyword, "
+                            "each a word the victim translates alone as that keyword (default: the preset's)")
         a.add_argument("--quality-metric", choices=["chrf", "bleu"], default="chrf", help="quality-drop goal's metric")
         a.add_argument("--quality-fraction", type=float, default=0.5,
                        help="quality-drop success: output score at most this fraction of the clean output's")

@@ -18,7 +18,10 @@ with SentencePiece, loaded by path like a Hub model); each is trained into ``run
 
 Sentences are drawn (seeded) from test_2016_flickr; keywords follow the keyword protocol of
 ``nlprobust.keywords`` and the draws are saved with the results. Per-sentence records go to
-``runs/recipes/multi30k_seq2sick/<scale>/`` as they finish, so an interrupted run resumes. Writes
+``runs/recipes/multi30k_seq2sick/<scale>/`` as they finish, so an interrupted run resumes; with ``--archive
+recipes/records/multi30k_seq2sick`` a gzipped copy of them is kept in the repository (checked against the
+victim's fingerprint, a hash of its translations of the attacked sentences), so a fresh checkout that retrains
+the same victim resumes from it. Writes
 ``recipes/results/multi30k_seq2sick.json`` (or ``--out``) and renders ``docs/RESULTS.md``.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +40,7 @@ from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
 from nlprobust.core.results import write_recipe_results
 from nlprobust.core.runio import run_metadata
 from nlprobust.corpora import load_multi30k
-from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim, victim_bleu
+from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim, victim_bleu, victim_fingerprint
 from nlprobust.experiments.report import render
 from nlprobust.experiments.tables import attack_views, run_attacks, table_attack_config, table_row
 from nlprobust.metrics import KneserNeyLM, mark_changes
@@ -66,6 +70,8 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
     subset = args.n_for.get(name)
     idx, sents, by_k = attack_setup(victim, "test_2016_flickr", n, tuple(n_keywords.values()), args.data_dir,
                                     args.seed, subset=subset, cache=folder / "attack_outputs.json")
+    fingerprint = victim_fingerprint(victim, "test_2016_flickr", n, args.seed, sents, subset=subset,
+                                     cache=folder / "attack_outputs.json")
     lm = source_lm(args.data_dir)
     rows, examples, draws, incomplete = [], {}, {}, []
     for method in methods:
@@ -79,9 +85,11 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                                       word_swap_preset=WORD_SWAP_PRESET[name], iterations=args.iterations,
                                       criterion=args.criterion)
             stem = f"{name}_{method}_{attack_name}_{cfg.preset}"
+            archive = (Path(args.archive) / args.scale / f"{stem}_{cfg.tag()}.jsonl.gz", fingerprint) \
+                if args.archive else None
             recs = run_attacks(work / f"{stem}_{cfg.tag()}.jsonl", items, build_attack(attack_name, victim, cfg),
                                args.batch_size,
-                               f"{name} {method} {attack_name}", args.report_only, echo=echo)
+                               f"{name} {method} {attack_name}", args.report_only, echo=echo, archive=archive)
             done = len(recs)
             if done < len(idx):
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
@@ -101,7 +109,29 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                  "adversarial_output": r["adversarial_output"]} for r in ok]
     where = str(folder.relative_to(runs.parent)) if folder.is_relative_to(runs.parent) else str(folder)
     return {"rows": rows, "examples": examples, "keywords": draws, "sentences": idx, "incomplete": incomplete,
-            "victim": {"checkpoint": where, "test_bleu": bleu, "train_config": train_config, "sentences": idx}}
+            "victim": {"checkpoint": where, "fingerprint": fingerprint, "test_bleu": bleu,
+                       "train_config": train_config, "sentences": idx}}
+
+
+def kept_victims(out: Path, keep: list[str], scale: str, ap: argparse.ArgumentParser) -> dict[str, dict]:
+    """Per victim of ``keep``: its rows, examples, keyword draws and description from the results file ``out``
+    (which must hold them at the same scale), in the shape :func:`attack_victim` returns."""
+    if not out.is_file():
+        ap.error(f"--keep needs the existing results file {out}")
+    old = json.loads(out.read_text())
+    if old.get("scale") != scale:
+        ap.error(f"--keep: {out} is at scale {old.get('scale')!r}, not {scale!r}")
+    res = {}
+    for v in keep:
+        if v not in old.get("victim", {}):
+            ap.error(f"--keep: {out} has no {v} victim")
+        res[v] = {"rows": [r for r in old["rows"] if r["victim"] == v],
+                  "examples": {k: e for k, e in old.get("examples", {}).items() if k.startswith(f"{v} / ")},
+                  "keywords": old.get("keywords", {}).get(v, {}), "sentences": old["victim"][v].get("sentences", []),
+                  "incomplete": [x for note in old.get("notes", []) if note.startswith("UNFINISHED")
+                                 for x in note.split(": ", 1)[1].rstrip(".").split("; ") if x.startswith(f"{v} ")],
+                  "victim": old["victim"][v]}
+    return res
 
 
 def comparison_notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -146,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-render", action="store_true", help="do not re-render docs/RESULTS.md")
     ap.add_argument("--note", action="append", default=[],
                     help="a sentence to add to the results' notes (repeatable; e.g. how the runs were split)")
+    ap.add_argument("--archive", default=None, metavar="DIR",
+                    help="also keep every row's per-sentence records gzipped under DIR/<scale>/ (e.g. "
+                         "recipes/records/multi30k_seq2sick): a fresh checkout whose victim translates the sentences "
+                         "alike restores them, resumes and reports without attacking again")
+    ap.add_argument("--keep", default="", metavar="VICTIMS",
+                    help="comma-separated victims not attacked nor loaded: their rows, examples and keyword draws are "
+                         "kept from the existing --out file (e.g. a victim whose records live on another machine)")
     ap.add_argument("--report-only", action="store_true",
                     help="attack nothing: summarise the per-sentence records written so far (rows of unfinished "
                          "runs are marked in the notes)")
@@ -154,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     methods = parse_choices(ap, args.methods, tuple(PAPER), "method")
     args.attacks = parse_choices(ap, args.attacks, tuple(ATTACKS), "attack")
     args.n_for = parse_counts(ap, args.n_for, VICTIMS, "--n-for")
+    keep = parse_choices(ap, args.keep, VICTIMS, "victim") if args.keep else []
     t0 = time.time()
     runs = Path(args.runs)
     n = args.n or DEFAULT_N[args.scale]
-    per = {v: attack_victim(v, args, n, methods, runs) for v in victims}
+    kept = kept_victims(Path(args.out), keep, args.scale, ap) if keep else {}
+    per = {v: kept[v] if v in kept else attack_victim(v, args, n, methods, runs) for v in dict.fromkeys(victims + keep)}
+    victims = list(per)
     first = per[victims[0]]
     payload = {
         "recipe": "multi30k_seq2sick",

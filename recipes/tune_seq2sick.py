@@ -7,6 +7,11 @@ sentences (1 keyword for the keywords mode). The setting with the best ``success
 changed word is worth two points of success, beam-5 judged; ``nlprobust.experiments.tables.select_best``) is
 reported; the ``multi30k-lstm`` preset in ``nlprobust/attacks/seq2sick.py`` holds the winners.
 Also runs the ``paper`` and ``original-code`` presets on the same sentences for comparison.
+
+    python recipes/tune_seq2sick.py --modes keywords --keywords 2 --base-preset multi30k-lstm --no-baselines \
+        --grid '{"reduce_lexicon": [0, 64]}' --tag _lexicon_k2
+
+tunes options of a named preset instead (here its reduction's keyword-lexicon shortcut, on 2-keyword goals).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--victim", choices=VICTIMS, default="lstm")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--base-preset", default="paper",
+                    help="preset the grid's values override (e.g. multi30k-lstm to tune its reduction options)")
+    ap.add_argument("--keywords", type=int, default=1, help="keywords per sentence for the keywords mode")
     ap.add_argument("--modes", default="nonoverlap,keywords")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=str(ROOT / "runs"))
@@ -54,17 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"tune_seq2sick_{'' if args.victim == 'lstm' else args.victim + '_'}{args.modes.replace(',', '_')}"
     out = args.out or str(ROOT / "recipes" / "results" / f"{stem}{args.tag}.json")
     victim, _, _ = recipe_victim(args.victim, args.scale, args.data_dir, Path(args.runs))
-    idx, sents, draws = attack_setup(victim, "val", args.n, (1,), args.data_dir, args.seed)
-    kws = draws[1]
+    if args.keywords < 1:
+        ap.error(f"--keywords must be positive, not {args.keywords}")
+    idx, sents, draws = attack_setup(victim, "val", args.n, (args.keywords,), args.data_dir, args.seed)
+    kws = draws[args.keywords]
     rows = []
+    grid_keys: list[str] = []
     for mode in args.modes.split(","):
         items = [AttackItem(i, s, tuple(k) if mode == "keywords" else ()) for i, s, k in zip(idx, sents, kws)]
         grid = json.loads(args.grid) if args.grid else GRID[mode]
         settings = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
+        grid_keys += [k for k in grid if k not in grid_keys]
         named = [] if args.no_baselines else [("paper", {}), ("original-code", {})]
         named += [("grid", s) for s in settings]
         for name, over in named:
-            base = "paper" if name == "grid" else name
+            base = args.base_preset if name == "grid" else name
             cfg = preset(base, mode, iterations=args.iterations, **over)
             t = time.time()
             res = Seq2Sick(victim, cfg).run(items, batch_size=args.n)
@@ -75,16 +87,19 @@ def main(argv: list[str] | None = None) -> int:
                         fh.write(json.dumps({"setting": name, **over, **r.to_dict()}, ensure_ascii=False) + "\n")
             row = {"table": f"tuning ({mode}, validation)", "victim": args.victim, "mode": mode, "preset": name,
                    "lr": cfg.lr, "lr_late": cfg.lr_late, "lambda1": cfg.lambda1, "lambda2": cfg.lambda2,
-                   "epsilon": cfg.epsilon, "n": s["n"], "success": s["success"], "bleu": s["bleu"],
-                   "changed": s["changed"], "seconds": round(time.time() - t, 1)}
+                   "epsilon": cfg.epsilon, **({"keywords": args.keywords} if mode == "keywords" else {}),
+                   **{k: v for k, v in over.items() if k not in ("lr", "lambda1", "lambda2", "epsilon")},
+                   "base_preset": base, "n": s["n"], "success": s["success"], "bleu": s["bleu"],
+                   "changed": s["changed"], "success_at_1": s.get("success_at_1"), "seconds": round(time.time() - t, 1)}
             rows.append(row)
-            print({k: row[k] for k in ("mode", "preset", "lr", "lambda1", "lambda2", "epsilon", "success",
-                                       "changed", "seconds")}, flush=True)
+            print({k: row[k] for k in ("mode", "preset", "lr", "lambda1", "lambda2", "epsilon", *over, "success",
+                                       "changed", "seconds") if k in row}, flush=True)
     best = {}
     for mode in args.modes.split(","):
         cand = [r for r in rows if r["mode"] == mode and r["preset"] == "grid"]
         b = select_best(cand)
-        best[mode] = {k: b[k] for k in ("lr", "lr_late", "lambda1", "lambda2", "epsilon", "success", "changed")}
+        best[mode] = {k: b[k] for k in ("lr", "lr_late", "lambda1", "lambda2", "epsilon", *grid_keys, "success",
+                                        "changed") if k in b}
     write_recipe_results(out, {
         "recipe": "tune_seq2sick",
         "title": f"Seq2Sick hyperparameters tuned on Multi30k validation ({args.victim} victim, {args.modes})",

@@ -151,6 +151,10 @@ def test_word_swap_cli_settings_reach_the_config() -> None:
     cfg = _attack_config(args)
     assert (cfg.verify_by, cfg.verify, cfg.per_position, cfg.candidates, cfg.lexicon) == ("loss", 8, 4, 64, 16)
     assert cfg.skip_stopwords is False  # the rest of the preset is kept
+    for attack in ("seq2sick", "word-swap"):  # reduction options are common to every attack
+        args = build_parser().parse_args(["attack", attack, "--victim", "hf:x", "--input", "in.txt", "--out", "o",
+                                          "--mode", "keywords", "--reduce-lexicon", "32", "--repair", "4"])
+        assert (_attack_config(args).reduce_lexicon, _attack_config(args).repair) == (32, 4)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "i", "--out", "o",
                                    "--verify-by", "beam"])

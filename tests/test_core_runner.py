@@ -190,3 +190,33 @@ def test_recorded_commands_drop_the_data_dir_and_machine_paths(tmp_path, monkeyp
         ["python", "recipes/x.py", "--runs", "runs"]
     assert portable_command(["nlprobust", "attack", "--out", "/elsewhere/o.json"]) == \
         ["nlprobust", "attack", "--out", "/elsewhere/o.json"]  # outside the working directory: kept
+
+
+def test_record_archive_restores_a_run_on_the_same_model_only(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from nlprobust.core.runio import ArchiveMismatch
+    from nlprobust.experiments.tables import run_attacks
+
+    class Attack:
+        calls = 0
+
+        def attack_batch(self, chunk: list) -> list:
+            Attack.calls += len(chunk)
+            return [SimpleNamespace(to_dict=lambda it=it: {"index": it.index, "changed": it.index % 3}) for it in chunk]
+
+    items = [SimpleNamespace(index=i) for i in range(5)]
+    archive = tmp_path / "kept" / "row.jsonl.gz"
+    first = run_attacks(tmp_path / "a.jsonl", items, Attack(), 2, "row", False, archive=(archive, "fp1"))
+    assert Attack.calls == 5 and archive.exists()
+    blob = archive.read_bytes()
+    # a fresh checkout (no run folder) with the same model: restored, reported and resumed without attacking
+    assert run_attacks(tmp_path / "b.jsonl", items, Attack(), 2, "row", True, archive=(archive, "fp1")) == first
+    assert run_attacks(tmp_path / "c.jsonl", items, Attack(), 2, "row", False, archive=(archive, "fp1")) == first
+    assert Attack.calls == 5 and archive.read_bytes() == blob  # same records, same bytes
+    more = [*items, SimpleNamespace(index=5)]
+    assert len(run_attacks(tmp_path / "c.jsonl", more, Attack(), 1, "row", False, archive=(archive, "fp1"))) == 6
+    assert Attack.calls == 6 and archive.read_bytes() != blob
+    with pytest.raises(ArchiveMismatch, match="another model"):  # never mixes two victims' records
+        run_attacks(tmp_path / "d.jsonl", items, Attack(), 2, "row", False, archive=(archive, "fp2"))
+    assert not (tmp_path / "d.jsonl").exists()

@@ -44,6 +44,16 @@ def test_multi30k_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
         assert len(kw) == 6 and all(len(v) == 1 for v in kw.values())
         assert res["victim"][victim]["test_bleu"]["n"] == 100
     assert (tmp_path / "runs" / "multi30k_marian_tiny" / "config.json").exists()  # saved like a Hub model
+    # a victim kept from the results file is neither loaded nor attacked: its rows stay as they were
+    (tmp_path / "runs" / "multi30k_marian_tiny" / "config.json").unlink()
+    common = ["--scale", "tiny", "--data-dir", str(data_dir), "--runs", str(tmp_path / "runs"), "--out", str(out),
+              "--no-render", "--iterations", "20", "--methods", "nonoverlap,1-keyword", "--report-only"]
+    assert multi30k_seq2sick.main([*common, "--victims", "lstm", "--keep", "marian"]) == 0
+    again = json.loads(out.read_text())
+    assert again["rows"] == res["rows"] and again["keywords"] == res["keywords"]
+    assert again["victim"]["marian"] == res["victim"]["marian"]
+    with pytest.raises(SystemExit):
+        multi30k_seq2sick.main([*common, "--victims", "lstm", "--keep", "marian", "--scale", "small"])
 
 
 def test_robust_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:

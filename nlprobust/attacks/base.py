@@ -13,12 +13,16 @@ how much reverting a word raises the surrogate loss, from one gradient at the ad
 revert is kept while the goal still holds under beam judging. The trials of all sentences of a batch are
 decoded together, one revert per sentence per beam decode. With ``repair`` set, a success no single revert can
 shrink is then tried with one word dropped and another changed word's substitute re-chosen (first-order
-ranked, greedy-decoded in one batch, beam-verified), alternating with reverts while words go.
+ranked, greedy-decoded in one batch, beam-verified), alternating with reverts while words go. With
+``reduce_lexicon`` set, keyword successes that change more words than they have keywords are first offered a
+shortcut: inputs that change one word per keyword, each a word the victim itself translates as that keyword
+(:mod:`nlprobust.attacks.lexicon`), placed where the first-order score at the original input ranks best.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import time
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor
 
 from nlprobust.attacks.goals import CRITERIA, MODES, Goal, GoalState, make_goal, pad_word_index
+from nlprobust.attacks.lexicon import lexicon_columns
 from nlprobust.metrics import changed_positions, chrf, nonoverlap_success, sentence_bleu, token_error_rate
 from nlprobust.victims.base import GreedyOutputs, Seq2SeqVictim, VictimError, pad_targets
 
@@ -51,6 +56,11 @@ class AttackConfig:
         epsilon: confidence margin of the surrogate loss (eq. 2.8 / 2.12).
         repair: when positive, the reduction also drops a word and re-chooses another changed word's substitute
             where no single revert holds, testing this many substitutions per dropped word (0: reverts only).
+        reduce_lexicon: keyword goals only: when positive, the reduction first tries inputs that change one word
+            per keyword, each one of that keyword's lexicon words (:mod:`nlprobust.attacks.lexicon`), placed at
+            any editable position: the ``reduce_lexicon`` best by first-order score at the original input are
+            decoded greedily and the best beam-judged; one that succeeds with fewer words replaces the success.
+        lexicon_words: lexicon words considered per keyword (the most frequent source words first).
         preset: name of the hyperparameter set these values came from (recorded with every result).
     """
 
@@ -62,9 +72,12 @@ class AttackConfig:
     quality_fraction: float = 0.5
     epsilon: float = 0.0
     repair: int = 0
+    reduce_lexicon: int = 0
+    lexicon_words: int = 16
     preset: str = "custom"
 
-    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair",)
+    # options added after results were first recorded: hashed only when set (each class lists its own)
+    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "reduce_lexicon", "lexicon_words")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -77,6 +90,9 @@ class AttackConfig:
             raise ValueError(f"epsilon must be >= 0, not {self.epsilon}")
         if self.repair < 0:
             raise ValueError(f"repair must be >= 0, not {self.repair}")
+        if self.reduce_lexicon < 0 or self.lexicon_words < 1:
+            raise ValueError(f"reduce_lexicon must be >= 0 and lexicon_words positive, not {self.reduce_lexicon} "
+                             f"and {self.lexicon_words}")
 
     def goal(self) -> Goal:
         return make_goal(self.mode, criterion=self.criterion, quality_metric=self.quality_metric,
@@ -87,7 +103,8 @@ class AttackConfig:
         added later (``_HASHED_WHEN_SET``) count only when set, so earlier runs' records stay resumable."""
         values = asdict(self)
         defaults = {f.name: f.default for f in fields(self)}
-        for name in self._HASHED_WHEN_SET:
+        late = {n for c in type(self).__mro__ for n in vars(c).get("_HASHED_WHEN_SET", ())}
+        for name in late:
             if values[name] == defaults[name]:
                 del values[name]
         return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
@@ -394,11 +411,83 @@ class TextAttack(ABC):
         """Shrink every verified success: revert changed words while the goal holds (:meth:`_revert`); with
         ``repair``, then drop one word and repair the rest (:meth:`_repair`), and again while a word goes."""
         todo = [r for r in rows if r.best is not None and len(r.best) == len(r.ids) and r.best_changed > 1]
+        if self.config.reduce_lexicon and self.config.mode == "keywords":
+            self._lexicon_shortcut([r for r in todo if r.best_changed > len(r.state.keywords)])
+            todo = [r for r in todo if r.best_changed > 1]
         while todo:
             self._revert(todo)
             if not self.config.repair:
                 break
             todo = self._repair([r for r in todo if r.best_changed > 1])
+
+    def _lexicon_shortcut(self, todo: list[Row], chunk: int = 64) -> None:
+        """Offer every row inputs that change one word per keyword, each among that keyword's first
+        ``lexicon_words`` lexicon words, at editable positions with a visible word (distinct per input). One
+        gradient at the original input ranks each keyword's (position, word) swaps by first-order score; the
+        per-keyword lists are combined (best summed score first) into ``reduce_lexicon`` inputs per row, decoded
+        greedily in one batched pass, and those :meth:`beam_candidates` picks are judged with beam search
+        (:meth:`verify` keeps a success with fewer words)."""
+        cfg = self.config
+        n_trials = cfg.reduce_lexicon
+        trial_rows: list[Row] = []
+        trials: list[list[int]] = []
+        for s in range(0, len(todo), chunk):
+            part = todo[s : s + chunk]
+            _, _, grad, ids = self.loss_and_grad(part, [r.ids for r in part], cfg.epsilon)
+            scores = grad @ self._cand_table.T - (grad * self._table[ids]).sum(-1, keepdim=True)  # [B, N, C]
+            words = [self.victim.source_words(r.ids) for r in part]
+            ok_pos = torch.zeros(ids.shape, dtype=torch.bool)
+            for i, (r, ws) in enumerate(zip(part, words)):
+                for p, e in enumerate(r.editable):
+                    word = ws[r.word_of[p]] if e and 0 <= r.word_of[p] < len(ws) else ""
+                    ok_pos[i, p] = bool(VISIBLE_WORD.search(word))
+            bad = ~ok_pos.to(scores.device).unsqueeze(-1) | (ids.unsqueeze(-1) == self._cand_ids.view(1, 1, -1))
+            scores = scores.masked_fill(bad, float("inf"))
+            cols = lexicon_columns(self.victim, self._cand_ids, [r.state.keywords for r in part], cfg.lexicon_words)
+            # per keyword: each row's best swaps, as many as its number of keywords lets combine into n_trials
+            m_of = [n_trials if len(r.state.keywords) == 1
+                    else max(2, round(n_trials ** (1 / len(r.state.keywords)))) for r in part]
+            per_kw = []  # [keyword][row] -> [(score, position, word)]
+            for j in range(cols.shape[1]):
+                masked = scores.masked_fill(~cols[:, j].unsqueeze(1), float("inf")).flatten(1)
+                val, flat = masked.topk(min(max(m_of), masked.shape[1]), dim=1, largest=False)
+                vals = val.tolist()
+                per_kw.append([[(vals[i][n], p, w) for n, (p, w) in enumerate(ps[: m_of[i]])]
+                               for i, ps in enumerate(self.swap_pairs(val, flat))])
+            for i, r in enumerate(part):
+                lists = [per_kw[j][i] for j in range(len(r.state.keywords))]
+                if any(not lst for lst in lists):
+                    continue
+                combos = []
+                for combo in itertools.product(*lists):
+                    if len({p for _, p, _ in combo}) == len(combo):
+                        combos.append((sum(v for v, _, _ in combo), combo))
+                combos.sort(key=lambda c: c[0])
+                for _, combo in combos[:n_trials]:
+                    t = list(r.ids)
+                    for _, p, tok in combo:
+                        t[p] = tok
+                    trial_rows.append(r)
+                    trials.append(t)
+        self._judge_smaller(trial_rows, trials)
+
+    def _judge_smaller(self, trial_rows: list[Row], trials: list[list[int]]) -> None:
+        """Decode ``trials`` greedily in one batched pass and judge with beam search those
+        :meth:`beam_candidates` picks among each row's trials that change fewer words than its success
+        (:meth:`verify` keeps the smallest success)."""
+        if not trials:
+            return
+        greedy, loss = self.loss_only(trial_rows, trials, self.config.epsilon)
+        losses = loss.tolist()
+        by_row: dict[int, list[int]] = {}
+        for n, r in enumerate(trial_rows):
+            if self.changed(r, trials[n]) < r.best_changed:
+                by_row.setdefault(id(r), []).append(n)
+        to_verify: list[tuple[Row, tuple[int, ...]]] = []
+        for ns in by_row.values():
+            to_verify.extend(self.beam_trials(ns, trial_rows, trials, greedy, losses))
+        if to_verify:
+            self.verify(to_verify)
 
     def _revert(self, todo: list[Row]) -> None:
         """Revert changed words of every row one at a time, least useful first, keeping each revert while the goal
@@ -492,20 +581,8 @@ class TextAttack(ABC):
                     t[p] = w
                     trial_rows.append(part_rows[i])
                     trials.append(t)
-        if not trials:
-            return []
-        greedy, loss = self.loss_only(trial_rows, trials, cfg.epsilon)
-        losses = loss.tolist()
-        by_row: dict[int, list[int]] = {}
-        for n, r in enumerate(trial_rows):
-            if self.changed(r, trials[n]) < r.best_changed:
-                by_row.setdefault(id(r), []).append(n)
         before = {id(r): r.best_changed for r in todo}
-        to_verify: list[tuple[Row, tuple[int, ...]]] = []
-        for ns in by_row.values():
-            to_verify.extend(self.beam_trials(ns, trial_rows, trials, greedy, losses))
-        if to_verify:
-            self.verify(to_verify)  # keeps each row's success with the fewest words
+        self._judge_smaller(trial_rows, trials)
         return [r for r in todo if r.best_changed < before[id(r)]]
 
     # ---- packaging ---------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -41,7 +40,7 @@ from typing import ClassVar
 import torch
 
 from nlprobust.attacks.base import VISIBLE_WORD, AttackConfig, Row, TextAttack
-from nlprobust.victims.base import Seq2SeqVictim, VictimError
+from nlprobust.attacks.lexicon import lexicon_columns
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,9 +64,9 @@ class WordSwapConfig(AttackConfig):
             lowest loss first) or ``loss`` (the ``verify`` lowest-loss swaps, greedy successes first: beam
             search often succeeds where the greedy output does not, e.g. when it adds words at the start).
         lexicon: keyword goals only: up to this many more swaps tested per sentence and step, the best by
-            first-order score among the keyword lexicon's words (:func:`keyword_lexicon`, at most
-            ``lexicon_words`` per keyword) at the allowed positions; 0 adds none.
-        lexicon_words: lexicon words considered per keyword (the most frequent source words first).
+            first-order score among the keyword lexicon's words
+            (:func:`~nlprobust.attacks.lexicon.keyword_lexicon`, at most ``lexicon_words`` per keyword) at the
+            allowed positions; 0 adds none.
     """
 
     max_changes: int = 5
@@ -80,9 +79,8 @@ class WordSwapConfig(AttackConfig):
     per_position: int = 0
     verify_by: str = "greedy"
     lexicon: int = 0
-    lexicon_words: int = 16
 
-    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "verify_by", "lexicon", "lexicon_words")
+    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("verify_by", "lexicon")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,8 +90,8 @@ class WordSwapConfig(AttackConfig):
             raise ValueError(f"verify_by must be 'greedy' or 'loss', not {self.verify_by!r}")
         if self.max_changes < 1 or self.candidates < 1 or self.verify < 1 or self.per_position < 0:
             raise ValueError("max_changes, candidates and verify must be positive")
-        if self.lexicon < 0 or self.lexicon_words < 1:
-            raise ValueError("lexicon must be >= 0 and lexicon_words positive")
+        if self.lexicon < 0:
+            raise ValueError(f"lexicon must be >= 0, not {self.lexicon}")
 
 
 # Named settings per victim, tuned on validation sentences only (recipes/tune_word_swap.py; evidence in
@@ -146,36 +144,6 @@ def word_swap_preset(name: str, mode: str, **overrides: object) -> WordSwapConfi
     return replace(WORD_SWAP_PRESETS[name][mode], **overrides)  # type: ignore[arg-type]
 
 
-_LEXICONS: weakref.WeakKeyDictionary[Seq2SeqVictim, dict[str, list[int]]] = weakref.WeakKeyDictionary()
-
-
-def keyword_lexicon(victim: Seq2SeqVictim, *, batch_size: int = 256) -> dict[str, list[int]]:
-    """Output word -> the victim's candidate source tokens whose one-word input, decoded greedily by the victim,
-    contains that word, in the order of the candidates (the vocabulary's, most frequent first for the word-level
-    victims). Built once per victim (one batched greedy pass over its candidate words) and kept while the victim
-    lives. Words are compared on the victim's output segmentation (:meth:`target_words`), as keyword success is."""
-    lex = _LEXICONS.get(victim)
-    if lex is not None:
-        return lex
-    sources, owners = [], []
-    for c, tok in zip(victim.candidate_ids().tolist(), victim.source_tokens(victim.candidate_ids().tolist())):
-        if not VISIBLE_WORD.search(tok.lstrip("▁Ġ")):
-            continue
-        try:
-            sources.append(victim.encode_source(victim.decode_source([c])).ids)
-        except VictimError:  # a token that is no input on its own (e.g. it decodes to nothing)
-            continue
-        owners.append(c)
-    lex = {}
-    with victim.attack_mode():
-        outputs = victim.translate_ids(sources, beam_size=1, batch_size=batch_size)
-    for c, out in zip(owners, outputs):
-        for w in dict.fromkeys(victim.target_words(out)):
-            lex.setdefault(w, []).append(c)
-    _LEXICONS[victim] = lex
-    return lex
-
-
 @functools.lru_cache(maxsize=4)
 def _stop_words(lang: str) -> frozenset[str]:
     from nlprobust.keywords import stop_words
@@ -218,14 +186,8 @@ class GradientWordSwap(TextAttack):
 
     def _lexicon_columns(self, rows: list[Row]) -> torch.Tensor:
         """[rows, candidates] mask of the candidate words in the keyword lexicon of each row's keywords."""
-        lex = keyword_lexicon(self.victim)
-        column = {c: j for j, c in enumerate(self._cand_ids.tolist())}
-        mask = torch.zeros(len(rows), self._cand_ids.numel(), dtype=torch.bool)
-        for i, r in enumerate(rows):
-            for kw in r.state.keywords:
-                cols = [column[c] for c in lex.get(kw, [])[: self.config.lexicon_words] if c in column]
-                mask[i, cols] = True
-        return mask.to(self.victim.device)
+        return lexicon_columns(self.victim, self._cand_ids, [r.state.keywords for r in rows],
+                               self.config.lexicon_words).any(1)
 
     def _lexicon_swaps(self, scores: torch.Tensor, lex_cols: torch.Tensor) -> list[list[tuple[int, int]]]:
         """Per row, the ``lexicon`` best (position, word) swaps by first-order score among its lexicon words

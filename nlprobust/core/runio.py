@@ -100,6 +100,47 @@ class JsonlLog:
         self.done.update(r.get(self.key) for r in recs)
 
 
+# --- record archives ------------------------------------------------------------------------------------------
+
+
+class ArchiveMismatch(ValueError):
+    """A record archive was written for another model than the one a run uses."""
+
+
+def write_archive(path: str | os.PathLike[str], records: Iterable[dict[str, Any]], fingerprint: str) -> None:
+    """Keep ``records`` in the gzipped JSON-lines file ``path`` (written atomically; the first line names the
+    ``fingerprint`` of the model they were made on; gzip's timestamp is zero so equal records give equal bytes)."""
+    import gzip
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"fingerprint": fingerprint}) + "\n"
+    body += "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                    for r in sorted(records, key=lambda r: str(r.get("index"))))
+    tmp = _tmp_name(p)
+    with open(tmp, "wb") as fh:
+        fh.write(gzip.compress(body.encode("utf-8"), mtime=0))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, p)
+
+
+def read_archive(path: str | os.PathLike[str], fingerprint: str) -> list[dict[str, Any]]:
+    """The records of the archive ``path`` (empty when it does not exist); :class:`ArchiveMismatch` when it was
+    written for another ``fingerprint``."""
+    import gzip
+
+    p = Path(path)
+    if not p.is_file():
+        return []
+    lines = gzip.decompress(p.read_bytes()).decode("utf-8").splitlines()
+    head = json.loads(lines[0]) if lines else {}
+    if head.get("fingerprint") != fingerprint:
+        raise ArchiveMismatch(f"{p} holds records made on another model (fingerprint {head.get('fingerprint')!r}, "
+                              f"this one {fingerprint!r}): remove it to attack this model afresh")
+    return [json.loads(x) for x in lines[1:] if x.strip()]
+
+
 # --- atomic files and checkpoints ---------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ test BLEU, the keyword pool and the seeded sentence and keyword draws of the key
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import random
 import time
@@ -109,6 +110,15 @@ def _cached_translations(victim: Any, sents: list[str], key: str, cache: Path | 
         data[key] = {"sources": sents, "outputs": outputs}
         atomic_write_json(cache, data)
     return outputs
+
+
+def victim_fingerprint(victim: Any, split: str, n: int, seed: int, sents: list[str], *, subset: int | None = None,
+                       cache: Path | None = None) -> str:
+    """Short hash of the victim's beam-5 translations of the recipe's sentences ``sents`` (the draw
+    :func:`attack_setup` made with the same ``split``, ``n``, ``seed`` and ``subset``; read from its ``cache``):
+    victims with equal fingerprints translate every attacked sentence alike, so their attack records agree."""
+    outputs = _cached_translations(victim, sents, f"{split}:{seed}:{n}:{subset}", cache)
+    return hashlib.sha1(json.dumps(outputs, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
 
 
 def attack_setup(victim: Any, split: str, n: int, ks: tuple[int, ...], data_dir: str | None,

@@ -17,25 +17,43 @@ CHANGE_COST = 0.02  # tuned settings are ranked by success - CHANGE_COST * chang
 
 
 def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, batch: int, what: str,
-                report_only: bool, *, echo: Callable[[str], None] = logger.info) -> list[dict[str, Any]]:
+                report_only: bool, *, echo: Callable[[str], None] = logger.info,
+                archive: tuple[str | os.PathLike[str], str] | None = None) -> list[dict[str, Any]]:
     """Attack ``items`` with the project's resumable runner (:func:`nlprobust.core.runner.run_items`; one JSON
     line per sentence in ``path``, keyed by the item's index, chunks of ``batch``; sentences already there are
     not attacked again) and return the records of all ``items``; with ``report_only`` nothing is attacked and
-    the records found are returned. One process: a table needs all its records in one place."""
-    from nlprobust.core.runio import read_jsonl
+    the records found are returned. One process: a table needs all its records in one place.
+
+    ``archive``: ``(file, victim fingerprint)`` of a gzipped copy of the records kept beside the results (e.g. in
+    the repository), so that a fresh checkout with the same victim resumes and reports without attacking again:
+    its records missing from ``path`` are restored first, and it is rewritten from ``path`` at the end.
+    :class:`~nlprobust.core.runio.ArchiveMismatch` when it was made on another victim."""
+    from nlprobust.core.runio import JsonlLog, read_archive, read_jsonl, write_archive
     from nlprobust.core.runner import Shard, run_items
 
     wanted = {it.index for it in items}
+    if archive is not None:
+        kept = read_archive(*archive)
+        if kept:
+            log = JsonlLog(path)
+            missing = [r for r in kept if r.get("index") not in log.done]
+            log.extend(missing)
+            if missing:
+                echo(f"  {what}: {len(missing)} records restored from {archive[0]}")
     if report_only:
         recs = [r for r in read_jsonl(path) if r.get("index") in wanted]
         if len(recs) < len(items):
             echo(f"  {what}: {len(items) - len(recs)} of {len(items)} inputs not attacked yet (--report-only)")
-        return recs
-    t = time.time()
-    outcome = run_items(items, lambda _c, chunk: [r.to_dict() for r in attack.attack_batch(chunk)], path,
-                        keys=[it.index for it in items], chunk_size=batch, shard=Shard(), desc=what, unit="sent")
-    echo(f"  {what}: {len(outcome.records)}/{len(items)} done ({time.time() - t:.0f}s)")
-    return outcome.records
+    else:
+        t = time.time()
+        outcome = run_items(items, lambda _c, chunk: [r.to_dict() for r in attack.attack_batch(chunk)], path,
+                            keys=[it.index for it in items], chunk_size=batch, shard=Shard(), desc=what,
+                            unit="sent")
+        echo(f"  {what}: {len(outcome.records)}/{len(items)} done ({time.time() - t:.0f}s)")
+        recs = outcome.records
+    if archive is not None and (every := read_jsonl(path)):
+        write_archive(archive[0], every, archive[1])
+    return recs
 
 
 def table_row(recs: list[dict[str, Any]], lm: Any, *,
