@@ -243,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         payload["attack_time_s"] = {v: round(t, 1) for v, t in spent.items()}
         payload["notes"].append("Attack time, summed over the per-sentence records of the reported rows: "
                                 + ", ".join(f"{v} {t / 3600:.2f} h" for v, t in spent.items()) + ".")
+    if keep:
+        payload["notes"].append("Rows of the " + ", ".join(keep) + " victim(s) are kept from the previous results "
+                                "file (--keep: not re-attacked in this run; their victim entry says how they were "
+                                "made).")
     payload["notes"] += args.note
     incomplete = [x for p in per.values() for x in p["incomplete"]]
     if incomplete:
