@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                   "# changed and perplexity average the successful attacks; success_at_k is the share of all "
                   "sentences attacked successfully with at most k words changed.",
                   "seq2sick rows are the paper's attack (no reduction); seq2sick + reduction is the same search "
-                  "followed by the reduction pass (changed words reverted one at a time while the goal holds); "
+                  "followed by the reduction pass (changed words reverted one at a time while the goal holds; where "
+                  "the row's config sets repair, a word is also dropped while another's substitute is re-chosen; "
+                  "where it sets reduce_lexicon (the LSTM keyword rows), keyword successes are first offered inputs "
+                  "that change one word per keyword to a source word the victim itself translates as that keyword); "
                   "word-swap is the gradient-guided word swap (with reduction). Costs are per sentence: "
                   "forward_passes and backward_passes of the victim, beam_decodes (each judged candidate, the "
                   "original output included).",
