@@ -16,7 +16,7 @@ import torch
 
 from nlprobust.victims.base import Seq2SeqVictim, VictimError
 
-VISIBLE_WORD_CHARS = "▁Ġ"  # SentencePiece / byte-level BPE word-start markers, stripped before the visibility test
+WORD_START_MARKS = "▁Ġ"  # SentencePiece / byte-level BPE word-start marks, stripped before the visibility test
 
 _LEXICONS: weakref.WeakKeyDictionary[Seq2SeqVictim, dict[str, list[int]]] = weakref.WeakKeyDictionary()
 
@@ -33,7 +33,7 @@ def keyword_lexicon(victim: Seq2SeqVictim, *, batch_size: int = 256) -> dict[str
         return lex
     sources, owners = [], []
     for c, tok in zip(victim.candidate_ids().tolist(), victim.source_tokens(victim.candidate_ids().tolist())):
-        if not VISIBLE_WORD.search(tok.lstrip(VISIBLE_WORD_CHARS)):
+        if not VISIBLE_WORD.search(tok.lstrip(WORD_START_MARKS)):
             continue
         try:
             sources.append(victim.encode_source(victim.decode_source([c])).ids)

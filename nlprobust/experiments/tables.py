@@ -40,8 +40,10 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
             log.extend(missing)
             if missing:
                 echo(f"  {what}: {len(missing)} records restored from {archive[0]}")
+    every: list[dict[str, Any]] | None = None
     if report_only:
-        recs = [r for r in read_jsonl(path) if r.get("index") in wanted]
+        every = read_jsonl(path)
+        recs = [r for r in every if r.get("index") in wanted]
         if len(recs) < len(items):
             echo(f"  {what}: {len(items) - len(recs)} of {len(items)} inputs not attacked yet (--report-only)")
     else:
@@ -51,8 +53,10 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
                             unit="sent")
         echo(f"  {what}: {len(outcome.records)}/{len(items)} done ({time.time() - t:.0f}s)")
         recs = outcome.records
-    if archive is not None and (every := read_jsonl(path)):
-        write_archive(archive[0], every, archive[1])
+    if archive is not None:
+        every = read_jsonl(path) if every is None else every  # the run may hold records of other items too
+        if every:
+            write_archive(archive[0], every, archive[1])
     return recs
 
 
