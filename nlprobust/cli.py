@@ -61,6 +61,15 @@ def _attack_config(args: argparse.Namespace):  # noqa: ANN202 - an AttackConfig 
         overrides = {f.name: getattr(args, f.name) for f in fields(preset(args.preset, args.mode))
                      if f.name not in ("mode", "preset") and getattr(args, f.name, None) is not None}
         return preset(args.preset, args.mode, **{**common, **overrides})
+    if args.attack == "portfolio":
+        from nlprobust.attacks import portfolio_preset
+
+        given = [f"--{o.replace('_', '-')}" for o in ("repair", "reduce_lexicon") if getattr(args, o, None) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: a portfolio's members take their reduction settings from their "
+                             f"presets (run word-swap or seq2sick to set them)")
+        beam = {"beam_size": args.beam_size} if args.beam_size is not None else {}
+        return portfolio_preset(args.preset, args.mode, **common, **beam)
     cls = ATTACKS[args.attack][0].config_class
     skip = {*common, "mode", "preset"}
     settings = {f.name: getattr(args, f.name) for f in fields(cls)
@@ -242,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    from nlprobust.attacks import ATTACKS, CRITERIA, MODES, WORD_SWAP_PRESETS
+    from nlprobust.attacks import ATTACKS, CRITERIA, MODES, PORTFOLIO_PRESETS, WORD_SWAP_PRESETS
 
     atk = sub.add_parser("attack", help="run an attack (--list names them)")
     atk.add_argument("--list", action="store_true", help="name every attack and goal, then exit")
@@ -293,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                              ("lambda2", float), ("epsilon", float), ("check_every", int)):
                 a.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=typ, default=None,
                                help=f"override the preset's {opt}")
+        elif name == "portfolio":
+            a.add_argument("--preset", choices=sorted(PORTFOLIO_PRESETS), default="default",
+                           help="the members' presets (multi30k-lstm: the word swap and Seq2Sick tuned for the "
+                                "Multi30k LSTM victim)")
         elif name == "word-swap":
             a.add_argument("--preset", choices=sorted(WORD_SWAP_PRESETS), default="default",
                            help="named settings (multi30k-lstm: tuned on Multi30k validation for the LSTM victim)")

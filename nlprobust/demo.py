@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from nlprobust.attacks import DEFAULT_ATTACK, AttackItem, build_attack, preset, word_swap_preset
+from nlprobust.attacks import DEFAULT_ATTACK, AttackItem, build_attack, portfolio_preset, preset
 from nlprobust.core.data import data_root
 from nlprobust.core.runio import atomic_write_text
 from nlprobust.corpora import load_multi30k
@@ -80,7 +80,7 @@ def run_demo(*, data_dir: str | None = None, work: str = "runs/demo", n: int = 2
     run_files = []
     for mode in ("nonoverlap", "keywords"):
         items = [AttackItem(i, s, tuple(k) if mode == "keywords" else ()) for i, (s, k) in enumerate(zip(sents, kws))]
-        runs = [(DEFAULT_ATTACK, word_swap_preset("multi30k-lstm", mode)),
+        runs = [(DEFAULT_ATTACK, portfolio_preset("multi30k-lstm", mode)),
                 ("seq2sick", preset("multi30k-lstm", mode, reduce=False))]
         for name, cfg_a in runs:
             t = time.time()

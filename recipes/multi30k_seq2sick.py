@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nlprobust.attacks import ATTACKS, CRITERIA, AttackItem, build_attack
+from nlprobust.attacks import CRITERIA, AttackItem, build_attack
+from nlprobust.attacks.portfolio import portfolio_records
 from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
 from nlprobust.core.results import write_recipe_results
 from nlprobust.core.runio import run_metadata
@@ -46,6 +47,7 @@ from nlprobust.experiments.tables import attack_views, run_attacks, table_attack
 from nlprobust.metrics import KneserNeyLM, mark_changes
 from nlprobust.text import tokenize
 
+SEARCHES = ("seq2sick", "word-swap")  # attacks run one by one; the portfolio is built from their records
 ROOT = Path(__file__).resolve().parents[1]
 
 PAPER = {  # thesis Table 3.4
@@ -79,6 +81,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
         kws = by_k[n_keywords[method]]
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
         items = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws)]
+        members: dict[str, tuple[Any, list[dict]]] = {}
         for attack_name in args.attacks:
             cfg = table_attack_config(attack_name, mode, n_keywords[method],
                                       seq2sick_preset=args.preset or DEFAULT_PRESET[name],
@@ -94,6 +97,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             if done < len(idx):
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
                 continue
+            members[attack_name] = (cfg, recs)
             for label, reduced, view in attack_views(attack_name, cfg, recs):
                 rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method,
                              "attack": label, "reduction": reduced, **table_row(view, lm), "preset": cfg.preset,
@@ -107,6 +111,18 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                                                                     "**", "**"),
                  "keywords": r["keywords"], "original_output": r["original_output"],
                  "adversarial_output": r["adversarial_output"]} for r in ok]
+        if {"word-swap", "seq2sick"} <= set(members):
+            # the portfolio from its members' records (the word swap, then Seq2Sick + reduction where the swap
+            # found no one-word success): what nlprobust.attacks.Portfolio returns, the searches being independent
+            recs = portfolio_records([members["word-swap"][1], members["seq2sick"][1]])
+            rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method,
+                         "attack": "portfolio", "reduction": True, **table_row(recs, lm),
+                         "preset": members["seq2sick"][0].preset,
+                         "config": {"members": {a: members[a][0].tag() for a in ("word-swap", "seq2sick")},
+                                    "enough": 1}, "paper": PAPER.get(method)})
+            r = rows[-1]
+            print(f"{name} {method} portfolio: success {r['success']}, changed {r['changed']}, "
+                  f"<=1 word {r['success_at_1']}", flush=True)
     where = str(folder.relative_to(runs.parent)) if folder.is_relative_to(runs.parent) else str(folder)
     return {"rows": rows, "examples": examples, "keywords": draws, "sentences": idx, "incomplete": incomplete,
             "victim": {"checkpoint": where, "fingerprint": fingerprint, "test_bleu": bleu,
@@ -165,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="Seq2Sick preset for every victim (default: " +
                          ", ".join(f"{k}: {v}" for k, v in DEFAULT_PRESET.items()) + ")")
     ap.add_argument("--iterations", type=int, default=None, help="Seq2Sick iterations (default: the preset's)")
-    ap.add_argument("--attacks", default="seq2sick,word-swap", help=f"comma-separated, among {', '.join(ATTACKS)}")
+    ap.add_argument("--attacks", default=",".join(SEARCHES),
+                    help=f"comma-separated, among {', '.join(SEARCHES)} (with both, the portfolio's rows are built "
+                         f"from their records)")
     ap.add_argument("--criterion", choices=list(CRITERIA), default="at-least-as-long",
                     help="non-overlap success rule the attacks aim at (rows report both)")
     ap.add_argument("--batch-size", type=int, default=50)
@@ -189,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     methods = parse_choices(ap, args.methods, tuple(PAPER), "method")
-    args.attacks = parse_choices(ap, args.attacks, tuple(ATTACKS), "attack")
+    args.attacks = parse_choices(ap, args.attacks, SEARCHES, "attack")
     args.n_for = parse_counts(ap, args.n_for, VICTIMS, "--n-for")
     keep = parse_choices(ap, args.keep, VICTIMS, "victim") if args.keep else []
     t0 = time.time()
@@ -220,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
                   "the row's config sets repair, a word is also dropped while another's substitute is re-chosen; "
                   "where it sets reduce_lexicon (the LSTM keyword rows), keyword successes are first offered inputs "
                   "that change one word per keyword to a source word the victim itself translates as that keyword); "
-                  "word-swap is the gradient-guided word swap (with reduction). Costs are per sentence: "
+                  "word-swap is the gradient-guided word swap (with reduction). portfolio (nlprobust.attacks."
+                  "Portfolio, the default attack) is the word swap, then Seq2Sick + reduction on the sentences the "
+                  "word swap did not fool with one word, keeping each sentence's success with the fewest words; its "
+                  "rows are built from the two rows' per-sentence records (the searches are independent, so this is "
+                  "what the portfolio returns when run), and its costs add both attacks' where both ran. "
+                  "Costs are per sentence: "
                   "forward_passes and backward_passes of the victim, beam_decodes (each judged candidate, the "
                   "original output included).",
                   "perplexity: trigram Kneser-Ney model of the English side of the Multi30k training corpus, on the "
@@ -239,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     payload["notes"] += comparison_notes(payload["rows"])
     spent: dict[str, float] = {}
     for r in payload["rows"]:
-        if r["attack"] == "seq2sick":  # the same run as its + reduction row
+        if r["attack"] in ("seq2sick", "portfolio"):  # the same runs as the seq2sick + reduction and word-swap rows
             continue
         spent[r["victim"]] = spent.get(r["victim"], 0.0) + r["n"] * (r["seconds_per_sentence"] or 0.0)
     if spent:

@@ -206,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
             "forward passes per sentence (one per candidate decoded under the surrogate loss) and model_calls "
             "counts beam-5 decodes (each judged candidate). word-swap ranks substitutions by first-order "
             "gradient scores and tests the best ones; seq2sick is the paper's attack (the victim's tuned preset), "
-            "+ reduction the same search followed by reverting unneeded changes. TextAttack swaps whole words for "
-            "embedding neighbours and decodes the real beam output after every candidate swap.")
+            "+ reduction the same search followed by reverting unneeded changes; portfolio (our default attack) "
+            "is the word swap, then Seq2Sick + reduction on the sentences the word swap did not fool with one "
+            "word, each sentence keeping its success with the fewest words, built from those two runs' records "
+            "(its seconds and queries add both attacks' where both ran). TextAttack swaps whole words for "
+            "embedding neighbours and decodes the real beam output after every candidate swap. Per-sentence "
+            "records are resumable: seconds_per_sentence comes from the run that attacked each sentence, "
+            "wall_time_s from the last (possibly resumed) run.")
     write_recipe_results(args.out, payload)
     print(f"success {row['success']} (TextAttack) / {row['success_nlprobust']} (nlprobust), BLEU {row['bleu']}, "
           f"changed {row['changed']}, queries {row['queries']}, {row['seconds_per_sentence']} s/sentence")

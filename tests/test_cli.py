@@ -158,3 +158,19 @@ def test_word_swap_cli_settings_reach_the_config() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "i", "--out", "o",
                                    "--verify-by", "beam"])
+
+
+def test_portfolio_cli_builds_its_members_from_the_preset() -> None:
+    from nlprobust.cli import _attack_config, build_parser
+
+    def parse(*extra: str):  # noqa: ANN202
+        return build_parser().parse_args(["attack", "portfolio", "--victim", "hf:x", "--input", "in.txt", "--out",
+                                          "o", "--preset", "multi30k-lstm", *extra])
+
+    cfg = _attack_config(parse("--mode", "keywords", "--criterion", "positional", "--beam-size", "3"))
+    assert [(n, c.preset, c.mode, c.criterion, c.beam_size) for n, c in cfg.members] == \
+        [("word-swap", "multi30k-lstm", "keywords", "positional", 3), ("seq2sick", "multi30k-lstm", "keywords",
+                                                                        "positional", 3)]
+    assert _attack_config(parse("--no-reduce")).members[1][1].reduce is False
+    with pytest.raises(ValueError, match="--repair: a portfolio's members"):
+        _attack_config(parse("--repair", "4"))

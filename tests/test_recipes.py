@@ -21,7 +21,7 @@ def test_multi30k_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
                                    "--methods", "nonoverlap,1-keyword", "--victims", "lstm,marian"]) == 0
     res = json.loads(out.read_text())
     assert res["scale"] == "tiny" and res["recipe"] == "multi30k_seq2sick"
-    attacks = ["seq2sick", "seq2sick + reduction", "word-swap"]
+    attacks = ["seq2sick", "seq2sick + reduction", "word-swap", "portfolio"]
     assert [(r["victim"], r["method"], r["attack"]) for r in res["rows"]] == [
         (v, m, a) for v in ("lstm", "marian") for m in ("nonoverlap", "1-keyword") for a in attacks]
     for r in res["rows"]:
@@ -39,6 +39,10 @@ def test_multi30k_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
         assert plain["success"] == reduced["success"]
         if reduced["success"]:
             assert reduced["changed"] <= plain["changed"]
+        for m in ("nonoverlap", "1-keyword"):  # the portfolio: at least each member's success, summed costs
+            swap, port = by[(v, m, "word-swap")], by[(v, m, "portfolio")]
+            assert port["success"] >= max(swap["success"], by[(v, m, "seq2sick + reduction")]["success"])
+            assert port["forward_passes"] >= swap["forward_passes"]
     for victim in ("lstm", "marian"):
         kw = res["keywords"][victim]["1-keyword"]
         assert len(kw) == 6 and all(len(v) == 1 for v in kw.values())

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nlprobust.attacks import ATTACKS, MODES, AttackItem, Seq2Sick, build_attack, preset
+from nlprobust.attacks import ATTACKS, MODES, AttackItem, PortfolioConfig, Seq2Sick, build_attack, preset
 from nlprobust.attacks.goals import Keywords, NonOverlap
 from nlprobust.attacks.losses import nearest_word_distance, nonoverlap_loss
 from nlprobust.metrics import nonoverlap_success
@@ -30,6 +30,9 @@ SEQ2SICK_TINY = {"lstm": dict(iterations=60, lr=2.0, lr_late=None, lambda1=0.1, 
 def _config(attack: str, mode: str, kind: str, **extra: object):  # noqa: ANN202
     if attack == "seq2sick":
         return preset("paper", mode, **SEQ2SICK_TINY[kind], **extra)  # type: ignore[arg-type]
+    if attack == "portfolio":
+        members = tuple((a, _config(a, mode, kind, **extra)) for a in ("word-swap", "seq2sick"))
+        return PortfolioConfig(mode=mode, members=members, **extra)  # type: ignore[arg-type]
     return ATTACKS[attack][0].config_class(mode=mode, **extra)  # type: ignore[arg-type]
 
 
@@ -82,6 +85,7 @@ def test_attack_goal_victim_matrix(attack: str, mode: str, victim) -> None:  # n
     for r in res:
         assert r.error is None, r.error
         assert r.attack == attack and r.mode == mode and r.criterion == goal.criterion
+        assert r.member in (("word-swap", "seq2sick") if attack == "portfolio" else ("",))
         assert r.forward_passes >= 1 and r.beam_decodes >= 2
         assert r.changed == v.count_changed(v.encode_source(r.source).ids, v.encode_source(r.adversarial).ids) or \
             not v.word_level  # subword: counted on the attacked ids; the text may re-tokenise differently

@@ -131,7 +131,8 @@ class AttackResult:
     search's own result (adversarial text, size, quality) and cost, i.e. the attack without the reduction pass:
     the search does not depend on it, so one run gives both rows. Costs are per sentence:
     forward and backward passes of the victim (one batched pass counts once for each sentence in it) and
-    beam decodes (each judged candidate counts one)."""
+    beam decodes (each judged candidate counts one). ``member``: for a portfolio's result, the member attack
+    whose result was kept (:mod:`nlprobust.attacks.portfolio`)."""
 
     index: int
     mode: str
@@ -160,6 +161,7 @@ class AttackResult:
     beam_decodes: int = 0
     preset: str = ""
     before_reduction: dict[str, Any] = field(default_factory=dict)
+    member: str = ""
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -186,6 +188,20 @@ class Row:
     done: bool = False
     # (best, output, changed, forward, backward, beams) when the search ended, before any reduction
     unreduced: tuple[Any, ...] | None = None
+
+
+def run_in_batches(attack_batch: Callable[[list[AttackItem]], list[AttackResult]], items: Iterable[AttackItem],
+                   batch_size: int, on_result: Callable[[AttackResult], None] | None = None) -> list[AttackResult]:
+    """``attack_batch`` over ``items`` in batches of ``batch_size``; ``on_result`` is called as each result is
+    ready."""
+    items = list(items)
+    results: list[AttackResult] = []
+    for s in range(0, len(items), batch_size):
+        for r in attack_batch(items[s : s + batch_size]):
+            results.append(r)
+            if on_result is not None:
+                on_result(r)
+    return results
 
 
 class TextAttack(ABC):
@@ -222,14 +238,7 @@ class TextAttack(ABC):
     def run(self, items: Iterable[AttackItem], *, batch_size: int = 32,
             on_result: Callable[[AttackResult], None] | None = None) -> list[AttackResult]:
         """Attack ``items`` in batches; ``on_result`` is called as each result is ready."""
-        items = list(items)
-        results: list[AttackResult] = []
-        for s in range(0, len(items), batch_size):
-            for r in self.attack_batch(items[s : s + batch_size]):
-                results.append(r)
-                if on_result is not None:
-                    on_result(r)
-        return results
+        return run_in_batches(self.attack_batch, items, batch_size, on_result)
 
     @final
     def attack_batch(self, items: list[AttackItem]) -> list[AttackResult]:
