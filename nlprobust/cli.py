@@ -304,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                                help=f"override the preset's {opt}")
         elif name == "portfolio":
             a.add_argument("--preset", choices=sorted(PORTFOLIO_PRESETS), default="default",
-                           help="the members' presets (multi30k-lstm: the word swap and Seq2Sick tuned for the "
-                                "Multi30k LSTM victim)")
+                           help="the members' presets (multi30k-lstm / multi30k-marian: both attacks' presets of that "
+                                "name; gigaword-lstm: Seq2Sick's gigaword-lstm, word swap's multi30k-lstm; default: "
+                                "word-swap defaults, Seq2Sick's multi30k-lstm)")
         elif name == "word-swap":
             a.add_argument("--preset", choices=sorted(WORD_SWAP_PRESETS), default="default",
                            help="named settings (multi30k-lstm: tuned on Multi30k validation for the LSTM victim)")

@@ -113,7 +113,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                  "adversarial_output": r["adversarial_output"]} for r in ok]
         if {"word-swap", "seq2sick"} <= set(members):
             # the portfolio from its members' records (the word swap, then Seq2Sick + reduction where the swap
-            # found no one-word success): what nlprobust.attacks.Portfolio returns, the searches being independent
+            # found no one-word success): nlprobust.attacks.Portfolio's searches, on the members' own batches
             recs = portfolio_records([members["word-swap"][1], members["seq2sick"][1]])
             rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method,
                          "attack": "portfolio", "reduction": True, **table_row(recs, lm),
@@ -241,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                   "word-swap is the gradient-guided word swap (with reduction). portfolio (nlprobust.attacks."
                   "Portfolio, the default attack) is the word swap, then Seq2Sick + reduction on the sentences the "
                   "word swap did not fool with one word, keeping each sentence's success with the fewest words; its "
-                  "rows are built from the two rows' per-sentence records (the searches are independent, so this is "
-                  "what the portfolio returns when run), and its costs add both attacks' where both ran. "
+                  "rows are built from the two rows' per-sentence records (nlprobust.attacks.portfolio."
+                  "portfolio_records: the same searches, though a real portfolio run batches Seq2Sick on the "
+                  "leftover sentences only, so batch-dependent details can differ), and its costs add both "
+                  "attacks' where both ran (seconds: the two runs' per-sentence shares, not a timed portfolio run; "
+                  "the peer table times a real one). "
                   "Costs are per sentence: "
                   "forward_passes and backward_passes of the victim, beam_decodes (each judged candidate, the "
                   "original output included).",

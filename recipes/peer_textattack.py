@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default=str(ROOT / "runs"))
     ap.add_argument("--out", default=str(ROOT / "recipes" / "results" / "peer_textattack.json"))
-    ap.add_argument("--ours", default="word-swap,seq2sick",
+    ap.add_argument("--ours", default="word-swap,seq2sick,portfolio",
                     help="our attacks to run on the same sentences in the same process (comma-separated; '' for "
                          "none); ATTACK:NAME=N overrides a setting of its preset, e.g. word-swap:max_changes=2")
     args = ap.parse_args(argv)
@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             "forward passes per sentence (one per candidate decoded under the surrogate loss) and model_calls "
             "counts beam-5 decodes (each judged candidate). word-swap ranks substitutions by first-order "
             "gradient scores and tests the best ones; seq2sick is the paper's attack (the victim's tuned preset), "
-            "+ reduction the same search followed by reverting unneeded changes; portfolio (our default attack) "
-            "is the word swap, then Seq2Sick + reduction on the sentences the word swap did not fool with one "
-            "word, each sentence keeping its success with the fewest words, built from those two runs' records "
-            "(its seconds and queries add both attacks' where both ran). TextAttack swaps whole words for "
+            "+ reduction the same search followed by reverting unneeded changes; portfolio (our default attack, "
+            "run on its own) is the word swap, then Seq2Sick + reduction on the sentences the word swap did not "
+            "fool with one word, each sentence keeping its success with the fewest words (its seconds and queries "
+            "add both attacks' where both ran). TextAttack swaps whole words for "
             "embedding neighbours and decodes the real beam output after every candidate swap. Per-sentence "
             "records are resumable: seconds_per_sentence comes from the run that attacked each sentence, "
             "wall_time_s from the last (possibly resumed) run.")

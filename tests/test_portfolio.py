@@ -3,6 +3,8 @@ costs summed; and the same records rebuilt from the members' separate runs (how 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from nlprobust.attacks import AttackItem, Portfolio, PortfolioConfig, build_attack, portfolio_preset, preset
@@ -27,6 +29,7 @@ def test_best_of_keeps_the_fewest_words_and_sums_costs() -> None:
     assert (out["attack"], out["member"], out["changed"], out["preset"]) == ("portfolio", "seq2sick", 2,
                                                                             "seq2sick-preset")
     assert (out["forward_passes"], out["backward_passes"], out["beam_decodes"], out["time_s"]) == (20, 10, 4, 1.0)
+    assert out["iterations"] == 3  # the kept member's own (iterations of different searches do not add up)
     # ties go to the earlier member; a failure never beats a success, whatever its size
     assert best_of([rec(0, "word-swap", True, 2), rec(0, "seq2sick", True, 2)])["member"] == "word-swap"
     assert best_of([rec(0, "word-swap", False, 1), rec(0, "seq2sick", True, 4)])["member"] == "seq2sick"
@@ -34,6 +37,13 @@ def test_best_of_keeps_the_fewest_words_and_sums_costs() -> None:
     assert not none["success"] and none["member"] == "word-swap"
     with pytest.raises(ValueError, match="different sentences"):
         best_of([rec(0, "word-swap", True, 1), rec(1, "seq2sick", True, 1)])
+    with pytest.raises(ValueError, match="their source differ"):
+        best_of([rec(0, "word-swap", True, 1, source="A"), rec(0, "seq2sick", True, 1, source="B")])
+    # a cost a member did not record stays unknown; the kept member's search-only result is not the portfolio's
+    unknown = best_of([rec(0, "word-swap", True, 2, beam_decodes=None), rec(0, "seq2sick", True, 1)])
+    assert unknown["beam_decodes"] is None
+    assert best_of([rec(0, "seq2sick", True, 1, before_reduction={"changed": 3})], "p")["before_reduction"] == {}
+    assert best_of([rec(0, "seq2sick", True, 1)], "p")["preset"] == "p"
     with pytest.raises(ValueError, match="at least one"):
         best_of([])
 
@@ -50,6 +60,8 @@ def test_portfolio_records_use_later_members_only_where_needed() -> None:
     assert got[2]["member"] == "seq2sick" and got[2]["success"]
     assert got[3]["error"] == "bad input" and got[3]["forward_passes"] == 10
     assert done_enough(rec(0, "x", True, 2), 2) and not done_enough(rec(0, "x", True, 2), 1)
+    with pytest.raises(ValueError, match="two records of sentence 0"):
+        portfolio_records([ws[:1] * 2, s2s])
 
 
 def test_config_checks_members_judge_the_same_goal() -> None:
@@ -65,6 +77,14 @@ def test_config_checks_members_judge_the_same_goal() -> None:
     assert all(c.beam_size == 4 and c.mode == "keywords" for _, c in cfg.members)
     assert cfg.members[1][1].reduce and cfg.members[1][1].preset == "multi30k-lstm"
     assert cfg.tag() != portfolio_preset("multi30k-lstm", "keywords").tag()  # members' settings are hashed
+    # through the members' own tags, which ignore options their class added later until they are set
+    assert portfolio_preset("multi30k-lstm", "nonoverlap").tag() == PortfolioConfig(
+        mode="nonoverlap", preset="multi30k-lstm",
+        members=tuple((n, replace(c, repair=c.repair)) for n, c in portfolio_preset("multi30k-lstm", "nonoverlap")
+                      .members)).tag()
+    for setting in ({"epsilon": 1.0}, {"repair": 4}, {"reduce_lexicon": 8}):  # members' settings, not ignored
+        with pytest.raises(ValueError, match="member's setting"):
+            portfolio_preset("multi30k-lstm", "keywords", **setting)
     with pytest.raises(ValueError, match="unknown portfolio preset"):
         portfolio_preset("nope", "nonoverlap")
 
@@ -85,6 +105,8 @@ def test_portfolio_run_equals_its_members_records(tiny_victim: OpenNMTVictim) ->
     best = [min((a["changed"] for a in pair if a["success"]), default=None) for pair in zip(*alone)]
     assert [r.changed if r.success else None for r in every] == best
     # enough=1: Seq2Sick only where the word swap found no one-word success
+    with pytest.raises(ValueError, match="distinct item indices"):
+        Portfolio(tiny_victim, PortfolioConfig(mode="nonoverlap", members=members)).run([items[0], items[0]])
     lazy = Portfolio(tiny_victim, PortfolioConfig(mode="nonoverlap", members=members)).run(items, batch_size=8)
     for r, w in zip(lazy, alone[0]):
         if w["success"] and w["changed"] == 1:

@@ -31,8 +31,6 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, int]]:
     from nlprobust.attacks import ATTACKS
 
     name, _, rest = spec.partition(":")
-    if name == "portfolio":
-        raise ValueError("the portfolio's row is built from the word-swap and seq2sick runs: pass those two")
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r} in {spec!r}; expected one of {sorted(ATTACKS)}")
     known = {f.name for f in dataclasses.fields(ATTACKS[name][0].config_class)}
@@ -62,34 +60,28 @@ def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: S
     attack spec (:func:`parse_attack_spec`; Seq2Sick twice: without and with the reduction pass, one search).
     Per-sentence records go to ``<runs>/recipes/peer_textattack/ours_<name>_<attack>_<tag>.jsonl`` (resumable);
     progress lines to ``echo``."""
-    from nlprobust.attacks import AttackItem, build_attack, preset, word_swap_preset
-    from nlprobust.attacks.portfolio import portfolio_records
+    from nlprobust.attacks import AttackItem, build_attack, portfolio_preset, preset, word_swap_preset
     from nlprobust.experiments.tables import attack_views, run_attacks
 
     rows = []
-    member_recs: dict[str, list[dict[str, Any]]] = {}
     for spec in attacks:
         attack_name, over = parse_attack_spec(spec)
-        cfg: Any = preset(OURS_PRESET[victim.word_level], "nonoverlap", **over) if attack_name == "seq2sick" \
-            else word_swap_preset(WORD_SWAP_PRESET[victim.word_level], "nonoverlap", **over)
+        if attack_name == "seq2sick":
+            cfg: Any = preset(OURS_PRESET[victim.word_level], "nonoverlap", **over)
+        elif attack_name == "portfolio":  # the word swap, then Seq2Sick + reduction: both of the victim's presets
+            settings: dict[str, Any] = dict(over)  # e.g. enough=2
+            cfg = portfolio_preset(OURS_PRESET[victim.word_level], "nonoverlap", **settings)
+        else:
+            cfg = word_swap_preset(WORD_SWAP_PRESET[victim.word_level], "nonoverlap", **over)
         recs = run_attacks(runs / "recipes" / "peer_textattack" / f"ours_{name}_{attack_name}_{cfg.tag()}.jsonl",
                            [AttackItem(i, s) for i, s in items], build_attack(attack_name, victim, cfg), batch_size,
                            f"ours {spec}", False, echo=echo)
-        if not over:
-            member_recs[attack_name] = recs
         m = over.get("max_changes")
         budget = "" if m is None else f", at most {m} word{'' if m == 1 else 's'}"
         for label, _, view in attack_views(attack_name, cfg, recs):
             rows.append(_ours_row(view, f"nlprobust {label}{budget} (white-box)", name,
                                   {"attack": attack_name, "preset": cfg.preset, "criterion": cfg.criterion,
                                    "overrides": over}))
-    if {"word-swap", "seq2sick"} <= set(member_recs):
-        # the portfolio (word swap, then Seq2Sick + reduction where it found no one-word success) from the two
-        # runs' records: what Portfolio.run returns, the members' searches being independent
-        recs = portfolio_records([member_recs["word-swap"], member_recs["seq2sick"]])
-        rows.append(_ours_row(recs, "nlprobust portfolio: word-swap, then seq2sick + reduction (white-box)", name,
-                              {"attack": "portfolio", "members": ["word-swap", "seq2sick"], "enough": 1,
-                               "criterion": "at-least-as-long"}))
     return rows
 
 
