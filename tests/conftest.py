@@ -82,3 +82,11 @@ def negotiate_dir() -> Path:
     if folder is None or missing:
         pytest.skip(f"Deal-or-No-Deal corpus not found (no {missing} in {folder}); set NLPROBUST_DATA")
     return folder
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The attack matrix's portfolio rows on the adversarially fine-tuned Marian repeat what its word-swap and
+    Seq2Sick rows and the plain Marian's portfolio rows check, at the cost of both attacks: slow."""
+    for item in items:
+        if "robust-marian-portfolio" in item.name:
+            item.add_marker(pytest.mark.slow)
