@@ -82,6 +82,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
         draws[method] = {str(i): kw for i, kw in zip(idx, kws)}
         items = [AttackItem(i, s, tuple(kw)) for i, s, kw in zip(idx, sents, kws)]
         members: dict[str, tuple[Any, list[dict]]] = {}
+        views: list[tuple[str, bool, list[dict], str, dict]] = []  # (attack label, reduction, records, preset, config)
         for attack_name in args.attacks:
             cfg = table_attack_config(attack_name, mode, n_keywords[method],
                                       seq2sick_preset=args.preset or DEFAULT_PRESET[name],
@@ -98,13 +99,8 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
                 continue
             members[attack_name] = (cfg, recs)
-            for label, reduced, view in attack_views(attack_name, cfg, recs):
-                rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method,
-                             "attack": label, "reduction": reduced, **table_row(view, lm), "preset": cfg.preset,
-                             "config": cfg.__dict__, "paper": PAPER.get(method)})
-                r = rows[-1]
-                print(f"{name} {method} {label}: success {r['success']}, changed {r['changed']}, "
-                      f"<=1 word {r['success_at_1']}", flush=True)
+            views += [(label, reduced, view, cfg.preset, cfg.__dict__)
+                      for label, reduced, view in attack_views(attack_name, cfg, recs)]
             ok = [r for r in recs if r["success"]][:2]
             examples[f"{name} / {method} / {attack_name}"] = [
                 {"source": r["source"], "adversarial": mark_changes(r["adversarial_words"], r["changed_positions"],
@@ -115,13 +111,14 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             # the portfolio from its members' records (the word swap, then Seq2Sick + reduction where the swap
             # found no one-word success): nlprobust.attacks.Portfolio's searches, on the members' own batches
             recs = portfolio_records([members["word-swap"][1], members["seq2sick"][1]])
-            rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method,
-                         "attack": "portfolio", "reduction": True, **table_row(recs, lm),
-                         "preset": members["seq2sick"][0].preset,
-                         "config": {"members": {a: members[a][0].tag() for a in ("word-swap", "seq2sick")},
-                                    "enough": 1}, "paper": PAPER.get(method)})
+            views.append(("portfolio", True, recs, members["seq2sick"][0].preset,
+                          {"members": {a: members[a][0].tag() for a in ("word-swap", "seq2sick")}, "enough": 1}))
+        for label, reduced, view, preset_name, config in views:
+            rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method, "attack": label,
+                         "reduction": reduced, **table_row(view, lm), "preset": preset_name, "config": config,
+                         "paper": PAPER.get(method)})
             r = rows[-1]
-            print(f"{name} {method} portfolio: success {r['success']}, changed {r['changed']}, "
+            print(f"{name} {method} {label}: success {r['success']}, changed {r['changed']}, "
                   f"<=1 word {r['success_at_1']}", flush=True)
     where = str(folder.relative_to(runs.parent)) if folder.is_relative_to(runs.parent) else str(folder)
     return {"rows": rows, "examples": examples, "keywords": draws, "sentences": idx, "incomplete": incomplete,

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from nlprobust.attacks.base import VISIBLE_WORD
 from nlprobust.attacks.goals import make_goal
-from nlprobust.attacks.lexicon import WORD_START_MARKS
+from nlprobust.attacks.lexicon import substitute_mask
 from nlprobust.core.cli import SCALES
 from nlprobust.core.runio import read_archive, run_metadata
 from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim, victim_fingerprint
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = victim_fingerprint(victim, "test_2016_flickr", args.table_n, args.seed, sents, cache=cache)
     originals = victim.translate_ids([victim.encode_source(s).ids for s in sents[: args.n]], beam_size=5)
     cand = victim.candidate_ids().tolist()
-    subs = [c for c, t in zip(cand, victim.source_tokens(cand)) if VISIBLE_WORD.search(t.lstrip(WORD_START_MARKS))]
+    subs = [c for c, ok in zip(cand, substitute_mask(victim)) if ok]
     rows, per_sentence = [], {}
     torch.set_grad_enabled(False)
     for method in methods:

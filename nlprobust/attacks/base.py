@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from nlprobust.attacks.goals import CRITERIA, MODES, Goal, GoalState, make_goal, pad_word_index
-from nlprobust.attacks.lexicon import WORD_START_MARKS, lexicon_columns
+from nlprobust.attacks.lexicon import lexicon_columns, substitute_mask
 from nlprobust.metrics import changed_positions, chrf, nonoverlap_success, sentence_bleu, token_error_rate
 from nlprobust.victims.base import GreedyOutputs, Seq2SeqVictim, VictimError, pad_targets
 
@@ -230,9 +230,7 @@ class TextAttack(ABC):
         self._cand_table = self._table[self._cand_ids]
         self._cand_sq = (self._cand_table * self._cand_table).sum(1)
         # substitutes a swap may bring in: candidate tokens with some letter or digit (no punctuation pieces)
-        toks = victim.source_tokens(self._cand_ids.tolist())
-        self._sub_ok = torch.tensor([bool(VISIBLE_WORD.search(t.lstrip(WORD_START_MARKS))) for t in toks],
-                                    dtype=torch.bool, device=victim.device)
+        self._sub_ok = torch.tensor(substitute_mask(victim), dtype=torch.bool, device=victim.device)
 
     # ---- the template ----------------------------------------------------------------------------
     def run(self, items: Iterable[AttackItem], *, batch_size: int = 32,

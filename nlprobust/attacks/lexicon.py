@@ -18,6 +18,15 @@ from nlprobust.victims.base import Seq2SeqVictim, VictimError
 
 WORD_START_MARKS = "▁Ġ"  # SentencePiece / byte-level BPE word-start marks, stripped before the visibility test
 
+def substitute_mask(victim: Seq2SeqVictim) -> list[bool]:
+    """Per candidate token of ``victim`` (:meth:`candidate_ids`, in order): whether a swap may bring it in, i.e.
+    it has a letter or digit once its word-start mark is stripped (no punctuation pieces)."""
+    from nlprobust.attacks.base import VISIBLE_WORD
+
+    toks = victim.source_tokens(victim.candidate_ids().tolist())
+    return [bool(VISIBLE_WORD.search(t.lstrip(WORD_START_MARKS))) for t in toks]
+
+
 _LEXICONS: weakref.WeakKeyDictionary[Seq2SeqVictim, dict[str, list[int]]] = weakref.WeakKeyDictionary()
 
 
@@ -26,14 +35,12 @@ def keyword_lexicon(victim: Seq2SeqVictim, *, batch_size: int = 256) -> dict[str
     contains that word, in the order of the candidates (the vocabulary's, most frequent first for the word-level
     victims). Built once per victim (one batched greedy pass over its candidate words) and kept while the victim
     lives. Words are compared on the victim's output segmentation (:meth:`target_words`), as keyword success is."""
-    from nlprobust.attacks.base import VISIBLE_WORD
-
     lex = _LEXICONS.get(victim)
     if lex is not None:
         return lex
     sources, owners = [], []
-    for c, tok in zip(victim.candidate_ids().tolist(), victim.source_tokens(victim.candidate_ids().tolist())):
-        if not VISIBLE_WORD.search(tok.lstrip(WORD_START_MARKS)):
+    for c, ok in zip(victim.candidate_ids().tolist(), substitute_mask(victim)):
+        if not ok:
             continue
         try:
             sources.append(victim.encode_source(victim.decode_source([c])).ids)

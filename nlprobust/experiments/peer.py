@@ -79,21 +79,18 @@ def run_ours(victim: Seq2SeqVictim, items: Sequence[tuple[int, str]], attacks: S
         m = over.get("max_changes")
         budget = "" if m is None else f", at most {m} word{'' if m == 1 else 's'}"
         for label, _, view in attack_views(attack_name, cfg, recs):
-            rows.append(_ours_row(view, f"nlprobust {label}{budget} (white-box)", name,
-                                  {"attack": attack_name, "preset": cfg.preset, "criterion": cfg.criterion,
-                                   "overrides": over}))
+            s = summarize(view)
+            label = f"nlprobust {label}{budget} (white-box)"
+            rows.append({"table": "peer", "dataset": "multi30k", "victim": name, "method": label, "n": s["n"],
+                         "success": s["success"], "bleu": s["bleu"], "changed": s["changed"],
+                         "success_nlprobust": s["success"], "bleu_nlprobust": s["bleu"],
+                         "changed_nlprobust": s["changed"], "success_at_1": s["success_at_1"],
+                         "success_positional": (s.get("success_by_criterion") or {}).get("positional"),
+                         "queries": s["forward_passes"], "model_calls": s["beam_decodes"],
+                         "seconds_per_sentence": s["time_s"], "errors": s["errors"],
+                         "config": {"attack": attack_name, "preset": cfg.preset, "criterion": cfg.criterion,
+                                    "overrides": over}})
     return rows
-
-
-def _ours_row(recs: list[dict[str, Any]], label: str, name: str, config: dict[str, Any]) -> dict[str, Any]:
-    s = summarize(recs)
-    return {"table": "peer", "dataset": "multi30k", "victim": name, "method": label, "n": s["n"],
-            "success": s["success"], "bleu": s["bleu"], "changed": s["changed"],
-            "success_nlprobust": s["success"], "bleu_nlprobust": s["bleu"], "changed_nlprobust": s["changed"],
-            "success_at_1": s["success_at_1"],
-            "success_positional": (s.get("success_by_criterion") or {}).get("positional"),
-            "queries": s["forward_passes"], "model_calls": s["beam_decodes"], "seconds_per_sentence": s["time_s"],
-            "errors": s["errors"], "config": config}
 
 
 def victim_name(spec: str) -> str:
