@@ -18,7 +18,11 @@ trained on every Gigaword article sentence available offline (31,565; none from 
 original and adversarial DUC inputs.
 
 Per-sentence records go to ``runs/recipes/summarization_seq2sick/<scale>/<victim folder>-<fingerprint>/`` as
-they finish, so an interrupted run resumes (and a retrained victim starts afresh). Writes
+they finish, so an interrupted run resumes (and a retrained victim starts afresh); with ``--archive
+recipes/records/summarization_seq2sick`` also gzipped beside the results, keyed by the victim's beam-5 summaries
+of the inputs, so a fresh checkout reports them without the victim. With both attacks, a ``portfolio`` row
+(the word swap, then Seq2Sick + reduction where the swap changed more than one word; the smallest success kept)
+is built from their records. Writes
 ``recipes/results/summarization_seq2sick.json`` (or ``--out``) and renders ``docs/RESULTS.md``.
 """
 
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import json
 import random
 import sys
 import time
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from nlprobust.attacks import AttackItem, build_attack, preset
+from nlprobust.attacks.portfolio import portfolio_records
 from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
 from nlprobust.core.runio import run_metadata
 from nlprobust.corpora import gigaword_articles
@@ -92,15 +99,22 @@ def sample_indices(name: str, size: int, scale: str, n: int | None, seed: int) -
     return random.Random(f"{seed}:{name}").sample(range(size), min(k, size))
 
 
-def draw(victim: Any, sents: list[str], ks: list[int], data_dir: str | None, seed: int,
+def summaries_fingerprint(summaries: list[str]) -> str:
+    """Short hash of a victim's beam-5 summaries of the attacked inputs: victims with equal fingerprints
+    summarise every input alike, so their attack records agree (the key of ``--archive``)."""
+    return hashlib.sha1(json.dumps(summaries, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
+
+
+def draw(victim: Any, summaries: list[str], ks: list[int], data_dir: str | None, seed: int,
          pool: int = 2000) -> dict[int, list[list[str]]]:
-    """Per ``k``, seeded keyword sets for ``sents`` (never a word of the victim's original summary)."""
+    """Per ``k``, seeded keyword sets for the inputs whose beam-5 summaries are ``summaries`` (never a word of
+    the victim's original summary)."""
     from nlprobust.keywords import draw_keyword_sets
     from nlprobust.text import tokenize
 
-    out: dict[int, list[list[str]]] = {0: [[] for _ in sents]}
+    out: dict[int, list[list[str]]] = {0: [[] for _ in summaries]}
     if any(k > 0 for k in ks):
-        outputs = [sorted(set(o.split()) | set(tokenize(o))) for o in victim.translate(sents, beam_size=5)]
+        outputs = [sorted(set(o.split()) | set(tokenize(o))) for o in summaries]
         for k in ks:
             if k > 0:
                 out[k] = draw_keyword_sets(victim, outputs, keyword_pool(data_dir, pool), k, seed)
@@ -151,7 +165,9 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                                args.seed)
         idx = sorted(drawn[:n] if n is not None else drawn)
         sents = [data.src[i] for i in idx]
-        kw = draw(victim, sents, sorted(set(ks.values())), args.data_dir, args.seed, args.pool)
+        summaries = victim.translate(sents, beam_size=5)
+        fingerprint = summaries_fingerprint(summaries)
+        kw = draw(victim, summaries, sorted(set(ks.values())), args.data_dir, args.seed, args.pool)
         records[ds] = {}
         for method in args.methods:
             mode = "nonoverlap" if method == "nonoverlap" else "keywords"
@@ -159,32 +175,45 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
             draws[f"{ds}/{method}"] = {str(i): k for i, k in zip(idx, kws)}
             items = [AttackItem(i, s, tuple(k)) for i, s, k in zip(idx, sents, kws)]
             paper = PAPER[ds][method]
+            members: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+            views: list[tuple[str, bool, list[dict[str, Any]], str, dict[str, Any]]] = []
             for attack_name in args.attacks:
                 cfg = table_attack_config(attack_name, mode, ks[method], seq2sick_preset=pname,
                                           word_swap_preset=WORD_SWAP_PRESET[name],
                                           iterations=args.iterations_for.get(method, args.iterations))
-                log = work / f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}.jsonl"
-                recs = run_attacks(log, items, build_attack(attack_name, victim, cfg), args.batch_size,
-                                   f"{name} {ds} {method} {attack_name}", args.report_only, echo=echo)
+                stem = f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}"
+                archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", fingerprint) \
+                    if args.archive else None
+                recs = run_attacks(work / f"{stem}.jsonl", items, build_attack(attack_name, victim, cfg),
+                                   args.batch_size, f"{name} {ds} {method} {attack_name}", args.report_only,
+                                   echo=echo, archive=archive)
                 summ = summarize(recs)
                 if summ["n"] + summ["errors"] < len(idx):
                     incomplete.append(f"{name} {ds} {method} {attack_name} ({summ['n'] + summ['errors']} of "
                                       f"{len(idx)} inputs done)")
                     continue
+                members[attack_name] = (cfg, recs)
                 for label, reduced, view in attack_views(attack_name, cfg, recs):
                     if label == "seq2sick":
                         records[ds][method] = view  # Table 3.5 scores the paper's attack
-                    rows.append({"table": "3.2" if method == "nonoverlap" else "3.3", "dataset": ds, "victim": name,
-                                 "method": method, "attack": label, "reduction": reduced,
-                                 **attack_stats(view, lm),
-                                 "preset": cfg.preset, "config": cfg.__dict__,
-                                 "paper": {"success": paper[0], "bleu": paper[1], "changed": paper[2]}})
-                    r = rows[-1]
-                    print(f"{name} {ds} {method} {label}: success {r['success']}, BLEU {r['bleu']}, changed "
-                          f"{r['changed']}", flush=True)
+                    views.append((label, reduced, view, cfg.preset, cfg.__dict__))
                 ok = sorted((r for r in recs if r["success"]), key=lambda r: r["changed"])
                 if ds != "gigaword" or method in ("nonoverlap", "1-keyword"):
                     examples[f"{name} / {ds} / {method} / {attack_name}"] = [_example(r) for r in ok[:2]]
+            if {"word-swap", "seq2sick"} <= set(members):
+                # the portfolio from its members' records (the word swap, then Seq2Sick + reduction where the swap
+                # found no one-word success): nlprobust.attacks.Portfolio's searches, on the members' own batches
+                views.append(("portfolio", True, portfolio_records([members["word-swap"][1], members["seq2sick"][1]]),
+                              members["seq2sick"][0].preset,
+                              {"members": {a: members[a][0].tag() for a in ("word-swap", "seq2sick")}, "enough": 1}))
+            for label, reduced, view, preset_name, config in views:
+                rows.append({"table": "3.2" if method == "nonoverlap" else "3.3", "dataset": ds, "victim": name,
+                             "method": method, "attack": label, "reduction": reduced, **attack_stats(view, lm),
+                             "preset": preset_name, "config": config,
+                             "paper": {"success": paper[0], "bleu": paper[1], "changed": paper[2]}})
+                r = rows[-1]
+                print(f"{name} {ds} {method} {label}: success {r['success']}, BLEU {r['bleu']}, changed "
+                      f"{r['changed']}", flush=True)
     police = police_arrest(victim, name, args, work, pname, lm)
     notes = [police["skipped"]] if "skipped" in police else []
     if police["rows"]:
@@ -216,9 +245,11 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
     except VictimError as exc:  # e.g. a small SentencePiece vocabulary splits the word
         return {"rows": [], "examples": [], "skipped": f"{name}: no 'police arrest' attack ({exc})"}
     items = [AttackItem(i, data.src[i], ("police", "arrest")) for i in range(m)]
-    log = work / f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}.jsonl"
-    recs = run_attacks(log, items, build_attack("seq2sick", victim, cfg), args.batch_size,
-                       f"{name} duc2004 police arrest", args.report_only, echo=echo)
+    stem = f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}"
+    archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", summaries_fingerprint(
+        victim.translate([it.text for it in items], beam_size=5))) if args.archive else None
+    recs = run_attacks(work / f"{stem}.jsonl", items, build_attack("seq2sick", victim, cfg), args.batch_size,
+                       f"{name} duc2004 police arrest", args.report_only, echo=echo, archive=archive)
     summ = summarize(recs)
     if summ["n"] + summ["errors"] < m:
         return {"rows": [], "examples": []}
@@ -289,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "recipes" / "results" / "summarization_seq2sick.json"))
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--note", action="append", default=[], help="a sentence for the results' notes (repeatable)")
+    ap.add_argument("--archive", default=None, metavar="DIR",
+                    help="also keep every row's per-input records gzipped under DIR/<scale>/ (e.g. "
+                         "recipes/records/summarization_seq2sick): a fresh checkout whose victim summarises the inputs "
+                         "alike restores them, resumes and reports without attacking again")
     ap.add_argument("--report-only", action="store_true",
                     help="attack nothing: summarise the per-input records written so far")
     args = ap.parse_args(argv)

@@ -234,11 +234,11 @@ def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     _need_summarization_data(data_dir)
     out = tmp_path / "res.json"
     argv = ["--scale", "tiny", "--data-dir", str(data_dir), "--runs", str(tmp_path / "runs"), "--out", str(out),
-            "--no-render"]
+            "--no-render", "--archive", str(tmp_path / "records")]
     assert rec.main(argv) == 0
     res = json.loads(out.read_text())
     attack_rows = [r for r in res["rows"] if r["table"] in ("3.2", "3.3")]
-    labels = ("seq2sick", "seq2sick + reduction", "word-swap")
+    labels = ("seq2sick", "seq2sick + reduction", "word-swap", "portfolio")
     assert {(r["victim"], r["dataset"], r["method"], r["attack"]) for r in attack_rows} == {
         (v, d, m, a) for v in ("lstm", "transformer") for d in DATASETS for m in rec.METHODS for a in labels}
     fields = ("attack", "criterion", "reduction", "changed", "success", "bleu", "chrf", "perplexity",
@@ -264,6 +264,15 @@ def test_summarization_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     before = {p: p.stat().st_size for p in (tmp_path / "runs" / "recipes").rglob("*.jsonl")}
     assert rec.main(argv + ["--report-only"]) == 0
     assert before == {p: p.stat().st_size for p in (tmp_path / "runs" / "recipes").rglob("*.jsonl")}
+    assert json.loads(out.read_text())["rows"] == res["rows"]
+    # a checkout without the per-input logs restores every row from the archive (same victim, same summaries),
+    # the 'police arrest' rows included
+    archived = list((tmp_path / "records" / "tiny").glob("*.jsonl.gz"))
+    police = {r["victim"] for r in res["rows"] if r["table"] == "3.8"}  # the transformer's vocabulary splits "police"
+    assert len(archived) == 2 * len(DATASETS) * len(rec.METHODS) * len(rec.ATTACKS) + len(police)  # 2 victims
+    for log in (tmp_path / "runs" / "recipes").rglob("*.jsonl"):
+        log.unlink()
+    assert rec.main(argv + ["--report-only"]) == 0
     assert json.loads(out.read_text())["rows"] == res["rows"]
 
 

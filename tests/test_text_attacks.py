@@ -114,26 +114,70 @@ def test_reduction_keeps_success_and_removes_changes(tiny_victim: OpenNMTVictim)
     assert sum(r.changed for _, r in pairs) < sum(p.changed for p, _ in pairs)
 
 
-def test_repair_step_only_shrinks_verified_successes(tiny_victim: OpenNMTVictim) -> None:
-    items = _items(tiny_victim, "keywords", 10)
+@pytest.mark.parametrize("step", [{"repair": 16}, {"exchange": 32}], ids=["repair", "exchange"])
+def test_reduction_steps_only_shrink_verified_successes(tiny_victim: OpenNMTVictim, step: dict) -> None:
+    items = _items(tiny_victim, "keywords", 8)
     reverts = Seq2Sick(tiny_victim, preset("paper", "keywords", **SEQ2SICK_TINY["lstm"])).run(items)
-    repaired = Seq2Sick(tiny_victim, preset("paper", "keywords", **SEQ2SICK_TINY["lstm"], repair=16)).run(items)
-    assert any(r.success for r in repaired)
+    stepped = Seq2Sick(tiny_victim, preset("paper", "keywords", **SEQ2SICK_TINY["lstm"], **step)).run(items)
+    assert any(r.success for r in stepped)
     goal = preset("paper", "keywords").goal()
-    for a, b in zip(reverts, repaired):
+    for a, b in zip(reverts, stepped):
         assert a.success == b.success and a.changed_before_reduction == b.changed_before_reduction
-        assert b.changed <= a.changed  # the repair step runs after the reverts and keeps only fewer words
-        if b.success:
+        assert b.changed <= a.changed  # the step runs after the reverts and keeps only fewer words
+        if b.success:  # the smaller input still meets the goal when its text is fed back to the victim
             ids = tiny_victim.translate_ids([tiny_victim.encode_source(b.adversarial).ids], beam_size=5)[0]
             state = goal.prepare(tiny_victim, tiny_victim.translate_ids(
                 [tiny_victim.encode_source(b.source).ids], beam_size=5)[0], b.keywords)
             assert goal.success(tiny_victim, state, ids)
 
 
+def test_exchange_trades_two_changed_words_for_one_new_swap(tiny_victim: OpenNMTVictim) -> None:
+    """A two-word success whose words both matter, and a one-word success elsewhere: no revert holds, the
+    exchange (every swap tested) finds the one-word input."""
+    from nlprobust.attacks import GradientWordSwap, WordSwapConfig
+
+    items = _items(tiny_victim, "nonoverlap", 12)
+    one_word = [r for r in GradientWordSwap(tiny_victim, WordSwapConfig(mode="nonoverlap")).run(items)
+                if r.success and r.changed == 1]
+    assert one_word
+    attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap", exchange=10**6, exchange_pairs=1))
+    found = False
+    for res in one_word:
+        (row,), _ = attack._prepare([items[res.index]])
+        adv = tiny_victim.encode_source(res.adversarial).ids
+        p = next(i for i, (a, b) in enumerate(zip(row.ids, adv)) if a != b)
+        cands = attack._cand_ids.tolist()
+        for q in (i for i, e in enumerate(row.editable) if e and i != p):
+            two = list(row.ids)
+            two[q] = next(c for c in cands if c != row.ids[q] and attack._sub_ok[cands.index(c)])
+            for w in cands[:200]:  # a different word at p that still succeeds with the change at q
+                if w in (row.ids[p], adv[p]) or not attack._sub_ok[cands.index(w)]:
+                    continue
+                two[p] = w
+                ok = [attack.verify([(row, tuple(two))])[0][0], attack.verify([(row, tuple(
+                    row.ids[:p] + [w] + row.ids[p + 1 :]))])[0][0]]
+                if ok == [True, False]:
+                    break
+            else:
+                continue
+            if row.best_changed == 2 and not attack.verify([(row, tuple(
+                    row.ids[:q] + [two[q]] + row.ids[q + 1 :]))])[0][0]:
+                attack._exchange([row])
+                assert row.best_changed == 1 and row.best is not None
+                assert sum(a != b for a, b in zip(row.best, row.ids)) == 1
+                found = True
+                break
+        if found:
+            break
+    assert found, "no two-word success without a one-word revert was constructed"
+
+
 def test_config_tag_ignores_options_added_later_until_set() -> None:
     base = preset("paper", "keywords")
     assert base.tag() == preset("paper", "keywords", repair=0).tag()
     assert base.tag() != preset("paper", "keywords", repair=8).tag()
+    assert base.tag() == preset("paper", "keywords", exchange=0, exchange_pairs=16).tag()
+    assert base.tag() != preset("paper", "keywords", exchange=8).tag()
     # the tags of the committed tables' per-sentence logs (runs resume from them)
     assert preset("multi30k-lstm", "keywords").tag() == "a653b178"
     assert preset("multi30k-lstm", "keywords", lambda1_growth=1.0).tag() == "a653b178"

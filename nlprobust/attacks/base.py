@@ -61,6 +61,10 @@ class AttackConfig:
             any editable position: the ``reduce_lexicon`` best by first-order score at the original input are
             decoded greedily and the best beam-judged; one that succeeds with fewer words replaces the success.
         lexicon_words: lexicon words considered per keyword (the most frequent source words first).
+        exchange: when positive, the reduction also exchanges two changed words for one new swap anywhere in the
+            input where neither reverts nor repairs shrink the success, testing this many swaps per dropped pair
+            (of at most ``exchange_pairs`` pairs, those whose revert costs least at first order).
+        exchange_pairs: dropped pairs tried per sentence and round of the exchange.
         preset: name of the hyperparameter set these values came from (recorded with every result).
     """
 
@@ -74,10 +78,13 @@ class AttackConfig:
     repair: int = 0
     reduce_lexicon: int = 0
     lexicon_words: int = 16
+    exchange: int = 0
+    exchange_pairs: int = 16
     preset: str = "custom"
 
     # options added after results were first recorded: hashed only when set (each class lists its own)
-    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "reduce_lexicon", "lexicon_words")
+    _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "reduce_lexicon", "lexicon_words", "exchange",
+                                                    "exchange_pairs")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -90,6 +97,9 @@ class AttackConfig:
             raise ValueError(f"epsilon must be >= 0, not {self.epsilon}")
         if self.repair < 0:
             raise ValueError(f"repair must be >= 0, not {self.repair}")
+        if self.exchange < 0 or self.exchange_pairs < 1:
+            raise ValueError(f"exchange must be >= 0 and exchange_pairs positive, not {self.exchange} and "
+                             f"{self.exchange_pairs}")
         if self.reduce_lexicon < 0 or self.lexicon_words < 1:
             raise ValueError(f"reduce_lexicon must be >= 0 and lexicon_words positive, not {self.reduce_lexicon} "
                              f"and {self.lexicon_words}")
@@ -416,16 +426,20 @@ class TextAttack(ABC):
 
     def reduce(self, rows: list[Row]) -> None:
         """Shrink every verified success: revert changed words while the goal holds (:meth:`_revert`); with
-        ``repair``, then drop one word and repair the rest (:meth:`_repair`), and again while a word goes."""
+        ``repair``, then drop one word and repair the rest (:meth:`_repair`); with ``exchange``, where that did not
+        shrink it, exchange two changed words for one new swap (:meth:`_exchange`); and again while a word goes."""
         todo = [r for r in rows if r.best is not None and len(r.best) == len(r.ids) and r.best_changed > 1]
         if self.config.reduce_lexicon and self.config.mode == "keywords":
             self._lexicon_shortcut([r for r in todo if r.best_changed > len(r.state.keywords)])
             todo = [r for r in todo if r.best_changed > 1]
         while todo:
             self._revert(todo)
-            if not self.config.repair:
-                break
-            todo = self._repair([r for r in todo if r.best_changed > 1])
+            todo = [r for r in todo if r.best_changed > 1]
+            shrunk = self._repair(todo) if self.config.repair else []
+            if self.config.exchange:
+                gone = {id(r) for r in shrunk}
+                shrunk += self._exchange([r for r in todo if id(r) not in gone])
+            todo = shrunk
 
     def _lexicon_shortcut(self, todo: list[Row], chunk: int = 64) -> None:
         """Offer every row inputs that change one word per keyword, each among that keyword's first
@@ -478,32 +492,40 @@ class TextAttack(ABC):
                     trials.append(t)
         self._judge_smaller(trial_rows, trials)
 
-    def _judge_smaller(self, trial_rows: list[Row], trials: list[list[int]]) -> None:
+    def _judge_smaller(self, trial_rows: list[Row], trials: list[list[int]], groups: Sequence[int] | None = None,
+                       picks: int = 8) -> None:
         """Decode ``trials`` greedily in one batched pass and judge with beam search those
         :meth:`beam_candidates` picks among each row's trials that change fewer words than its success
-        (:meth:`verify` keeps the smallest success)."""
+        (:meth:`verify` keeps the smallest success). With ``groups`` (a group number per trial, e.g. the reduced
+        input it grew from), each group's first pick competes, and a row's ``picks`` of them with the lowest
+        surrogate loss are judged: the judged inputs spread over the groups."""
         if not trials:
             return
         greedy, loss = self.loss_only(trial_rows, trials, self.config.epsilon)
         losses = loss.tolist()
-        by_row: dict[int, list[int]] = {}
+        by_row: dict[int, dict[int, list[int]]] = {}
         for n, r in enumerate(trial_rows):
             if self.changed(r, trials[n]) < r.best_changed:
-                by_row.setdefault(id(r), []).append(n)
+                by_row.setdefault(id(r), {}).setdefault(groups[n] if groups is not None else 0, []).append(n)
         to_verify: list[tuple[Row, tuple[int, ...]]] = []
-        for ns in by_row.values():
-            to_verify.extend(self.beam_trials(ns, trial_rows, trials, greedy, losses))
+        for by_group in by_row.values():
+            if groups is None:
+                to_verify.extend(self.beam_trials(by_group[0], trial_rows, trials, greedy, losses))
+                continue
+            firsts = []
+            for ns in by_group.values():
+                ok = [self.greedy_success(trial_rows[n], greedy[n]) for n in ns]
+                firsts += [ns[j] for j in self.beam_candidates([losses[n] for n in ns], ok)[:1]]
+            firsts.sort(key=losses.__getitem__)
+            to_verify.extend((trial_rows[n], tuple(trials[n])) for n in firsts[:picks])
         if to_verify:
             self.verify(to_verify)
 
     def _revert(self, todo: list[Row]) -> None:
         """Revert changed words of every row one at a time, least useful first, keeping each revert while the goal
         still holds under beam judging (all rows' trials in one batched decode per step)."""
-        # first-order cost of reverting each changed word: grad . (e_orig - e_adv), summed over its tokens
-        _, _, grad, adv_ids = self.loss_and_grad(todo, [list(r.best or ()) for r in todo], self.config.epsilon)
-        orig_ids, _ = self.victim.pad_sources([r.ids for r in todo])
-        gain = (grad * (self._table[orig_ids] - self._table[adv_ids])).sum(-1).tolist()  # one sync per batch
-        order: list[list[float]] = gain
+        # first-order cost of reverting each changed word, summed over its tokens
+        order = self._revert_gain(todo)
         current = [list(r.best or ()) for r in todo]
         # a second pass retries, for the rows the first pass shrank, the reverts that failed before
         for _ in range(2):
@@ -549,7 +571,6 @@ class TextAttack(ABC):
         score, as the word swap); the ``repair`` best per dropped word are decoded greedily in one batched pass
         and those :meth:`beam_candidates` picks per row are judged with beam search. Returns the rows that lost
         a word."""
-        cfg, dev = self.config, self.victim.device
         bases: list[list[int]] = []
         base_rows: list[Row] = []
         movable: list[list[int]] = []  # changed positions whose substitute may be re-chosen
@@ -564,33 +585,79 @@ class TextAttack(ABC):
                 bases.append(b)
                 base_rows.append(r)
                 movable.append(rest)
-        if not bases:
+        trial_rows, trials, _ = self._swap_trials(base_rows, bases, movable, self.config.repair)
+        before = {id(r): r.best_changed for r in todo}
+        self._judge_smaller(trial_rows, trials)
+        return [r for r in todo if r.best_changed < before[id(r)]]
+
+    def _exchange(self, todo: list[Row]) -> list[Row]:
+        """Drop two changed words and add one new swap anywhere in the input, so that the goal holds with one word
+        fewer where no revert or repair could (a success of two words becomes a one-word search from the original
+        input). Per row, the ``exchange_pairs`` pairs whose revert costs least at first order are dropped; the
+        gradient at each reduced input ranks the swaps at every editable position (first-order score, as the word
+        swap); the ``exchange`` best per pair are decoded greedily in one batched pass, and the best greedy
+        success of each pair competes for a row's beam judging (:meth:`_judge_smaller` with groups). Returns the
+        rows that lost a word."""
+        if not todo:
             return []
+        bases: list[list[int]] = []
+        base_rows: list[Row] = []
+        for r, g in zip(todo, self._revert_gain(todo)):
+            cur = list(r.best or ())
+            units = self._units(r, cur)
+            cost = [sum(g[p] for p in u) for u in units]
+            pairs = sorted(itertools.combinations(range(len(units)), 2), key=lambda ij: cost[ij[0]] + cost[ij[1]])
+            seen: set[tuple[int, ...]] = set()
+            for i, j in pairs[: self.config.exchange_pairs]:
+                b = list(cur)
+                for p in units[i] + units[j]:
+                    b[p] = r.ids[p]
+                if tuple(b) not in seen:
+                    seen.add(tuple(b))
+                    bases.append(b)
+                    base_rows.append(r)
+        editable = [[p for p, e in enumerate(r.editable) if e] for r in base_rows]
+        trial_rows, trials, groups = self._swap_trials(base_rows, bases, editable, self.config.exchange)
+        before = {id(r): r.best_changed for r in todo}
+        self._judge_smaller(trial_rows, trials, groups)
+        return [r for r in todo if r.best_changed < before[id(r)]]
+
+    def _revert_gain(self, todo: list[Row]) -> list[list[float]]:
+        """Per row, the first-order cost of reverting each token of its success: grad . (e_orig - e_adv)."""
+        _, _, grad, adv_ids = self.loss_and_grad(todo, [list(r.best or ()) for r in todo], self.config.epsilon)
+        orig_ids, _ = self.victim.pad_sources([r.ids for r in todo])
+        return (grad * (self._table[orig_ids] - self._table[adv_ids])).sum(-1).tolist()  # one sync per batch
+
+    def _swap_trials(self, base_rows: list[Row], bases: list[list[int]], positions: list[list[int]], k: int,
+                     chunk: int = 64) -> tuple[list[Row], list[list[int]], list[int]]:
+        """For each input of ``bases``, its ``k`` best single swaps at ``positions`` by first-order score (the
+        gradient at that input, as the word swap), never to the current or the original token: the rows, inputs
+        and the base number of each trial."""
+        dev = self.victim.device
         trial_rows: list[Row] = []
         trials: list[list[int]] = []
-        for s in range(0, len(bases), 64):
-            part_rows, part = base_rows[s : s + 64], bases[s : s + 64]
-            _, _, grad, ids = self.loss_and_grad(part_rows, part, cfg.epsilon)
+        groups: list[int] = []
+        cand = self._cand_ids.view(1, 1, -1)
+        for s in range(0, len(bases), chunk):
+            part_rows, part = base_rows[s : s + chunk], bases[s : s + chunk]
+            _, _, grad, ids = self.loss_and_grad(part_rows, part, self.config.epsilon)
             scores = grad @ self._cand_table.T - (grad * self._table[ids]).sum(-1, keepdim=True)  # [B, N, C]
             orig_ids, _ = self.victim.pad_sources([r.ids for r in part_rows])
             ok_pos = torch.zeros(ids.shape, dtype=torch.bool)
-            for i, ps in enumerate(movable[s : s + 64]):
+            for i, ps in enumerate(positions[s : s + chunk]):
                 ok_pos[i, ps] = True
-            cand = self._cand_ids.view(1, 1, -1)
             bad = (~ok_pos.to(dev).unsqueeze(-1) | ~self._sub_ok.view(1, 1, -1)
                    | (ids.unsqueeze(-1) == cand) | (orig_ids[:, : ids.shape[1]].unsqueeze(-1) == cand))
             scores = scores.masked_fill(bad, float("inf")).flatten(1)
-            k = min(cfg.repair, scores.shape[1])
-            val, flat = scores.topk(k, dim=1, largest=False)
+            val, flat = scores.topk(min(k, scores.shape[1]), dim=1, largest=False)
             for i, (b, swaps) in enumerate(zip(part, self.swap_pairs(val, flat))):
                 for p, w in swaps:
                     t = list(b)
                     t[p] = w
                     trial_rows.append(part_rows[i])
                     trials.append(t)
-        before = {id(r): r.best_changed for r in todo}
-        self._judge_smaller(trial_rows, trials)
-        return [r for r in todo if r.best_changed < before[id(r)]]
+                    groups.append(s + i)
+        return trial_rows, trials, groups
 
     # ---- packaging ---------------------------------------------------------------------------------
     def _finish(self, rows: list[Row], time_per: float, reduction_time: float = 0.0) -> list[AttackResult]:
