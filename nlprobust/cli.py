@@ -64,7 +64,8 @@ def _attack_config(args: argparse.Namespace):  # noqa: ANN202 - an AttackConfig 
     if args.attack == "portfolio":
         from nlprobust.attacks import portfolio_preset
 
-        given = [f"--{o.replace('_', '-')}" for o in ("repair", "reduce_lexicon") if getattr(args, o, None) is not None]
+        given = [f"--{o.replace('_', '-')}" for o in ("repair", "exchange", "reduce_lexicon")
+                 if getattr(args, o, None) is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: a portfolio's members take their reduction settings from their "
                              f"presets (run word-swap or seq2sick to set them)")
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--repair", type=int, default=None, metavar="N",
                        help="reduction also drops a word and re-chooses another's substitute where no revert "
                             "holds, testing N substitutions per dropped word (default 0: reverts only)")
+        a.add_argument("--exchange", type=int, default=None, metavar="N",
+                       help="reduction also exchanges two changed words for one new swap anywhere where reverts and "
+                            "repairs fail, testing N swaps per dropped pair (default: the preset's)")
         a.add_argument("--reduce-lexicon", dest="reduce_lexicon", type=int, default=None, metavar="N",
                        help="keyword goals: the reduction first tries N inputs that change one word per keyword, "
                             "each a word the victim translates alone as that keyword (default: the preset's)")

@@ -153,8 +153,10 @@ def test_word_swap_cli_settings_reach_the_config() -> None:
     assert cfg.skip_stopwords is False  # the rest of the preset is kept
     for attack in ("seq2sick", "word-swap"):  # reduction options are common to every attack
         args = build_parser().parse_args(["attack", attack, "--victim", "hf:x", "--input", "in.txt", "--out", "o",
-                                          "--mode", "keywords", "--reduce-lexicon", "32", "--repair", "4"])
-        assert (_attack_config(args).reduce_lexicon, _attack_config(args).repair) == (32, 4)
+                                          "--mode", "keywords", "--reduce-lexicon", "32", "--repair", "4",
+                                          "--exchange", "8"])
+        cfg = _attack_config(args)
+        assert (cfg.reduce_lexicon, cfg.repair, cfg.exchange) == (32, 4, 8)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "i", "--out", "o",
                                    "--verify-by", "beam"])
@@ -174,3 +176,5 @@ def test_portfolio_cli_builds_its_members_from_the_preset() -> None:
     assert _attack_config(parse("--no-reduce")).members[1][1].reduce is False
     with pytest.raises(ValueError, match="--repair: a portfolio's members"):
         _attack_config(parse("--repair", "4"))
+    with pytest.raises(ValueError, match="--exchange: a portfolio's members"):
+        _attack_config(parse("--exchange", "4"))
