@@ -19,10 +19,11 @@ original and adversarial DUC inputs.
 
 Per-sentence records go to ``runs/recipes/summarization_seq2sick/<scale>/<victim folder>-<fingerprint>/`` as
 they finish, so an interrupted run resumes (and a retrained victim starts afresh); with ``--archive
-recipes/records/summarization_seq2sick`` also gzipped beside the results, keyed by the victim's beam-5 summaries
-of the inputs, so a fresh checkout reports them without the victim. With both attacks, a ``portfolio`` row
-(the word swap, then Seq2Sick + reduction where the swap changed more than one word; the smallest success kept)
-is built from their records. Writes
+recipes/records/summarization_seq2sick`` also gzipped beside the results, keyed by the inputs and the victim's
+beam-5 summaries of them, so a fresh checkout whose (re)trained victim summarises them alike restores the
+records instead of attacking again. With both attacks, a ``portfolio`` row (the word swap, then Seq2Sick +
+reduction where the swap failed or changed more than one word; the smallest success kept) is built from their
+records. Writes
 ``recipes/results/summarization_seq2sick.json`` (or ``--out``) and renders ``docs/RESULTS.md``.
 """
 
@@ -99,10 +100,12 @@ def sample_indices(name: str, size: int, scale: str, n: int | None, seed: int) -
     return random.Random(f"{seed}:{name}").sample(range(size), min(k, size))
 
 
-def summaries_fingerprint(summaries: list[str]) -> str:
-    """Short hash of a victim's beam-5 summaries of the attacked inputs: victims with equal fingerprints
-    summarise every input alike, so their attack records agree (the key of ``--archive``)."""
-    return hashlib.sha1(json.dumps(summaries, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
+def archive_key(items: list[AttackItem], summaries: list[str]) -> str:
+    """Key of an ``--archive`` file: a short hash of the attacked inputs (index, text, keywords) and the victim's
+    beam-5 summaries of them. Equal keys mean the same attack on a victim that summarises every input alike,
+    so the archived records hold; other inputs (``--n``, ``--seed``, ``--pool``) or another victim change it."""
+    data = {"items": [[it.index, it.text, list(it.keywords)] for it in items], "summaries": summaries}
+    return hashlib.sha1(json.dumps(data, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
 
 
 def draw(victim: Any, summaries: list[str], ks: list[int], data_dir: str | None, seed: int,
@@ -165,8 +168,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                                args.seed)
         idx = sorted(drawn[:n] if n is not None else drawn)
         sents = [data.src[i] for i in idx]
-        summaries = victim.translate(sents, beam_size=5)
-        fingerprint = summaries_fingerprint(summaries)
+        summaries = victim.translate(sents, beam_size=5) if args.archive or any(ks.values()) else []
         kw = draw(victim, summaries, sorted(set(ks.values())), args.data_dir, args.seed, args.pool)
         records[ds] = {}
         for method in args.methods:
@@ -182,7 +184,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                                           word_swap_preset=WORD_SWAP_PRESET[name],
                                           iterations=args.iterations_for.get(method, args.iterations))
                 stem = f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}"
-                archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", fingerprint) \
+                archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", archive_key(items, summaries)) \
                     if args.archive else None
                 recs = run_attacks(work / f"{stem}.jsonl", items, build_attack(attack_name, victim, cfg),
                                    args.batch_size, f"{name} {ds} {method} {attack_name}", args.report_only,
@@ -246,8 +248,8 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
         return {"rows": [], "examples": [], "skipped": f"{name}: no 'police arrest' attack ({exc})"}
     items = [AttackItem(i, data.src[i], ("police", "arrest")) for i in range(m)]
     stem = f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}"
-    archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", summaries_fingerprint(
-        victim.translate([it.text for it in items], beam_size=5))) if args.archive else None
+    archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", archive_key(
+        items, victim.translate([it.text for it in items], beam_size=5))) if args.archive else None
     recs = run_attacks(work / f"{stem}.jsonl", items, build_attack("seq2sick", victim, cfg), args.batch_size,
                        f"{name} duc2004 police arrest", args.report_only, echo=echo, archive=archive)
     summ = summarize(recs)
@@ -362,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     spent: dict[str, float] = {}
     for r in rows:
-        if "seconds_per_sentence" in r:
+        # seq2sick and portfolio rows come from the same runs as the seq2sick + reduction and word-swap rows
+        if "seconds_per_sentence" in r and r["attack"] not in ("seq2sick", "portfolio"):
             spent[r["victim"]] = spent.get(r["victim"], 0.0) + r["n"] * (r["seconds_per_sentence"] or 0.0)
     if spent:
         payload["attack_time_s"] = {v: round(t, 1) for v, t in spent.items()}

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the default output file name")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.grid and not (args.tag or args.out):
+        ap.error("--grid needs --tag (or --out): the built-in grid's results file is not overwritten")
+    if not args.grid and args.base_preset != "gigaword-lstm":
+        ap.error("--base-preset is what --grid overrides: give a --grid too")
     out = args.out or str(ROOT / "recipes" / "results" / f"tune_seq2sick_gigaword{args.tag}.json")
     base = "multi30k-lstm"
     grid = GRID

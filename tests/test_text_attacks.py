@@ -172,6 +172,34 @@ def test_exchange_trades_two_changed_words_for_one_new_swap(tiny_victim: OpenNMT
     assert found, "no two-word success without a one-word revert was constructed"
 
 
+def test_grouped_judging_spreads_beam_picks_over_groups(tiny_victim: OpenNMTVictim, monkeypatch) -> None:  # noqa: ANN001
+    attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap"))
+    (row,), _ = attack._prepare(_items(tiny_victim, "nonoverlap", 1))
+    row.best_changed = 3
+    # swap trials over chunks keep each trial's base number, and change only the allowed position
+    spots = [[p] for p, e in enumerate(row.editable) if e][:3]
+    t_rows, trials, groups = attack._swap_trials([row] * 3, [list(row.ids)] * 3, spots, k=2, chunk=2)
+    assert groups == [0, 0, 1, 1, 2, 2] and all(r is row for r in t_rows)
+    for t, g in zip(trials, groups):
+        assert [p for p, (a, b) in enumerate(zip(t, row.ids)) if a != b] == spots[g]
+    # judging: each group's best greedy success (lowest loss) competes; the row's `picks` lowest are judged
+    losses = [5.0, 1.0, 3.0, 2.0, 4.0, 0.5, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+    groups = [0] * 5 + [1] * 5 + [2] * 2
+    trials = [[n] for n in range(12)]
+    monkeypatch.setattr(attack, "loss_only",
+                        lambda rows, ts, eps: ([[n] for n in range(len(ts))], torch.tensor(losses)))
+    monkeypatch.setattr(attack, "greedy_success", lambda r, out: out[0] != 1)  # trial 1 fails the greedy filter
+    monkeypatch.setattr(attack, "changed", lambda r, t: 2)
+    judged: list = []
+    monkeypatch.setattr(attack, "verify", lambda tv: judged.extend(tv) or [(False, [])] * len(tv))
+    attack._judge_smaller([row] * 12, trials, groups, picks=2)
+    assert [t for _, t in judged] == [(5,), (3,)]  # group 1's trial 5, group 0's trial 3; group 2's (10) is third
+    judged.clear()
+    monkeypatch.setattr(attack, "changed", lambda r, t: 3)  # no fewer words than the success: nothing to judge
+    attack._judge_smaller([row] * 12, trials, groups)
+    assert judged == []
+
+
 def test_config_tag_ignores_options_added_later_until_set() -> None:
     base = preset("paper", "keywords")
     assert base.tag() == preset("paper", "keywords", repair=0).tag()

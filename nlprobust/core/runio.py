@@ -136,8 +136,8 @@ def read_archive(path: str | os.PathLike[str], fingerprint: str) -> list[dict[st
     lines = gzip.decompress(p.read_bytes()).decode("utf-8").splitlines()
     head = json.loads(lines[0]) if lines else {}
     if head.get("fingerprint") != fingerprint:
-        raise ArchiveMismatch(f"{p} holds records made on another model (fingerprint {head.get('fingerprint')!r}, "
-                              f"this one {fingerprint!r}): remove it to attack this model afresh")
+        raise ArchiveMismatch(f"{p} holds records made on another model or other inputs (fingerprint "
+                              f"{head.get('fingerprint')!r}, this run {fingerprint!r}): remove it to attack afresh")
     return [json.loads(x) for x in lines[1:] if x.strip()]
 
 
