@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from nlprobust.attacks import CRITERIA, AttackItem, build_attack
-from nlprobust.attacks.portfolio import portfolio_records
 from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
 from nlprobust.core.results import write_recipe_results
 from nlprobust.core.runio import run_metadata
 from nlprobust.corpora import load_multi30k
 from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim, victim_bleu, victim_fingerprint
 from nlprobust.experiments.report import render
-from nlprobust.experiments.tables import attack_views, run_attacks, table_attack_config, table_row
+from nlprobust.experiments.tables import attack_views, portfolio_view, run_attacks, table_attack_config, table_row
 from nlprobust.metrics import KneserNeyLM, mark_changes
 from nlprobust.text import tokenize
 
@@ -107,12 +106,9 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                                                                     "**", "**"),
                  "keywords": r["keywords"], "original_output": r["original_output"],
                  "adversarial_output": r["adversarial_output"]} for r in ok]
-        if {"word-swap", "seq2sick"} <= set(members):
-            # the portfolio from its members' records (the word swap, then Seq2Sick + reduction where the swap
-            # found no one-word success): nlprobust.attacks.Portfolio's searches, on the members' own batches
-            recs = portfolio_records([members["word-swap"][1], members["seq2sick"][1]])
-            views.append(("portfolio", True, recs, members["seq2sick"][0].preset,
-                          {"members": {a: members[a][0].tag() for a in ("word-swap", "seq2sick")}, "enough": 1}))
+        if (pv := portfolio_view(members)) is not None:
+            views.append(pv)
+
         for label, reduced, view, preset_name, config in views:
             rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method, "attack": label,
                          "reduction": reduced, **table_row(view, lm), "preset": preset_name, "config": config,

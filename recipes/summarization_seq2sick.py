@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from nlprobust.attacks import AttackItem, build_attack, preset
-from nlprobust.attacks.portfolio import portfolio_records
 from nlprobust.core.cli import SCALES, echo, parse_choices, parse_counts
 from nlprobust.core.runio import run_metadata
 from nlprobust.corpora import gigaword_articles
@@ -55,7 +54,7 @@ from nlprobust.experiments.summarization import (
     victim_fingerprint,
     victim_rouge,
 )
-from nlprobust.experiments.tables import attack_views, run_attacks, table_attack_config, table_row
+from nlprobust.experiments.tables import attack_views, portfolio_view, run_attacks, table_attack_config, table_row
 from nlprobust.metrics import KneserNeyLM, mark_changes
 from nlprobust.results import summarize
 
@@ -202,12 +201,9 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                 ok = sorted((r for r in recs if r["success"]), key=lambda r: r["changed"])
                 if ds != "gigaword" or method in ("nonoverlap", "1-keyword"):
                     examples[f"{name} / {ds} / {method} / {attack_name}"] = [_example(r) for r in ok[:2]]
-            if {"word-swap", "seq2sick"} <= set(members):
-                # the portfolio from its members' records (the word swap, then Seq2Sick + reduction where the swap
-                # found no one-word success): nlprobust.attacks.Portfolio's searches, on the members' own batches
-                views.append(("portfolio", True, portfolio_records([members["word-swap"][1], members["seq2sick"][1]]),
-                              members["seq2sick"][0].preset,
-                              {"members": {a: members[a][0].tag() for a in ("word-swap", "seq2sick")}, "enough": 1}))
+            if (pv := portfolio_view(members)) is not None:
+                views.append(pv)
+
             for label, reduced, view, preset_name, config in views:
                 rows.append({"table": "3.2" if method == "nonoverlap" else "3.3", "dataset": ds, "victim": name,
                              "method": method, "attack": label, "reduction": reduced, **attack_stats(view, lm),

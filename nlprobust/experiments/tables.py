@@ -99,6 +99,21 @@ def attack_views(attack_name: str, cfg: Any, recs: list[dict[str, Any]]
     return [(attack_name, cfg.reduce, recs)]
 
 
+def portfolio_view(members: dict[str, tuple[Any, list[dict[str, Any]]]]
+                   ) -> tuple[str, bool, list[dict[str, Any]], str, dict[str, Any]] | None:
+    """The portfolio's table row built from its members' runs (``{attack: (config, records)}``): the word swap,
+    then Seq2Sick + reduction where the swap found no one-word success (``nlprobust.attacks.Portfolio``'s
+    searches, on the members' own batches), as ``(label, reduction, records, preset, config)``; None unless
+    both ran."""
+    from nlprobust.attacks.portfolio import portfolio_records
+
+    if not {"word-swap", "seq2sick"} <= set(members):
+        return None
+    recs = portfolio_records([members["word-swap"][1], members["seq2sick"][1]])
+    return ("portfolio", True, recs, members["seq2sick"][0].preset,
+            {"members": {a: members[a][0].tag() for a in ("word-swap", "seq2sick")}, "enough": 1})
+
+
 def table_attack_config(attack: str, mode: str, k: int, *, seq2sick_preset: str, word_swap_preset: str,
                         iterations: int | None = None, **common: Any) -> Any:
     """The configuration of ``attack`` for one table row (``k`` keywords): Seq2Sick with the reduction pass (one
