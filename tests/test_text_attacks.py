@@ -182,6 +182,10 @@ def test_grouped_judging_spreads_beam_picks_over_groups(tiny_victim: OpenNMTVict
     assert groups == [0, 0, 1, 1, 2, 2] and all(r is row for r in t_rows)
     for t, g in zip(trials, groups):
         assert [p for p, (a, b) in enumerate(zip(t, row.ids)) if a != b] == spots[g]
+    # a (position, token) to avoid is never proposed, and the next best swap takes its place
+    (p0,), tok = spots[0], trials[0][spots[0][0]]
+    _, again, _ = attack._swap_trials([row], [list(row.ids)], spots[:1], k=2, avoid=[[(p0, tok)]])
+    assert [t[p0] for t in again] == [trials[1][p0], again[1][p0]] and tok not in [t[p0] for t in again]
     # judging: each group's best greedy success (lowest loss) competes; the row's `picks` lowest are judged
     losses = [5.0, 1.0, 3.0, 2.0, 4.0, 0.5, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
     groups = [0] * 5 + [1] * 5 + [2] * 2
@@ -195,6 +199,10 @@ def test_grouped_judging_spreads_beam_picks_over_groups(tiny_victim: OpenNMTVict
     attack._judge_smaller([row] * 12, trials, groups, picks=2)
     assert [t for _, t in judged] == [(5,), (3,)]  # group 1's trial 5, group 0's trial 3; group 2's (10) is third
     judged.clear()
+    # more picks than groups: every group's best (by loss), then every group's second best, and so on
+    attack._judge_smaller([row] * 12, trials, groups, picks=5)
+    assert [t for _, t in judged] == [(5,), (3,), (10,), (2,), (6,)]
+    judged.clear()
     monkeypatch.setattr(attack, "changed", lambda r, t: 3)  # no fewer words than the success: nothing to judge
     attack._judge_smaller([row] * 12, trials, groups)
     assert judged == []
@@ -207,9 +215,10 @@ def test_config_tag_ignores_options_added_later_until_set() -> None:
     assert base.tag() == preset("paper", "keywords", exchange=0, exchange_pairs=16).tag()
     assert base.tag() != preset("paper", "keywords", exchange=8).tag()
     # the tags of the committed tables' per-sentence logs (runs resume from them)
-    assert preset("multi30k-lstm", "keywords").tag() == "a653b178"
-    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.0).tag() == "a653b178"
-    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.5).tag() != "a653b178"
+    assert preset("multi30k-lstm", "keywords", exchange=0).tag() == "a653b178"  # before the exchange step
+    assert preset("multi30k-lstm", "keywords").tag() == "7488bf1b"
+    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.0).tag() == "7488bf1b"
+    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.5).tag() != "7488bf1b"
     assert preset("multi30k-lstm", "nonoverlap").tag() == "a0851f72"
     with pytest.raises(ValueError, match="lambda1_growth"):
         preset("paper", "keywords", lambda1_growth=0.5)

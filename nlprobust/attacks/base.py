@@ -498,7 +498,8 @@ class TextAttack(ABC):
         :meth:`beam_candidates` picks among each row's trials that change fewer words than its success
         (:meth:`verify` keeps the smallest success). With ``groups`` (a group number per trial, e.g. the reduced
         input it grew from), each group's first pick competes, and a row's ``picks`` of them with the lowest
-        surrogate loss are judged: the judged inputs spread over the groups."""
+        surrogate loss are judged, then each group's second pick while a row has fewer than ``picks``: the judged
+        inputs spread over the groups."""
         if not trials:
             return
         greedy, loss = self.loss_only(trial_rows, trials, self.config.epsilon)
@@ -512,12 +513,18 @@ class TextAttack(ABC):
             if groups is None:
                 to_verify.extend(self.beam_trials(by_group[0], trial_rows, trials, greedy, losses))
                 continue
-            firsts = []
+            ranked = []  # per group, its picks best first
             for ns in by_group.values():
                 ok = [self.greedy_success(trial_rows[n], greedy[n]) for n in ns]
-                firsts += [ns[j] for j in self.beam_candidates([losses[n] for n in ns], ok)[:1]]
-            firsts.sort(key=losses.__getitem__)
-            to_verify.extend((trial_rows[n], tuple(trials[n])) for n in firsts[:picks])
+                ranked.append([ns[j] for j in self.beam_candidates([losses[n] for n in ns], ok)])
+            chosen: list[int] = []
+            seen: set[tuple[int, ...]] = set()
+            for rank in range(max(map(len, ranked), default=0)):  # every group's best, then every group's second...
+                for n in sorted((g[rank] for g in ranked if rank < len(g)), key=losses.__getitem__):
+                    if len(chosen) < picks and tuple(trials[n]) not in seen:
+                        seen.add(tuple(trials[n]))
+                        chosen.append(n)
+            to_verify.extend((trial_rows[n], tuple(trials[n])) for n in chosen)
         if to_verify:
             self.verify(to_verify)
 
@@ -602,6 +609,7 @@ class TextAttack(ABC):
             return []
         bases: list[list[int]] = []
         base_rows: list[Row] = []
+        avoid: list[list[tuple[int, int]]] = []  # the dropped words' substitutes: putting one back is a revert
         for r, g in zip(todo, self._revert_gain(todo)):
             cur = list(r.best or ())
             units = self._units(r, cur)
@@ -616,8 +624,9 @@ class TextAttack(ABC):
                     seen.add(tuple(b))
                     bases.append(b)
                     base_rows.append(r)
+                    avoid.append([(p, cur[p]) for p in units[i] + units[j]])
         editable = [[p for p, e in enumerate(r.editable) if e] for r in base_rows]
-        trial_rows, trials, groups = self._swap_trials(base_rows, bases, editable, self.config.exchange)
+        trial_rows, trials, groups = self._swap_trials(base_rows, bases, editable, self.config.exchange, avoid=avoid)
         before = {id(r): r.best_changed for r in todo}
         self._judge_smaller(trial_rows, trials, groups)
         return [r for r in todo if r.best_changed < before[id(r)]]
@@ -629,10 +638,11 @@ class TextAttack(ABC):
         return (grad * (self._table[orig_ids] - self._table[adv_ids])).sum(-1).tolist()  # one sync per batch
 
     def _swap_trials(self, base_rows: list[Row], bases: list[list[int]], positions: list[list[int]], k: int,
-                     chunk: int = 64) -> tuple[list[Row], list[list[int]], list[int]]:
+                     chunk: int = 64, avoid: Sequence[Sequence[tuple[int, int]]] | None = None,
+                     ) -> tuple[list[Row], list[list[int]], list[int]]:
         """For each input of ``bases``, its ``k`` best single swaps at ``positions`` by first-order score (the
-        gradient at that input, as the word swap), never to the current or the original token: the rows, inputs
-        and the base number of each trial."""
+        gradient at that input, as the word swap), never to the current or the original token nor to any
+        (position, token) of that base's ``avoid``: the rows, inputs and the base number of each trial."""
         dev = self.victim.device
         trial_rows: list[Row] = []
         trials: list[list[int]] = []
@@ -648,6 +658,12 @@ class TextAttack(ABC):
                 ok_pos[i, ps] = True
             bad = (~ok_pos.to(dev).unsqueeze(-1) | ~self._sub_ok.view(1, 1, -1)
                    | (ids.unsqueeze(-1) == cand) | (orig_ids[:, : ids.shape[1]].unsqueeze(-1) == cand))
+            if avoid is not None:
+                taken = torch.full(ids.shape, -1, dtype=torch.long)  # per position, one more token it may not take
+                for i, pairs in enumerate(avoid[s : s + chunk]):
+                    for p, tok in pairs:
+                        taken[i, p] = tok
+                bad |= taken.to(dev).unsqueeze(-1) == cand
             scores = scores.masked_fill(bad, float("inf")).flatten(1)
             val, flat = scores.topk(min(k, scores.shape[1]), dim=1, largest=False)
             for i, (b, swaps) in enumerate(zip(part, self.swap_pairs(val, flat))):
