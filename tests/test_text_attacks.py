@@ -172,6 +172,24 @@ def test_exchange_trades_two_changed_words_for_one_new_swap(tiny_victim: OpenNMT
     assert found, "no two-word success without a one-word revert was constructed"
 
 
+def test_exchange_never_puts_a_dropped_substitute_back(tiny_victim: OpenNMTVictim, monkeypatch) -> None:  # noqa: ANN001
+    attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap", exchange=4))
+    (row,), _ = attack._prepare(_items(tiny_victim, "nonoverlap", 1))
+    p, q = [i for i, e in enumerate(row.editable) if e][:2]
+    subs = [c for c in attack._cand_ids.tolist() if c not in (row.ids[p], row.ids[q])][:2]
+    best = list(row.ids)
+    best[p], best[q] = subs
+    row.best, row.best_changed = tuple(best), 2
+    seen: dict = {}
+
+    def spy(base_rows, bases, positions, k, chunk=64, avoid=None):  # noqa: ANN001, ANN202
+        seen.update(bases=bases, avoid=avoid)
+        return [], [], []
+    monkeypatch.setattr(attack, "_swap_trials", spy)
+    assert attack._exchange([row]) == []
+    assert seen["bases"] == [list(row.ids)] and sorted(seen["avoid"][0]) == sorted([(p, subs[0]), (q, subs[1])])
+
+
 def test_grouped_judging_spreads_beam_picks_over_groups(tiny_victim: OpenNMTVictim, monkeypatch) -> None:  # noqa: ANN001
     attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap"))
     (row,), _ = attack._prepare(_items(tiny_victim, "nonoverlap", 1))
@@ -185,7 +203,7 @@ def test_grouped_judging_spreads_beam_picks_over_groups(tiny_victim: OpenNMTVict
     # a (position, token) to avoid is never proposed, and the next best swap takes its place
     (p0,), tok = spots[0], trials[0][spots[0][0]]
     _, again, _ = attack._swap_trials([row], [list(row.ids)], spots[:1], k=2, avoid=[[(p0, tok)]])
-    assert [t[p0] for t in again] == [trials[1][p0], again[1][p0]] and tok not in [t[p0] for t in again]
+    assert again[0][p0] == trials[1][p0] and tok not in [t[p0] for t in again] and len(again) == 2
     # judging: each group's best greedy success (lowest loss) competes; the row's `picks` lowest are judged
     losses = [5.0, 1.0, 3.0, 2.0, 4.0, 0.5, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
     groups = [0] * 5 + [1] * 5 + [2] * 2

@@ -498,8 +498,8 @@ class TextAttack(ABC):
         :meth:`beam_candidates` picks among each row's trials that change fewer words than its success
         (:meth:`verify` keeps the smallest success). With ``groups`` (a group number per trial, e.g. the reduced
         input it grew from), each group's first pick competes, and a row's ``picks`` of them with the lowest
-        surrogate loss are judged, then each group's second pick while a row has fewer than ``picks``: the judged
-        inputs spread over the groups."""
+        surrogate loss are judged, then each group's second pick, and so on (up to :meth:`beam_candidates`' limit)
+        while a row has fewer than ``picks``; an input is judged once: the judged inputs spread over the groups."""
         if not trials:
             return
         greedy, loss = self.loss_only(trial_rows, trials, self.config.epsilon)
@@ -603,13 +603,15 @@ class TextAttack(ABC):
         input). Per row, the ``exchange_pairs`` pairs whose revert costs least at first order are dropped; the
         gradient at each reduced input ranks the swaps at every editable position (first-order score, as the word
         swap); the ``exchange`` best per pair are decoded greedily in one batched pass, and the best greedy
-        success of each pair competes for a row's beam judging (:meth:`_judge_smaller` with groups). Returns the
-        rows that lost a word."""
+        successes compete for a row's beam judging round-robin over the pairs (:meth:`_judge_smaller` with
+        groups). A swap never puts a dropped one-token word's substitute back. Returns the rows that lost a word."""
         if not todo:
             return []
         bases: list[list[int]] = []
         base_rows: list[Row] = []
-        avoid: list[list[tuple[int, int]]] = []  # the dropped words' substitutes: putting one back is a revert
+        # the dropped one-token words' substitutes: putting one back is a revert, which the revert passes have tried
+        # (for a word of several tokens, putting one token back is not, so those stay allowed)
+        avoid: list[list[tuple[int, int]]] = []
         for r, g in zip(todo, self._revert_gain(todo)):
             cur = list(r.best or ())
             units = self._units(r, cur)
@@ -624,7 +626,7 @@ class TextAttack(ABC):
                     seen.add(tuple(b))
                     bases.append(b)
                     base_rows.append(r)
-                    avoid.append([(p, cur[p]) for p in units[i] + units[j]])
+                    avoid.append([(u[0], cur[u[0]]) for u in (units[i], units[j]) if len(u) == 1])
         editable = [[p for p, e in enumerate(r.editable) if e] for r in base_rows]
         trial_rows, trials, groups = self._swap_trials(base_rows, bases, editable, self.config.exchange, avoid=avoid)
         before = {id(r): r.best_changed for r in todo}
@@ -641,8 +643,9 @@ class TextAttack(ABC):
                      chunk: int = 64, avoid: Sequence[Sequence[tuple[int, int]]] | None = None,
                      ) -> tuple[list[Row], list[list[int]], list[int]]:
         """For each input of ``bases``, its ``k`` best single swaps at ``positions`` by first-order score (the
-        gradient at that input, as the word swap), never to the current or the original token nor to any
-        (position, token) of that base's ``avoid``: the rows, inputs and the base number of each trial."""
+        gradient at that input, as the word swap), never to the current or the original token nor to the
+        (position, token) pairs of that base's ``avoid`` (one token per position): the rows, inputs and the base
+        number of each trial."""
         dev = self.victim.device
         trial_rows: list[Row] = []
         trials: list[list[int]] = []

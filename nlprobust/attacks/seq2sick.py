@@ -137,8 +137,9 @@ PRESETS: dict[str, dict[str, Seq2SickConfig]] = {
     # and repairs with 32 substitutions per dropped word: 1 keyword 2.84 -> 2.54 words (lexicon alone 2.65),
     # 2 keywords 6.63 -> 6.09 (repair alone 6.13), 3 keywords 8.53 -> 7.70 (the lexicon adds nothing there),
     # at the same success and about 1.5-2x the reduction's time. Where those no longer shrink a success, it
-    # exchanges two changed words for one new swap (64 per dropped pair; 100 other validation sentences, 1 keyword,
+    # exchanges two changed words for one new swap (64 per dropped pair; 100 validation sentences, 1 keyword,
     # recipes/results/tune_seq2sick_keywords_exchange_k1*.json): 2.42 -> 2.28 words at 98%, 1.7x the attack's time
+    # (two runs on the shared 2-core machine)
     # (before the beam picks were spread round-robin over the dropped pairs and the dropped substitutes masked:
     # 2.32; with 128 swaps per pair 2.29).
     "multi30k-lstm": {
