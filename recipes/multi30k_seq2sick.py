@@ -108,7 +108,6 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
                  "adversarial_output": r["adversarial_output"]} for r in ok]
         if (pv := portfolio_view(members)) is not None:
             views.append(pv)
-
         for label, reduced, view, preset_name, config in views:
             rows.append({"table": "3.4", "dataset": "multi30k", "victim": name, "method": method, "attack": label,
                          "reduction": reduced, **table_row(view, lm), "preset": preset_name, "config": config,

@@ -203,7 +203,6 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                     examples[f"{name} / {ds} / {method} / {attack_name}"] = [_example(r) for r in ok[:2]]
             if (pv := portfolio_view(members)) is not None:
                 views.append(pv)
-
             for label, reduced, view, preset_name, config in views:
                 rows.append({"table": "3.2" if method == "nonoverlap" else "3.3", "dataset": ds, "victim": name,
                              "method": method, "attack": label, "reduction": reduced, **attack_stats(view, lm),

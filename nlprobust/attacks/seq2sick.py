@@ -139,9 +139,8 @@ PRESETS: dict[str, dict[str, Seq2SickConfig]] = {
     # at the same success and about 1.5-2x the reduction's time. Where those no longer shrink a success, it
     # exchanges two changed words for one new swap (64 per dropped pair; 100 validation sentences, 1 keyword,
     # recipes/results/tune_seq2sick_keywords_exchange_k1*.json): 2.42 -> 2.28 words at 98%, 1.7x the attack's time
-    # (two runs on the shared 2-core machine)
-    # (before the beam picks were spread round-robin over the dropped pairs and the dropped substitutes masked:
-    # 2.32; with 128 swaps per pair 2.29).
+    # (two runs on the shared 2-core machine; before the beam picks were spread round-robin over the dropped pairs
+    # and the dropped substitutes masked: 2.32, with 128 swaps per pair 2.29).
     "multi30k-lstm": {
         "nonoverlap": Seq2SickConfig(mode="nonoverlap", lr=2.0, lambda1=1.0, lambda2=1.0, epsilon=0.0,
                                      preset="multi30k-lstm"),
