@@ -64,7 +64,7 @@ def _attack_config(args: argparse.Namespace):  # noqa: ANN202 - an AttackConfig 
     if args.attack == "portfolio":
         from nlprobust.attacks import portfolio_preset
 
-        given = [f"--{o.replace('_', '-')}" for o in ("repair", "exchange", "reduce_lexicon")
+        given = [f"--{o.replace('_', '-')}" for o in ("repair", "exchange", "trade", "swap_lexicon", "reduce_lexicon")
                  if getattr(args, o, None) is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: a portfolio's members take their reduction settings from their "
@@ -283,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--exchange", type=int, default=None, metavar="N",
                        help="reduction also exchanges two changed words for one new swap anywhere where reverts and "
                             "repairs fail, testing N swaps per dropped pair (default: the preset's)")
+        a.add_argument("--trade", type=int, default=None, metavar="N",
+                       help="reduction also trades three changed words for two new swaps where reverts, repairs and "
+                            "exchanges fail, testing N swaps per input and step (default: the preset's)")
+        a.add_argument("--swap-lexicon", dest="swap_lexicon", type=int, default=None, metavar="N",
+                       help="keyword goals: the reduction's repair, exchange and trade also test N swaps among the "
+                            "words the victim translates alone as a keyword (default: the preset's)")
         a.add_argument("--reduce-lexicon", dest="reduce_lexicon", type=int, default=None, metavar="N",
                        help="keyword goals: the reduction first tries N inputs that change one word per keyword, "
                             "each a word the victim translates alone as that keyword (default: the preset's)")

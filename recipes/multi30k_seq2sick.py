@@ -32,6 +32,7 @@ import functools
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,18 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             stem = f"{name}_{method}_{attack_name}_{cfg.preset}"
             archive = (Path(args.archive) / args.scale / f"{stem}_{cfg.tag()}.jsonl.gz", fingerprint) \
                 if args.archive else None
+            searched = None
+            if args.reuse_search and (earlier := reused_settings(cfg, args.reuse_search)).tag() != cfg.tag():
+                # the earlier settings' records (restored from their archive) give the searches to reduce again
+                old = f"{stem}_{earlier.tag()}"
+                searched = run_attacks(work / f"{old}.jsonl", items, build_attack(attack_name, victim, earlier),
+                                       args.batch_size, f"{name} {method} {attack_name} (earlier search)", True,
+                                       echo=echo, archive=(Path(args.archive) / args.scale / f"{old}.jsonl.gz",
+                                                           fingerprint) if args.archive else None)
             recs = run_attacks(work / f"{stem}_{cfg.tag()}.jsonl", items, build_attack(attack_name, victim, cfg),
                                args.batch_size,
-                               f"{name} {method} {attack_name}", args.report_only, echo=echo, archive=archive)
+                               f"{name} {method} {attack_name}", args.report_only, echo=echo, archive=archive,
+                               searched=searched)
             done = len(recs)
             if done < len(idx):
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
@@ -119,6 +129,33 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
     return {"rows": rows, "examples": examples, "keywords": draws, "sentences": idx, "incomplete": incomplete,
             "victim": {"checkpoint": where, "fingerprint": fingerprint, "test_bleu": bleu,
                        "train_config": train_config, "sentences": idx}}
+
+
+def reused_settings(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """``cfg`` with the reduction options ``overrides`` (``--reuse-search``): the earlier settings whose searches
+    are reduced again; a clear error when an override is not a reduction-only option of ``cfg``."""
+    try:
+        earlier = replace(cfg, **overrides)
+    except TypeError as exc:
+        raise SystemExit(f"--reuse-search: {exc}") from None
+    if not cfg.same_search(earlier):
+        raise SystemExit(f"--reuse-search: {', '.join(sorted(overrides))} change the search itself, not only the "
+                         "reduction: search afresh instead")
+    return earlier
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``"trade=0,swap_lexicon=0"`` -> ``{"trade": 0, "swap_lexicon": 0}`` (values read as JSON, else text)."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--reuse-search: {part!r} is not OPTION=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def kept_victims(out: Path, keep: list[str], scale: str, ap: argparse.ArgumentParser) -> dict[str, dict]:
@@ -196,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="attack nothing: summarise the per-sentence records written so far (rows of unfinished "
                          "runs are marked in the notes)")
+    ap.add_argument("--reuse-search", type=parse_overrides, default=None, metavar="OPTION=VALUE,...",
+                    help="run only the reduction pass, on the records of an earlier run of the same attacks whose "
+                         "reduction options were these (e.g. trade=0,swap_lexicon=0), instead of searching again; "
+                         "the search's cost carries over from those records")
     args = ap.parse_args(argv)
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     methods = parse_choices(ap, args.methods, tuple(PAPER), "method")

@@ -154,9 +154,9 @@ def test_word_swap_cli_settings_reach_the_config() -> None:
     for attack in ("seq2sick", "word-swap"):  # reduction options are common to every attack
         args = build_parser().parse_args(["attack", attack, "--victim", "hf:x", "--input", "in.txt", "--out", "o",
                                           "--mode", "keywords", "--reduce-lexicon", "32", "--repair", "4",
-                                          "--exchange", "8"])
+                                          "--exchange", "8", "--trade", "6", "--swap-lexicon", "2"])
         cfg = _attack_config(args)
-        assert (cfg.reduce_lexicon, cfg.repair, cfg.exchange) == (32, 4, 8)
+        assert (cfg.reduce_lexicon, cfg.repair, cfg.exchange, cfg.trade, cfg.swap_lexicon) == (32, 4, 8, 6, 2)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["attack", "word-swap", "--victim", "hf:x", "--input", "i", "--out", "o",
                                    "--verify-by", "beam"])
@@ -178,3 +178,5 @@ def test_portfolio_cli_builds_its_members_from_the_preset() -> None:
         _attack_config(parse("--repair", "4"))
     with pytest.raises(ValueError, match="--exchange: a portfolio's members"):
         _attack_config(parse("--exchange", "4"))
+    with pytest.raises(ValueError, match="--trade: a portfolio's members"):
+        _attack_config(parse("--trade", "4"))

@@ -220,3 +220,28 @@ def test_record_archive_restores_a_run_on_the_same_model_only(tmp_path: Path) ->
     with pytest.raises(ArchiveMismatch, match="another model"):  # never mixes two victims' records
         run_attacks(tmp_path / "d.jsonl", items, Attack(), 2, "row", False, archive=(archive, "fp2"))
     assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_run_attacks_reduces_earlier_searches_instead_of_searching(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from nlprobust.experiments.tables import run_attacks
+
+    class Attack:
+        reduced: list = []
+
+        def attack_batch(self, chunk: list) -> list:
+            raise AssertionError("searched again")
+
+        def reduce_records(self, recs: list) -> list:
+            Attack.reduced += [r["index"] for r in recs]
+            return [SimpleNamespace(to_dict=lambda r=r: {"index": r["index"], "changed": r["changed"] - 1})
+                    for r in recs]
+
+    items = [SimpleNamespace(index=i) for i in range(4)]
+    earlier = [{"index": i, "changed": 3} for i in reversed(range(4))]
+    recs = run_attacks(tmp_path / "a.jsonl", items, Attack(), 3, "row", False, searched=earlier)
+    assert sorted(Attack.reduced) == [0, 1, 2, 3] and [r["changed"] for r in recs] == [2] * 4
+    with pytest.raises(ValueError, match="no earlier search for 1 of 5"):
+        run_attacks(tmp_path / "b.jsonl", [*items, SimpleNamespace(index=9)], Attack(), 3, "row", False,
+                    searched=earlier)

@@ -190,6 +190,95 @@ def test_exchange_never_puts_a_dropped_substitute_back(tiny_victim: OpenNMTVicti
     assert seen["bases"] == [list(row.ids)] and sorted(seen["avoid"][0]) == sorted([(p, subs[0]), (q, subs[1])])
 
 
+def test_trade_drops_three_words_and_grows_two_swaps(tiny_victim: OpenNMTVictim, monkeypatch) -> None:  # noqa: ANN001
+    attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap", trade=3, trade_beam=2, trade_sets=1))
+    (row,), _ = attack._prepare(_items(tiny_victim, "nonoverlap", 1))
+    spots = [i for i, e in enumerate(row.editable) if e][:3]
+    subs = [c for c in attack._cand_ids.tolist() if c not in [row.ids[p] for p in spots]][:3]
+    best = list(row.ids)
+    for p, c in zip(spots, subs):
+        best[p] = c
+    row.best, row.best_changed = tuple(best), 3
+    calls: list = []
+    real = attack._swap_trials
+
+    def spy(base_rows, bases, positions, k, chunk=64, avoid=None):  # noqa: ANN001, ANN202
+        calls.append((bases, positions, avoid))
+        return real(base_rows, bases, positions, k, chunk=chunk, avoid=avoid)
+    judged: dict = {}
+    monkeypatch.setattr(attack, "_swap_trials", spy)
+    monkeypatch.setattr(attack, "_judge_smaller", lambda rows, trials, groups: judged.update(trials=trials,
+                                                                                             groups=groups))
+    assert attack._trade([row]) == []
+    (bases1, _, avoid1), (bases2, pos2, avoid2) = calls
+    assert bases1 == [list(row.ids)]  # the three words dropped: a two-word search from the original input
+    assert sorted(avoid1[0]) == sorted(zip(spots, subs))  # never a dropped substitute back
+    assert len(bases2) == 2 and avoid2 == [avoid1[0]] * 2  # the two lowest-loss first swaps grow
+    for b, ps in zip(bases2, pos2):
+        (first,) = [p for p, (a, o) in enumerate(zip(b, row.ids)) if a != o]
+        assert first not in ps  # the second swap goes elsewhere
+    sizes = [sum(a != o for a, o in zip(t, row.ids)) for t in judged["trials"]]
+    assert sizes == [1] * 3 + [2] * 6 and judged["groups"] == [0] * 9
+    row.best_changed = 2
+    assert attack._trade([]) == []
+    with pytest.raises(ValueError, match="trade"):
+        preset("paper", "nonoverlap", trade=-1)
+
+
+def test_swap_lexicon_adds_the_keywords_translations_to_reduction_swaps(tiny_victim: OpenNMTVictim) -> None:
+    from nlprobust.attacks.lexicon import keyword_lexicon
+
+    lex = keyword_lexicon(tiny_victim)
+    known = [w for w in lex if w.isalpha() and len(w) > 2 and _emits(tiny_victim, w)]
+    s = synthetic_corpus(1, 17).src[0]
+    out = tiny_victim.target_words(tiny_victim.translate_ids([tiny_victim.encode_source(s).ids])[0])
+    kw = next(w for w in known if w not in out)
+    item = AttackItem(0, s, (kw,))
+    plain = Seq2Sick(tiny_victim, preset("paper", "keywords", lexicon_words=4))
+    with_lex = Seq2Sick(tiny_victim, preset("paper", "keywords", lexicon_words=4, swap_lexicon=3))
+    (row,), _ = with_lex._prepare([item])
+    spots = [[p for p, e in enumerate(row.editable) if e]]
+    _, base, _ = plain._swap_trials([row], [list(row.ids)], spots, 2)
+    _, more, _ = with_lex._swap_trials([row], [list(row.ids)], spots, 2)
+    assert more[:2] == base and 2 < len(more) <= 5
+    words = set(lex[kw][:4])
+    for t in more[2:]:  # the extra swaps bring in one of the keyword's first lexicon words
+        (p,) = [i for i, (a, b) in enumerate(zip(t, row.ids)) if a != b]
+        assert t[p] in words
+    assert preset("paper", "keywords").tag() == preset("paper", "keywords", swap_lexicon=0).tag()
+    nonoverlap = Seq2Sick(tiny_victim, preset("paper", "nonoverlap", swap_lexicon=3))  # keyword goals only
+    (row2,), _ = nonoverlap._prepare([AttackItem(0, s)])
+    assert len(nonoverlap._swap_trials([row2], [list(row2.ids)], spots, 2)[1]) == 2
+
+
+def test_reduce_records_reduces_an_earlier_search_again(tiny_victim: OpenNMTVictim) -> None:
+    items = _items(tiny_victim, "keywords", 8)
+    cfg = preset("paper", "keywords", **SEQ2SICK_TINY["lstm"])
+    searched = Seq2Sick(tiny_victim, replace(cfg, reduce=False)).run(items)
+    reduced = Seq2Sick(tiny_victim, replace(cfg, repair=16)).run(items)
+    assert any(r.success and r.changed > 1 for r in searched)
+    for earlier in (searched, Seq2Sick(tiny_victim, cfg).run(items)):  # unreduced records, or reduced ones
+        again = Seq2Sick(tiny_victim, replace(cfg, repair=16)).reduce_records([r.to_dict() for r in earlier])
+        assert [r.index for r in again] == [r.index for r in items]
+        for s, r, a in zip(searched, reduced, again):
+            assert a.success == r.success == s.success
+            assert a.changed_before_reduction == s.changed and a.changed == r.changed
+            assert a.iterations == s.iterations and a.forward_passes >= s.forward_passes
+            if a.success:
+                assert a.before_reduction["time_s"] == pytest.approx(
+                    s.time_s if earlier is searched else earlier[a.index].before_reduction["time_s"])
+                assert a.time_s >= a.before_reduction["time_s"]
+    # a success whose text no longer fits its input (here: a word more) is searched again, not lost
+    s0 = next(r for r in searched if r.success)
+    odd = {**s0.to_dict(), "adversarial": s0.adversarial + " Katze", "forward_passes": 10**6}
+    (a,) = Seq2Sick(tiny_victim, cfg).reduce_records([odd])
+    assert a.success and a.forward_passes < 10**6 and a.iterations >= 1
+    assert cfg.same_search(replace(cfg, trade=8, swap_lexicon=4, exchange=2, reduce=False))
+    assert not cfg.same_search(replace(cfg, lr=cfg.lr * 2))
+    with pytest.raises(ValueError, match="mode"):
+        Seq2Sick(tiny_victim, preset("paper", "nonoverlap")).reduce_records([searched[0].to_dict()])
+
+
 def test_grouped_judging_spreads_beam_picks_over_groups(tiny_victim: OpenNMTVictim, monkeypatch) -> None:  # noqa: ANN001
     attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap"))
     (row,), _ = attack._prepare(_items(tiny_victim, "nonoverlap", 1))
@@ -233,10 +322,11 @@ def test_config_tag_ignores_options_added_later_until_set() -> None:
     assert base.tag() == preset("paper", "keywords", exchange=0, exchange_pairs=16).tag()
     assert base.tag() != preset("paper", "keywords", exchange=8).tag()
     # the tags of the committed tables' per-sentence logs (runs resume from them)
-    assert preset("multi30k-lstm", "keywords", exchange=0).tag() == "a653b178"  # before the exchange step
-    assert preset("multi30k-lstm", "keywords").tag() == "7488bf1b"
-    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.0).tag() == "7488bf1b"
-    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.5).tag() != "7488bf1b"
+    assert preset("multi30k-lstm", "keywords", exchange=0, trade=0, swap_lexicon=0).tag() == "a653b178"  # no exchange
+    assert preset("multi30k-lstm", "keywords", trade=0, swap_lexicon=0).tag() == "7488bf1b"  # before the trade
+    assert preset("multi30k-lstm", "keywords").tag() == "3ab135ab"
+    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.0).tag() == "3ab135ab"
+    assert preset("multi30k-lstm", "keywords", lambda1_growth=1.5).tag() != "3ab135ab"
     assert preset("multi30k-lstm", "nonoverlap").tag() == "a0851f72"
     with pytest.raises(ValueError, match="lambda1_growth"):
         preset("paper", "keywords", lambda1_growth=0.5)

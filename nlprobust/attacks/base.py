@@ -65,6 +65,16 @@ class AttackConfig:
             input where neither reverts nor repairs shrink the success, testing this many swaps per dropped pair
             (of at most ``exchange_pairs`` pairs, those whose revert costs least at first order).
         exchange_pairs: dropped pairs tried per sentence and round of the exchange.
+        trade: when positive, the reduction also trades three changed words for two new swaps where neither
+            reverts, repairs nor exchanges shrink a success of three words or more: a two-step search from each
+            reduced input (of at most ``trade_sets`` dropped triples, those whose revert costs least at first
+            order) that tests this many swaps per input and step.
+        trade_beam: inputs of the trade's first step (the lowest surrogate loss per dropped triple) that the
+            second step grows.
+        trade_sets: dropped triples tried per sentence and round of the trade.
+        swap_lexicon: keyword goals only: the reduction's repair, exchange and trade also test, per input they
+            grow, this many more swaps: the best by first-order score among the keywords' lexicon words (at most
+            ``lexicon_words`` per keyword), which the ranking over the whole vocabulary rarely reaches.
         preset: name of the hyperparameter set these values came from (recorded with every result).
     """
 
@@ -80,11 +90,16 @@ class AttackConfig:
     lexicon_words: int = 16
     exchange: int = 0
     exchange_pairs: int = 16
+    trade: int = 0
+    trade_beam: int = 4
+    trade_sets: int = 4
+    swap_lexicon: int = 0
     preset: str = "custom"
 
     # options added after results were first recorded: hashed only when set (each class lists its own)
     _HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("repair", "reduce_lexicon", "lexicon_words", "exchange",
-                                                    "exchange_pairs")
+                                                    "exchange_pairs", "trade", "trade_beam", "trade_sets",
+                                                    "swap_lexicon")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -100,9 +115,28 @@ class AttackConfig:
         if self.exchange < 0 or self.exchange_pairs < 1:
             raise ValueError(f"exchange must be >= 0 and exchange_pairs positive, not {self.exchange} and "
                              f"{self.exchange_pairs}")
+        if self.swap_lexicon < 0:
+            raise ValueError(f"swap_lexicon must be >= 0, not {self.swap_lexicon}")
+        if self.trade < 0 or self.trade_beam < 1 or self.trade_sets < 1:
+            raise ValueError(f"trade must be >= 0, trade_beam and trade_sets positive, not {self.trade}, "
+                             f"{self.trade_beam} and {self.trade_sets}")
         if self.reduce_lexicon < 0 or self.lexicon_words < 1:
             raise ValueError(f"reduce_lexicon must be >= 0 and lexicon_words positive, not {self.reduce_lexicon} "
                              f"and {self.lexicon_words}")
+
+    # options only the reduction pass reads: two settings that differ in these alone run the same search
+    _REDUCTION_ONLY: ClassVar[tuple[str, ...]] = ("reduce", "repair", "reduce_lexicon", "exchange", "exchange_pairs",
+                                                   "trade", "trade_beam", "trade_sets", "swap_lexicon")
+
+    def same_search(self, other: AttackConfig) -> bool:
+        """Whether ``other`` runs the same search as these settings (same class, equal but for reduction-only
+        options), so that the reduction of one may be run again on the searches of the other
+        (:meth:`TextAttack.reduce_records`)."""
+        if type(other) is not type(self):
+            return False
+        only = {n for c in type(self).__mro__ for n in vars(c).get("_REDUCTION_ONLY", ())}
+        mine, theirs = asdict(self), asdict(other)
+        return all(mine[k] == theirs[k] for k in mine if k not in only and k != "preset")
 
     def goal(self) -> Goal:
         return make_goal(self.mode, criterion=self.criterion, quality_metric=self.quality_metric,
@@ -268,6 +302,80 @@ class TextAttack(ABC):
         order = {it.index: i for i, it in enumerate(items)}
         return sorted(results, key=lambda r: order.get(r.index, 0))
 
+    @final
+    def reduce_records(self, records: Sequence[dict[str, Any]]) -> list[AttackResult]:
+        """This attack's reduction pass run again on the records of an earlier run of the same search (settings
+        that :meth:`AttackConfig.same_search` accepts, e.g. before a change of reduction options), instead of
+        searching again: each record's success before its reduction (``before_reduction``; the record itself
+        when it was not reduced) is re-encoded, judged again with beam search (one beam decode) and reduced.
+        The search's iterations, passes and seconds carry over from the record; the reduction's are added.
+        A record without success stays a failure with its adversarial input; error records are returned as
+        they were. A success whose text does not re-encode to its input's length (e.g. a substitute whose text
+        the tokenizer splits), or is not judged a success again, is searched again, with its cost and seconds
+        measured afresh. One result per record, in order."""
+        recs = list(records)
+        t0 = time.perf_counter()
+        items, searched = [], {}
+        for rec in recs:
+            if rec.get("error"):
+                continue
+            if rec.get("mode") != self.config.mode:
+                raise ValueError(f"record {rec.get('index')}: mode {rec.get('mode')!r}, these settings "
+                                 f"{self.config.mode!r}")
+            items.append(AttackItem(rec["index"], rec["source"], tuple(rec.get("keywords") or ())))
+            searched[rec["index"]] = {**rec, **(rec.get("before_reduction") or {})}
+        with self.victim.attack_mode():
+            rows, errors = self._prepare(items)
+            if rows:
+                trials, again = [], []
+                for r in rows:
+                    s = searched[r.item.index]
+                    r.iterations = int(s.get("iterations", 0))
+                    r.forward, r.backward = int(s.get("forward_passes", 0)), int(s.get("backward_passes", 0))
+                    r.beams = int(s.get("beam_decodes", 1)) - (0 if s.get("success") else 1)
+                    try:
+                        adv = self.victim.encode_source(s.get("adversarial") or r.item.text).ids
+                    except VictimError:
+                        adv = list(r.ids)
+                    r.fallback = tuple(adv) if len(adv) == len(r.ids) else tuple(r.ids)
+                    if s.get("success") and len(adv) == len(r.ids) and adv != r.ids:
+                        trials.append((r, tuple(adv)))
+                    elif s.get("success"):
+                        again.append(r)
+                self.verify(trials)
+                again += [r for r, _ in trials if r.best is None]  # not judged a success again: search afresh
+                t_again = time.perf_counter()
+                if again:
+                    for r in again:
+                        r.iterations, r.forward, r.backward, r.beams, r.fallback = 0, 0, 0, 1, None
+                    self.search(again)
+                t_again = time.perf_counter() - t_again
+                for r in rows:
+                    r.unreduced = (r.best, r.best_output, r.best_changed, r.forward, r.backward, r.beams)
+                t1 = time.perf_counter()
+                if self.config.reduce:
+                    self.reduce(rows)
+                t_red = (time.perf_counter() - t1) / len(rows)
+            results = errors + (self._finish(rows, 0.0, 0.0) if rows else [])
+        t_prep = (t1 - t0 - t_again) / len(rows) if rows else 0.0
+        fresh = {r.item.index for r in again} if rows else set()
+        for res in results:  # the search's seconds from its record (or this run's), this run's for the reduction
+            earlier = searched.get(res.index)
+            if earlier is None or res.error:
+                continue
+            search_s = t_again / len(fresh) if res.index in fresh else float(earlier.get("time_s", 0.0))
+            res.time_s = search_s + t_prep + (t_red if self.config.reduce else 0.0)
+            if res.before_reduction:
+                res.before_reduction["time_s"] = search_s
+        by_index = {r.index: r for r in results}
+        out: list[AttackResult] = []
+        for rec in recs:
+            if rec.get("error"):
+                out.append(AttackResult(**{k: v for k, v in rec.items() if k in AttackResult.__dataclass_fields__}))
+            else:
+                out.append(by_index[rec["index"]])
+        return out
+
     @abstractmethod
     def search(self, rows: list[Row]) -> None:
         """Look for adversarial inputs: offer candidates with :meth:`verify`, set ``row.fallback`` and
@@ -427,7 +535,9 @@ class TextAttack(ABC):
     def reduce(self, rows: list[Row]) -> None:
         """Shrink every verified success: revert changed words while the goal holds (:meth:`_revert`); with
         ``repair``, then drop one word and repair the rest (:meth:`_repair`); with ``exchange``, where that did not
-        shrink it, exchange two changed words for one new swap (:meth:`_exchange`); and again while a word goes."""
+        shrink it, exchange two changed words for one new swap (:meth:`_exchange`); with ``trade``, where nothing
+        shrank a success of three words or more, trade three for two (:meth:`_trade`); and again while a word
+        goes."""
         todo = [r for r in rows if r.best is not None and len(r.best) == len(r.ids) and r.best_changed > 1]
         if self.config.reduce_lexicon and self.config.mode == "keywords":
             self._lexicon_shortcut([r for r in todo if r.best_changed > len(r.state.keywords)])
@@ -439,6 +549,9 @@ class TextAttack(ABC):
             if self.config.exchange:
                 gone = {id(r) for r in shrunk}
                 shrunk += self._exchange([r for r in todo if id(r) not in gone])
+            if self.config.trade:
+                gone = {id(r) for r in shrunk}
+                shrunk += self._trade([r for r in todo if id(r) not in gone and r.best_changed >= 3])
             todo = shrunk
 
     def _lexicon_shortcut(self, todo: list[Row], chunk: int = 64) -> None:
@@ -607,30 +720,67 @@ class TextAttack(ABC):
         groups). A swap never puts a dropped one-token word's substitute back. Returns the rows that lost a word."""
         if not todo:
             return []
-        bases: list[list[int]] = []
+        base_rows, bases, avoid = self._dropped(todo, 2, self.config.exchange_pairs)
+        editable = [[p for p, e in enumerate(r.editable) if e] for r in base_rows]
+        trial_rows, trials, groups = self._swap_trials(base_rows, bases, editable, self.config.exchange, avoid=avoid)
+        before = {id(r): r.best_changed for r in todo}
+        self._judge_smaller(trial_rows, trials, groups)
+        return [r for r in todo if r.best_changed < before[id(r)]]
+
+    def _dropped(self, todo: list[Row], size: int, limit: int
+                 ) -> tuple[list[Row], list[list[int]], list[list[tuple[int, int]]]]:
+        """Per row, its success with ``size`` changed words reverted, for the ``limit`` sets of words whose revert
+        costs least at first order (distinct inputs only): the rows, the reduced inputs, and per input the
+        dropped one-token words' (position, substitute) pairs, which a swap must not put back (that is a revert,
+        which the revert passes have tried; for a word of several tokens, putting one token back is not)."""
         base_rows: list[Row] = []
-        # the dropped one-token words' substitutes: putting one back is a revert, which the revert passes have tried
-        # (for a word of several tokens, putting one token back is not, so those stay allowed)
+        bases: list[list[int]] = []
         avoid: list[list[tuple[int, int]]] = []
         for r, g in zip(todo, self._revert_gain(todo)):
             cur = list(r.best or ())
             units = self._units(r, cur)
             cost = [sum(g[p] for p in u) for u in units]
-            pairs = sorted(itertools.combinations(range(len(units)), 2), key=lambda ij: cost[ij[0]] + cost[ij[1]])
+            sets = sorted(itertools.combinations(range(len(units)), size), key=lambda c: sum(cost[i] for i in c))
             seen: set[tuple[int, ...]] = set()
-            for i, j in pairs[: self.config.exchange_pairs]:
+            for c in sets[:limit]:
                 b = list(cur)
-                for p in units[i] + units[j]:
-                    b[p] = r.ids[p]
+                for i in c:
+                    for p in units[i]:
+                        b[p] = r.ids[p]
                 if tuple(b) not in seen:
                     seen.add(tuple(b))
-                    bases.append(b)
                     base_rows.append(r)
-                    avoid.append([(u[0], cur[u[0]]) for u in (units[i], units[j]) if len(u) == 1])
+                    bases.append(b)
+                    avoid.append([(units[i][0], cur[units[i][0]]) for i in c if len(units[i]) == 1])
+        return base_rows, bases, avoid
+
+    def _trade(self, todo: list[Row]) -> list[Row]:
+        """Drop three changed words and add two new swaps, so that the goal holds with one word fewer where no
+        revert, repair or exchange could (a success of three words becomes a two-word search from the original
+        input). Per row, the ``trade_sets`` triples whose revert costs least at first order are dropped; from each
+        reduced input, its ``trade`` best single swaps by first-order score are decoded greedily, the
+        ``trade_beam`` of lowest surrogate loss each get their ``trade`` best second swaps at another position,
+        and all of them (one or two swaps) compete for a row's beam judging round-robin over the triples
+        (:meth:`_judge_smaller` with groups). No swap puts a dropped one-token word's substitute back. Returns
+        the rows that lost a word."""
+        if not todo:
+            return []
+        cfg = self.config
+        base_rows, bases, avoid = self._dropped(todo, 3, cfg.trade_sets)
         editable = [[p for p, e in enumerate(r.editable) if e] for r in base_rows]
-        trial_rows, trials, groups = self._swap_trials(base_rows, bases, editable, self.config.exchange, avoid=avoid)
+        rows1, trials1, groups1 = self._swap_trials(base_rows, bases, editable, cfg.trade, avoid=avoid)
+        _, loss1 = self.loss_only(rows1, trials1, cfg.epsilon)
+        by_base: dict[int, list[int]] = {}
+        for n, g1 in enumerate(groups1):
+            by_base.setdefault(g1, []).append(n)
+        losses1 = loss1.tolist()
+        grown = [n for ns in by_base.values() for n in sorted(ns, key=losses1.__getitem__)[: cfg.trade_beam]]
+        # the second swap goes elsewhere than the first one (whose position now differs from the base)
+        second = [[p for p in editable[groups1[n]] if trials1[n][p] == bases[groups1[n]][p]] for n in grown]
+        rows2, trials2, groups2 = self._swap_trials([rows1[n] for n in grown], [trials1[n] for n in grown], second,
+                                                    cfg.trade, avoid=[avoid[groups1[n]] for n in grown])
         before = {id(r): r.best_changed for r in todo}
-        self._judge_smaller(trial_rows, trials, groups)
+        self._judge_smaller(rows1 + rows2, trials1 + trials2, groups1 + [groups1[grown[g]] for g in groups2])
         return [r for r in todo if r.best_changed < before[id(r)]]
 
     def _revert_gain(self, todo: list[Row]) -> list[list[float]]:
@@ -645,8 +795,10 @@ class TextAttack(ABC):
         """For each input of ``bases``, its ``k`` best single swaps at ``positions`` by first-order score (the
         gradient at that input, as the word swap), never to the current or the original token nor to the
         (position, token) pairs of that base's ``avoid`` (one token per position): the rows, inputs and the base
-        number of each trial."""
+        number of each trial. Keyword goals with ``swap_lexicon``: also that many best swaps among the keywords'
+        lexicon words (those not among the ``k`` already)."""
         dev = self.victim.device
+        lex = self.config.swap_lexicon if self.config.mode == "keywords" else 0
         trial_rows: list[Row] = []
         trials: list[list[int]] = []
         groups: list[int] = []
@@ -667,9 +819,19 @@ class TextAttack(ABC):
                     for p, tok in pairs:
                         taken[i, p] = tok
                 bad |= taken.to(dev).unsqueeze(-1) == cand
-            scores = scores.masked_fill(bad, float("inf")).flatten(1)
-            val, flat = scores.topk(min(k, scores.shape[1]), dim=1, largest=False)
-            for i, (b, swaps) in enumerate(zip(part, self.swap_pairs(val, flat))):
+            scores = scores.masked_fill(bad, float("inf"))
+            flat_scores = scores.flatten(1)
+            val, flat = flat_scores.topk(min(k, flat_scores.shape[1]), dim=1, largest=False)
+            chosen = self.swap_pairs(val, flat)
+            if lex:
+                cols = lexicon_columns(self.victim, self._cand_ids, [r.state.keywords for r in part_rows],
+                                       self.config.lexicon_words).any(1)
+                masked = scores.masked_fill(~cols.unsqueeze(1), float("inf")).flatten(1)
+                lval, lflat = masked.topk(min(lex, masked.shape[1]), dim=1, largest=False)
+                for swaps, extra in zip(chosen, self.swap_pairs(lval, lflat)):
+                    have = set(swaps)
+                    swaps.extend(x for x in extra if x not in have)
+            for i, (b, swaps) in enumerate(zip(part, chosen)):
                 for p, w in swaps:
                     t = list(b)
                     t[p] = w

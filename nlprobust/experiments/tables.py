@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["CHANGE_COST", "attack_views", "run_attacks", "select_best", "table_attack_config", "table_row"]
@@ -18,7 +18,8 @@ CHANGE_COST = 0.02  # tuned settings are ranked by success - CHANGE_COST * chang
 
 def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, batch: int, what: str,
                 report_only: bool, *, echo: Callable[[str], None] = logger.info,
-                archive: tuple[str | os.PathLike[str], str] | None = None) -> list[dict[str, Any]]:
+                archive: tuple[str | os.PathLike[str], str] | None = None,
+                searched: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Attack ``items`` with the project's resumable runner (:func:`nlprobust.core.runner.run_items`; one JSON
     line per sentence in ``path``, keyed by the item's index, chunks of ``batch``; sentences already there are
     not attacked again) and return the records of all ``items``; with ``report_only`` nothing is attacked and
@@ -27,7 +28,11 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
     ``archive``: ``(file, victim fingerprint)`` of a gzipped copy of the records kept beside the results (e.g. in
     the repository), so that a fresh checkout with the same victim resumes and reports without attacking again:
     its records missing from ``path`` are restored first, and it is rewritten from ``path`` at the end.
-    :class:`~nlprobust.core.runio.ArchiveMismatch` when it was made on another victim."""
+    :class:`~nlprobust.core.runio.ArchiveMismatch` when it was made on another victim.
+
+    ``searched``: records of an earlier run of the same search (other reduction options): instead of searching
+    again, the attack's reduction pass runs on them (:meth:`~nlprobust.attacks.base.TextAttack.reduce_records`);
+    every item needs one."""
     from nlprobust.core.runio import JsonlLog, read_archive, read_jsonl, write_archive
     from nlprobust.core.runner import Shard, run_items
 
@@ -48,7 +53,16 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
             echo(f"  {what}: {len(items) - len(recs)} of {len(items)} inputs not attacked yet (--report-only)")
     else:
         t = time.time()
-        outcome = run_items(items, lambda _c, chunk: [r.to_dict() for r in attack.attack_batch(chunk)], path,
+        process = lambda _c, chunk: [r.to_dict() for r in attack.attack_batch(chunk)]  # noqa: E731
+        if searched is not None:
+            earlier = {r.get("index"): r for r in searched}
+            missing = [it.index for it in items if it.index not in earlier]
+            if missing:
+                raise ValueError(f"{what}: no earlier search for {len(missing)} of {len(items)} inputs (e.g. index "
+                                 f"{missing[0]}): run the earlier settings on them first, or search afresh")
+            process = lambda _c, chunk: [r.to_dict() for r in  # noqa: E731
+                                         attack.reduce_records([earlier[it.index] for it in chunk])]
+        outcome = run_items(items, process, path,
                             keys=[it.index for it in items], chunk_size=batch, shard=Shard(), desc=what,
                             unit="sent")
         echo(f"  {what}: {len(outcome.records)}/{len(items)} done ({time.time() - t:.0f}s)")
