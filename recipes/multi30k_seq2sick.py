@@ -136,7 +136,7 @@ def reused_settings(cfg: Any, overrides: dict[str, Any]) -> Any:
     are reduced again; a clear error when an override is not a reduction-only option of ``cfg``."""
     try:
         earlier = replace(cfg, **overrides)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise SystemExit(f"--reuse-search: {exc}") from None
     if not cfg.same_search(earlier):
         raise SystemExit(f"--reuse-search: {', '.join(sorted(overrides))} change the search itself, not only the "

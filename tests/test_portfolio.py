@@ -83,7 +83,8 @@ def test_config_checks_members_judge_the_same_goal() -> None:
         members=tuple((n, replace(c, repair=c.repair)) for n, c in portfolio_preset("multi30k-lstm", "nonoverlap")
                       .members)).tag()
     # members' settings, not ignored
-    for setting in ({"epsilon": 1.0}, {"repair": 4}, {"reduce_lexicon": 8}, {"exchange": 8}):
+    for setting in ({"epsilon": 1.0}, {"repair": 4}, {"reduce_lexicon": 8}, {"exchange": 8}, {"trade": 8},
+                    {"swap_lexicon": 4}):
         with pytest.raises(ValueError, match="member's setting"):
             portfolio_preset("multi30k-lstm", "keywords", **setting)
     with pytest.raises(ValueError, match="unknown portfolio preset"):

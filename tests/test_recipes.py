@@ -58,13 +58,17 @@ def test_multi30k_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
     assert again["victim"]["marian"] == res["victim"]["marian"]
     with pytest.raises(SystemExit):
         multi30k_seq2sick.main([*common, "--victims", "lstm", "--keep", "marian", "--scale", "small"])
-    # --reuse-search: the earlier settings differ in reduction options only, else a clear error
+
+
+def test_multi30k_recipe_reuse_search_accepts_reduction_options_only() -> None:
+    import multi30k_seq2sick
+
     from nlprobust.attacks import preset
 
     cfg = preset("multi30k-lstm", "keywords")
     assert multi30k_seq2sick.parse_overrides("trade=0, swap_lexicon=0") == {"trade": 0, "swap_lexicon": 0}
     assert multi30k_seq2sick.reused_settings(cfg, {"trade": 0, "exchange": 0}).exchange == 0
-    for bad in ({"lr": 9.0}, {"nope": 1}):
+    for bad in ({"lr": 9.0}, {"nope": 1}, {"trade": -1}):
         with pytest.raises(SystemExit, match="--reuse-search"):
             multi30k_seq2sick.reused_settings(cfg, bad)
     with pytest.raises(SystemExit, match="OPTION=VALUE"):

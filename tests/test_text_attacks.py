@@ -191,14 +191,14 @@ def test_exchange_never_puts_a_dropped_substitute_back(tiny_victim: OpenNMTVicti
 
 
 def test_trade_drops_three_words_and_grows_two_swaps(tiny_victim: OpenNMTVictim, monkeypatch) -> None:  # noqa: ANN001
-    attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap", trade=3, trade_beam=2, trade_sets=1))
+    attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap", trade=3, trade_beam=2, trade_sets=2))
     (row,), _ = attack._prepare(_items(tiny_victim, "nonoverlap", 1))
-    spots = [i for i, e in enumerate(row.editable) if e][:3]
-    subs = [c for c in attack._cand_ids.tolist() if c not in [row.ids[p] for p in spots]][:3]
+    spots = [i for i, e in enumerate(row.editable) if e][:4]
+    subs = [c for c in attack._cand_ids.tolist() if c not in [row.ids[p] for p in spots]][:4]
     best = list(row.ids)
     for p, c in zip(spots, subs):
         best[p] = c
-    row.best, row.best_changed = tuple(best), 3
+    row.best, row.best_changed = tuple(best), 4
     calls: list = []
     real = attack._swap_trials
 
@@ -211,15 +211,21 @@ def test_trade_drops_three_words_and_grows_two_swaps(tiny_victim: OpenNMTVictim,
                                                                                              groups=groups))
     assert attack._trade([row]) == []
     (bases1, _, avoid1), (bases2, pos2, avoid2) = calls
-    assert bases1 == [list(row.ids)]  # the three words dropped: a two-word search from the original input
-    assert sorted(avoid1[0]) == sorted(zip(spots, subs))  # never a dropped substitute back
-    assert len(bases2) == 2 and avoid2 == [avoid1[0]] * 2  # the two lowest-loss first swaps grow
+    # two of the four triples dropped: each base keeps one substitute, and avoids putting the other three back
+    assert len(bases1) == 2
+    for b, av in zip(bases1, avoid1):
+        kept = [p for p in spots if b[p] != row.ids[p]]
+        assert len(kept) == 1 and sorted(av) == sorted((p, c) for p, c in zip(spots, subs) if p not in kept)
+    assert len(bases2) == 4  # each base's two lowest-loss first swaps grow
     for b, ps in zip(bases2, pos2):
-        (first,) = [p for p, (a, o) in enumerate(zip(b, row.ids)) if a != o]
-        assert first not in ps  # the second swap goes elsewhere
-    sizes = [sum(a != o for a, o in zip(t, row.ids)) for t in judged["trials"]]
-    assert sizes == [1] * 3 + [2] * 6 and judged["groups"] == [0] * 9
-    row.best_changed = 2
+        first = [p for p, (x, y) in enumerate(zip(b, row.ids)) if x != y and p not in spots]
+        assert len(first) <= 1 and not set(first) & set(ps)  # the second swap goes elsewhere
+    # every judged input grew from the base of its group: one swap (first step) or two (second step) away
+    assert len(judged["trials"]) == 2 * 3 + 4 * 3 and set(judged["groups"]) == {0, 1}
+    for t, g in zip(judged["trials"], judged["groups"]):
+        assert sum(x != y for x, y in zip(t, bases1[g])) in (1, 2)
+    assert [sum(x != y for x, y in zip(t, bases1[g])) for t, g in zip(judged["trials"], judged["groups"])] == \
+        [1] * 6 + [2] * 12
     assert attack._trade([]) == []
     with pytest.raises(ValueError, match="trade"):
         preset("paper", "nonoverlap", trade=-1)
@@ -257,14 +263,20 @@ def test_reduce_records_reduces_an_earlier_search_again(tiny_victim: OpenNMTVict
     searched = Seq2Sick(tiny_victim, replace(cfg, reduce=False)).run(items)
     reduced = Seq2Sick(tiny_victim, replace(cfg, repair=16)).run(items)
     assert any(r.success and r.changed > 1 for r in searched)
+    broken = {"index": 99, "mode": "keywords", "source": "x", "error": "could not read"}
     for earlier in (searched, Seq2Sick(tiny_victim, cfg).run(items)):  # unreduced records, or reduced ones
-        again = Seq2Sick(tiny_victim, replace(cfg, repair=16)).reduce_records([r.to_dict() for r in earlier])
-        assert [r.index for r in again] == [r.index for r in items]
+        recs = [r.to_dict() for r in earlier][::-1] + [broken]  # any order; error records pass through
+        again = Seq2Sick(tiny_victim, replace(cfg, repair=16)).reduce_records(recs)
+        assert [r.index for r in again] == [r["index"] for r in recs] and again[-1].error == "could not read"
+        again = sorted(again[:-1], key=lambda r: r.index)
         for s, r, a in zip(searched, reduced, again):
             assert a.success == r.success == s.success
             assert a.changed_before_reduction == s.changed and a.changed == r.changed
             assert a.iterations == s.iterations and a.forward_passes >= s.forward_passes
-            if a.success:
+            if a.success:  # the search's own row keeps the search's cost; the re-judging counts as reduction
+                assert (a.before_reduction["forward_passes"], a.before_reduction["backward_passes"],
+                        a.before_reduction["beam_decodes"]) == (s.forward_passes, s.backward_passes, s.beam_decodes)
+                assert a.beam_decodes > s.beam_decodes
                 assert a.before_reduction["time_s"] == pytest.approx(
                     s.time_s if earlier is searched else earlier[a.index].before_reduction["time_s"])
                 assert a.time_s >= a.before_reduction["time_s"]

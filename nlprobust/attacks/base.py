@@ -307,12 +307,13 @@ class TextAttack(ABC):
         """This attack's reduction pass run again on the records of an earlier run of the same search (settings
         that :meth:`AttackConfig.same_search` accepts, e.g. before a change of reduction options), instead of
         searching again: each record's success before its reduction (``before_reduction``; the record itself
-        when it was not reduced) is re-encoded, judged again with beam search (one beam decode) and reduced.
-        The search's iterations, passes and seconds carry over from the record; the reduction's are added.
-        A record without success stays a failure with its adversarial input; error records are returned as
-        they were. A success whose text does not re-encode to its input's length (e.g. a substitute whose text
-        the tokenizer splits), or is not judged a success again, is searched again, with its cost and seconds
-        measured afresh. One result per record, in order."""
+        when it was not reduced) is re-encoded, judged again with beam search (one beam decode, counted with
+        the reduction) and reduced. The search's iterations, passes and seconds carry over from the record
+        (``before_reduction`` keeps them); the reduction's are added. A record without success stays a failure
+        (its adversarial input re-encoded, or the original input where that text does not re-encode to its
+        length); error records are returned as they were. A success whose text does not re-encode to its
+        input's length (e.g. a substitute whose text the tokenizer splits), or is not judged a success again, is
+        searched again, with its cost and seconds measured afresh. One result per record, in order."""
         recs = list(records)
         t0 = time.perf_counter()
         items, searched = [], {}
@@ -324,10 +325,12 @@ class TextAttack(ABC):
                                  f"{self.config.mode!r}")
             items.append(AttackItem(rec["index"], rec["source"], tuple(rec.get("keywords") or ())))
             searched[rec["index"]] = {**rec, **(rec.get("before_reduction") or {})}
+        trials: list[tuple[Row, tuple[int, ...]]] = []
+        again: list[Row] = []
+        t1, t_again, t_red = t0, 0.0, 0.0
         with self.victim.attack_mode():
             rows, errors = self._prepare(items)
             if rows:
-                trials, again = [], []
                 for r in rows:
                     s = searched[r.item.index]
                     r.iterations = int(s.get("iterations", 0))
@@ -342,6 +345,7 @@ class TextAttack(ABC):
                         trials.append((r, tuple(adv)))
                     elif s.get("success"):
                         again.append(r)
+                searched_beams = {id(r): r.beams for r in rows}  # the re-judging decode counts as reduction
                 self.verify(trials)
                 again += [r for r, _ in trials if r.best is None]  # not judged a success again: search afresh
                 t_again = time.perf_counter()
@@ -349,19 +353,21 @@ class TextAttack(ABC):
                     for r in again:
                         r.iterations, r.forward, r.backward, r.beams, r.fallback = 0, 0, 0, 1, None
                     self.search(again)
+                    searched_beams.update((id(r), r.beams) for r in again)
                 t_again = time.perf_counter() - t_again
                 for r in rows:
-                    r.unreduced = (r.best, r.best_output, r.best_changed, r.forward, r.backward, r.beams)
+                    r.unreduced = (r.best, r.best_output, r.best_changed, r.forward, r.backward,
+                                   searched_beams[id(r)])
                 t1 = time.perf_counter()
                 if self.config.reduce:
                     self.reduce(rows)
                 t_red = (time.perf_counter() - t1) / len(rows)
             results = errors + (self._finish(rows, 0.0, 0.0) if rows else [])
         t_prep = (t1 - t0 - t_again) / len(rows) if rows else 0.0
-        fresh = {r.item.index for r in again} if rows else set()
+        fresh = {r.item.index for r in again}
         for res in results:  # the search's seconds from its record (or this run's), this run's for the reduction
             earlier = searched.get(res.index)
-            if earlier is None or res.error:
+            if earlier is None or res.error is not None:
                 continue
             search_s = t_again / len(fresh) if res.index in fresh else float(earlier.get("time_s", 0.0))
             res.time_s = search_s + t_prep + (t_red if self.config.reduce else 0.0)

@@ -33,7 +33,8 @@ from nlprobust.attacks.base import AttackConfig, AttackItem, AttackResult, run_i
 SHARED = ("mode", "criterion", "beam_size", "quality_metric", "quality_fraction", "reduce")
 COSTS = ("forward_passes", "backward_passes", "beam_decodes", "time_s")
 # settings of AttackConfig that only the members use (each takes them from its own preset): a portfolio refuses them
-MEMBER_ONLY = ("epsilon", "repair", "reduce_lexicon", "lexicon_words", "exchange", "exchange_pairs")
+MEMBER_ONLY = ("epsilon", "repair", "reduce_lexicon", "lexicon_words", "exchange", "exchange_pairs", "trade",
+               "trade_beam", "trade_sets", "swap_lexicon")
 # what every member's record of one sentence must agree on
 SAME_SENTENCE = ("index", "source", "keywords", "mode", "criterion")
 
@@ -47,8 +48,8 @@ class PortfolioConfig(AttackConfig):
         enough: a success with at most this many changed words ends a sentence's attack (later members skip it).
 
     The search settings of ``AttackConfig`` (``epsilon``, ``repair``, ``reduce_lexicon``, ``lexicon_words``,
-    ``exchange``, ``exchange_pairs``) belong to the members' own configs; a portfolio refuses values other than
-    the defaults rather than ignore them.
+    ``exchange``, ``exchange_pairs``, ``trade``, ``trade_beam``, ``trade_sets``, ``swap_lexicon``) belong to the
+    members' own configs; a portfolio refuses values other than the defaults rather than ignore them.
     """
 
     members: tuple[tuple[str, AttackConfig], ...] = ()
