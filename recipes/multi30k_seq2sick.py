@@ -23,6 +23,10 @@ recipes/records/multi30k_seq2sick`` a gzipped copy of them is kept in the reposi
 victim's fingerprint, a hash of its translations of the attacked sentences), so a fresh checkout that retrains
 the same victim resumes from it. Writes
 ``recipes/results/multi30k_seq2sick.json`` (or ``--out``) and renders ``docs/RESULTS.md``.
+
+After a change of reduction options only, ``--reuse-search trade=0,swap_lexicon=0`` (the earlier values) runs
+the new reduction on the earlier settings' records instead of searching again
+(:meth:`~nlprobust.attacks.base.TextAttack.reduce_records`; their search cost carries over).
 """
 
 from __future__ import annotations
