@@ -529,6 +529,22 @@ class TextAttack(ABC):
         finite = torch.isfinite(val).tolist()
         return [[(p, w) for p, w, f in zip(ps, ws, fs) if f] for ps, ws, fs in zip(pos, word, finite)]
 
+    def lexicon_columns(self, rows: Sequence[Row]) -> Tensor:
+        """[rows, candidates] mask of the candidate words in the keyword lexicon of each row's keywords (at most
+        ``lexicon_words`` per keyword)."""
+        return lexicon_columns(self.victim, self._cand_ids, [r.state.keywords for r in rows],
+                               self.config.lexicon_words).any(1)
+
+    def add_lexicon_swaps(self, swaps: list[list[tuple[int, int]]], scores: Tensor, lex_cols: Tensor, k: int) -> None:
+        """Append to each row's ``swaps`` its ``k`` best (position, word) swaps by first-order score among its
+        lexicon words (``scores`` [B, N, C] with disallowed swaps already at +inf; ``lex_cols`` from
+        :meth:`lexicon_columns`), those it holds already left out."""
+        masked = scores.masked_fill(~lex_cols.unsqueeze(1), float("inf")).flatten(1)
+        val, flat = masked.topk(min(k, masked.shape[1]), dim=1, largest=False)
+        for row_swaps, extra in zip(swaps, self.swap_pairs(val, flat)):
+            have = set(row_swaps)
+            row_swaps.extend(x for x in extra if x not in have)
+
     # ---- reduction -----------------------------------------------------------------------------
     def _units(self, row: Row, adv: Sequence[int]) -> list[list[int]]:
         """Changed token positions grouped by the source word they belong to."""
@@ -830,13 +846,7 @@ class TextAttack(ABC):
             val, flat = flat_scores.topk(min(k, flat_scores.shape[1]), dim=1, largest=False)
             chosen = self.swap_pairs(val, flat)
             if lex:
-                cols = lexicon_columns(self.victim, self._cand_ids, [r.state.keywords for r in part_rows],
-                                       self.config.lexicon_words).any(1)
-                masked = scores.masked_fill(~cols.unsqueeze(1), float("inf")).flatten(1)
-                lval, lflat = masked.topk(min(lex, masked.shape[1]), dim=1, largest=False)
-                for swaps, extra in zip(chosen, self.swap_pairs(lval, lflat)):
-                    have = set(swaps)
-                    swaps.extend(x for x in extra if x not in have)
+                self.add_lexicon_swaps(chosen, scores, self.lexicon_columns(part_rows), lex)
             for i, (b, swaps) in enumerate(zip(part, chosen)):
                 for p, w in swaps:
                     t = list(b)

@@ -40,7 +40,6 @@ from typing import ClassVar
 import torch
 
 from nlprobust.attacks.base import VISIBLE_WORD, AttackConfig, Row, TextAttack
-from nlprobust.attacks.lexicon import lexicon_columns
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,19 +183,6 @@ class GradientWordSwap(TextAttack):
             good += sorted((n for n, ok in enumerate(greedy_ok) if not ok), key=lambda n: losses[n])
         return good[: self.config.verify]
 
-    def _lexicon_columns(self, rows: list[Row]) -> torch.Tensor:
-        """[rows, candidates] mask of the candidate words in the keyword lexicon of each row's keywords."""
-        return lexicon_columns(self.victim, self._cand_ids, [r.state.keywords for r in rows],
-                               self.config.lexicon_words).any(1)
-
-    def _lexicon_swaps(self, scores: torch.Tensor, lex_cols: torch.Tensor) -> list[list[tuple[int, int]]]:
-        """Per row, the ``lexicon`` best (position, word) swaps by first-order score among its lexicon words
-        (``scores`` [B, N, C] with disallowed swaps already at +inf)."""
-        masked = scores.masked_fill(~lex_cols.unsqueeze(1), float("inf")).flatten(1)
-        k = min(self.config.lexicon, masked.shape[1])
-        val, flat = masked.topk(k, dim=1, largest=False)
-        return self.swap_pairs(val, flat)
-
     def search(self, rows: list[Row]) -> None:
         v, cfg = self.victim, self.config
         dev = v.device
@@ -210,7 +196,7 @@ class GradientWordSwap(TextAttack):
         active = [i for i, a in enumerate(allowed) if any(a)]
         for r in rows:
             r.fallback = tuple(r.ids)
-        lex_cols = self._lexicon_columns(rows) if cfg.lexicon and cfg.mode == "keywords" else None
+        lex_cols = self.lexicon_columns(rows) if cfg.lexicon and cfg.mode == "keywords" else None
         hook = self.on_iteration
         for step in range(cfg.max_changes):
             if not active:
@@ -241,9 +227,7 @@ class GradientWordSwap(TextAttack):
                 val, flat = scores.flatten(1).topk(k, dim=1, largest=False)
             swaps = self.swap_pairs(val, flat)
             if lex_cols is not None:
-                for b, extra in enumerate(self._lexicon_swaps(scores, lex_cols[active])):
-                    seen = set(swaps[b])
-                    swaps[b].extend(x for x in extra if x not in seen)
+                self.add_lexicon_swaps(swaps, scores, lex_cols[active], cfg.lexicon)
             trial_rows, trials, owner = [], [], []
             for b, i in enumerate(active):
                 for p, w in swaps[b]:
