@@ -26,7 +26,9 @@ the same victim resumes from it. Writes
 
 After a change of reduction options only, ``--reuse-search trade=0,swap_lexicon=0`` (the earlier values) runs
 the new reduction on the earlier settings' records instead of searching again
-(:meth:`~nlprobust.attacks.base.TextAttack.reduce_records`; their search cost carries over).
+(:meth:`~nlprobust.attacks.base.TextAttack.reduce_records`; their search cost carries over). ``--redo-unknown``
+does again the sentences whose records hold a literal ``<unk>`` (an out-of-vocabulary source word written as
+the LSTM's token, so that its text re-encoded to another input than the attack's).
 """
 
 from __future__ import annotations
@@ -47,7 +49,14 @@ from nlprobust.core.runio import run_metadata
 from nlprobust.corpora import load_multi30k
 from nlprobust.experiments.multi30k import VICTIMS, attack_setup, recipe_victim, victim_bleu, victim_fingerprint
 from nlprobust.experiments.report import render
-from nlprobust.experiments.tables import attack_views, portfolio_view, run_attacks, table_attack_config, table_row
+from nlprobust.experiments.tables import (
+    attack_views,
+    judged_on_other_text,
+    portfolio_view,
+    run_attacks,
+    table_attack_config,
+    table_row,
+)
 from nlprobust.metrics import KneserNeyLM, mark_changes
 from nlprobust.text import tokenize
 
@@ -106,7 +115,7 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
             recs = run_attacks(work / f"{stem}_{cfg.tag()}.jsonl", items, build_attack(attack_name, victim, cfg),
                                args.batch_size,
                                f"{name} {method} {attack_name}", args.report_only, echo=echo, archive=archive,
-                               searched=searched)
+                               searched=searched, redo=judged_on_other_text if args.redo_unknown else None)
             done = len(recs)
             if done < len(idx):
                 incomplete.append(f"{name} {method} {attack_name} ({done} of {len(idx)} sentences done)")
@@ -241,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the reduction pass, on the records of an earlier run of the same attacks whose "
                          "reduction options were these (e.g. trade=0,swap_lexicon=0), instead of searching again; "
                          "the search's cost carries over from those records")
+    ap.add_argument("--redo-unknown", action="store_true",
+                    help="attack again (or, with --reuse-search, reduce again) the sentences whose recorded "
+                         "adversarial text holds a literal <unk>: such records were judged on another input than the "
+                         "attack's")
     args = ap.parse_args(argv)
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     methods = parse_choices(ap, args.methods, tuple(PAPER), "method")

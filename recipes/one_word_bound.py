@@ -63,7 +63,7 @@ def one_word_search(victim: Any, sentence: str, goal: Any, state: Any, subs: lis
                 hits.append(t)
     ok, judged = False, []
     for s in range(0, min(len(hits), verify), 64):
-        texts = [victim.decode_source(t) for t in hits[s : min(s + 64, verify)]]
+        texts = [victim.render_source(t, sentence, ids) for t in hits[s : min(s + 64, verify)]]
         outs = victim.translate_ids([victim.encode_source(x).ids for x in texts], beam_size=5)
         judged += [goal.success(victim, state, o) for o in outs]
         if any(judged):

@@ -54,7 +54,14 @@ from nlprobust.experiments.summarization import (
     victim_fingerprint,
     victim_rouge,
 )
-from nlprobust.experiments.tables import attack_views, portfolio_view, run_attacks, table_attack_config, table_row
+from nlprobust.experiments.tables import (
+    attack_views,
+    judged_on_other_text,
+    portfolio_view,
+    run_attacks,
+    table_attack_config,
+    table_row,
+)
 from nlprobust.metrics import KneserNeyLM, mark_changes
 from nlprobust.results import summarize
 
@@ -187,7 +194,7 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                     if args.archive else None
                 recs = run_attacks(work / f"{stem}.jsonl", items, build_attack(attack_name, victim, cfg),
                                    args.batch_size, f"{name} {ds} {method} {attack_name}", args.report_only,
-                                   echo=echo, archive=archive)
+                                   echo=echo, archive=archive, redo=redo(args))
                 summ = summarize(recs)
                 if summ["n"] + summ["errors"] < len(idx):
                     incomplete.append(f"{name} {ds} {method} {attack_name} ({summ['n'] + summ['errors']} of "
@@ -246,7 +253,8 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
     archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", archive_key(
         items, victim.translate([it.text for it in items], beam_size=5))) if args.archive else None
     recs = run_attacks(work / f"{stem}.jsonl", items, build_attack("seq2sick", victim, cfg), args.batch_size,
-                       f"{name} duc2004 police arrest", args.report_only, echo=echo, archive=archive)
+                       f"{name} duc2004 police arrest", args.report_only, echo=echo, archive=archive,
+                       redo=redo(args))
     summ = summarize(recs)
     if summ["n"] + summ["errors"] < m:
         return {"rows": [], "examples": []}
@@ -286,6 +294,11 @@ def perplexity_rows(per: dict[str, dict[str, Any]], data_dir: str | None) -> lis
     return rows
 
 
+def redo(args: argparse.Namespace) -> Any:
+    """The ``redo`` predicate of :func:`run_attacks` that ``--redo-unknown`` asks for (None without it)."""
+    return judged_on_other_text if args.redo_unknown else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=SCALES, default="small")
@@ -323,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
                          "alike restores them, resumes and reports without attacking again")
     ap.add_argument("--report-only", action="store_true",
                     help="attack nothing: summarise the per-input records written so far")
+    ap.add_argument("--redo-unknown", action="store_true",
+                    help="attack again the inputs whose recorded adversarial text holds a literal <unk>: such records "
+                         "were judged on another input than the attack's")
     args = ap.parse_args(argv)
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     args.datasets = parse_choices(ap, args.datasets, DATASETS, "dataset")

@@ -245,3 +245,62 @@ def test_run_attacks_reduces_earlier_searches_instead_of_searching(tmp_path: Pat
     with pytest.raises(ValueError, match="no earlier search for 1 of 5"):
         run_attacks(tmp_path / "b.jsonl", [*items, SimpleNamespace(index=9)], Attack(), 3, "row", False,
                     searched=earlier)
+
+
+def test_run_attacks_does_again_the_records_redo_picks(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from nlprobust.experiments.tables import judged_on_other_text, run_attacks
+
+    class Attack:
+        calls: list = []
+
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def attack_batch(self, chunk: list) -> list:
+            Attack.calls += [it.index for it in chunk]
+            return [SimpleNamespace(to_dict=lambda it=it: {"index": it.index, "adversarial": self.text})
+                    for it in chunk]
+
+    items = [SimpleNamespace(index=i) for i in range(4)]
+    archive = tmp_path / "kept" / "row.jsonl.gz"
+    run_attacks(tmp_path / "a.jsonl", items[:2], Attack("a <unk> dog"), 2, "row", False, archive=(archive, "fp"))
+    run_attacks(tmp_path / "a.jsonl", items, Attack("a cat"), 2, "row", False, archive=(archive, "fp"))
+    assert Attack.calls == [0, 1, 2, 3]
+    # a fresh checkout restores the archive; only the records redo picks are attacked again, once
+    for _ in range(2):
+        recs = run_attacks(tmp_path / "b.jsonl", items, Attack("a hound"), 2, "row", False,
+                           archive=(archive, "fp"), redo=judged_on_other_text)
+    assert Attack.calls == [0, 1, 2, 3, 0, 1]
+    assert [r["adversarial"] for r in recs] == ["a hound", "a hound", "a cat", "a cat"]
+    assert judged_on_other_text({"adversarial": "a b", "before_reduction": {"adversarial": "<unk> b"}})
+    assert not judged_on_other_text({"adversarial": "a b", "before_reduction": {}})
+
+
+def _recording(seen: list[list[str]]):
+    """:func:`_process` that also notes the items of each call in ``seen``."""
+    inner = _process()
+
+    def process(chunk: int, items: list[str]) -> list[dict]:
+        seen.append(items)
+        return inner(chunk, items)
+
+    return process
+
+
+def test_a_chunk_with_finished_items_runs_whole_or_only_its_unfinished_items(tmp_path: Path) -> None:
+    full = run_items(ITEMS, _process(), tmp_path / "full.jsonl", chunk_size=5, progress=False, shard=Shard()).records
+    for partial in (False, True):
+        out = tmp_path / f"p{partial}.jsonl"
+        log = JsonlLog(out)
+        log.extend(full)
+        log.drop([1, 3, 12])  # e.g. records found stale and removed to be done again
+        seen: list[list[str]] = []
+        recs = run_items(ITEMS, _recording(seen), out, chunk_size=5, progress=False, shard=Shard(),
+                         partial=partial).records
+        assert [r["index"] for r in recs] == list(range(23))
+        if partial:
+            assert seen == [["s1", "s3"], ["s12"]]
+        else:  # whole chunks again: the per-chunk seed gives every redone item its uninterrupted record
+            assert seen == [ITEMS[0:5], ITEMS[10:15]] and recs == full

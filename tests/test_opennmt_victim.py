@@ -101,6 +101,28 @@ def test_attack_succeeds_on_trained_victim(tiny_victim: OpenNMTVictim, mode: str
         assert adv_out == r.adversarial_output
 
 
+def test_adversarial_text_keeps_out_of_vocabulary_words(tiny_victim: OpenNMTVictim) -> None:
+    """An unknown source word stays itself in the adversarial text (not ``<unk>``), so the text a user feeds
+    back is the input the attack judged; a literal ``<unk>`` encodes as the unknown word."""
+    v = tiny_victim
+    data = synthetic_corpus(8, 11)
+    srcs = [s.replace("A ", "A Zorblax ", 1) for s in data.src]
+    unk = v.encode_source("Zorblax").ids[0]
+    assert v.encode_source("a <unk> .").ids == [v.encode_source("a").ids[0], unk, v.encode_source(".").ids[0]]
+    enc = v.encode_source(srcs[0])
+    assert unk in enc.ids and v.render_source(enc.ids, srcs[0], enc.ids) == srcs[0]
+    cfg = preset("paper", "nonoverlap", iterations=60, lr=2.0, lr_late=None, lambda1=0.1, lambda2=0.0, epsilon=1.0)
+    res = Seq2Sick(v, cfg).run([AttackItem(i, s) for i, s in enumerate(srcs)], batch_size=8)
+    assert any(r.success for r in res)
+    for r in res:
+        assert "<unk>" not in r.adversarial and "<unk>" not in r.adversarial_words
+        if "Zorblax" in r.source_words:
+            assert r.adversarial_words[r.source_words.index("Zorblax")] == "Zorblax" or \
+                r.source_words.index("Zorblax") in r.changed_positions
+        assert len(v.encode_source(r.adversarial).ids) == len(v.encode_source(r.source).ids)
+        assert v.translate([r.adversarial], beam_size=5)[0] == r.adversarial_output
+
+
 def test_batched_equals_one_at_a_time(tiny_victim: OpenNMTVictim) -> None:
     data = synthetic_corpus(4, 13)
     cfg = preset("multi30k-lstm", "nonoverlap", iterations=20, early_stop=False)

@@ -432,17 +432,21 @@ class TextAttack(ABC):
     def changed(self, row: Row, adv: Sequence[int]) -> int:
         return self.victim.count_changed(row.ids, list(adv))
 
-    def reencode(self, adv: Sequence[int]) -> list[int] | None:
+    def text(self, row: Row, adv: Sequence[int]) -> str:
+        """The adversarial text of ``adv``, an edit of ``row``'s input (its own words where the edit kept them)."""
+        return self.victim.render_source(list(adv), row.item.text, row.ids)
+
+    def reencode(self, row: Row, adv: Sequence[int]) -> list[int] | None:
         """The ids a user gets by feeding the adversarial *text* back to the model (None if unusable)."""
         try:
-            return self.victim.encode_source(self.victim.decode_source(list(adv))).ids
+            return self.victim.encode_source(self.text(row, adv)).ids
         except VictimError:
             return None
 
     def verify(self, trials: Sequence[tuple[Row, tuple[int, ...]]]) -> list[tuple[bool, list[int]]]:
         """Judge ``(row, adversarial ids)`` trials with one batched beam decode of the re-encoded text; keep each
         row's success with the fewest changed words. Returns ``(success, output ids)`` per trial."""
-        todo = [(k, r, ids) for k, (r, key) in enumerate(trials) if (ids := self.reencode(key)) is not None]
+        todo = [(k, r, ids) for k, (r, key) in enumerate(trials) if (ids := self.reencode(r, key)) is not None]
         outs = self.victim.translate_ids([ids for _, _, ids in todo], beam_size=self.config.beam_size) if todo else []
         res: list[tuple[bool, list[int]]] = [(False, []) for _ in trials]
         for (k, r, _), out in zip(todo, outs):
@@ -861,7 +865,7 @@ class TextAttack(ABC):
         v, cfg = self.victim, self.config
         need = [r for r in rows if r.best is None]
         fallback = [list(r.fallback or tuple(r.ids)) for r in need]
-        outs = v.translate_ids([self.reencode(a) or r.ids for a, r in zip(fallback, need)],
+        outs = v.translate_ids([self.reencode(r, a) or r.ids for a, r in zip(fallback, need)],
                                beam_size=cfg.beam_size) if need else []
         fb = {id(r): (a, o) for r, a, o in zip(need, fallback, outs)}
         results = []
@@ -872,7 +876,7 @@ class TextAttack(ABC):
                 adv, out = fb[id(r)]
                 r.beams += 1
                 ok = self.goal.success(v, r.state, out)
-            src_words = v.source_words(r.ids)
+            src_words = v.render_words(r.ids, r.item.text, r.ids)
             size = self._size(r, adv, src_words)
             by_crit = self._by_criterion(r, adv, out)
             before: dict[str, Any] = {}
@@ -909,9 +913,9 @@ class TextAttack(ABC):
     def _size(self, row: Row, adv: list[int], src_words: list[str]) -> dict[str, Any]:
         """The adversarial input and its size and quality against the original input."""
         v = self.victim
-        adv_words = v.source_words(adv)
-        text = v.decode_source(adv)
+        adv_words = v.render_words(adv, row.item.text, row.ids)
+        text = self.text(row, adv)
         return {"adversarial": text, "adversarial_words": adv_words,
                 "changed_positions": changed_positions(src_words, adv_words), "changed": self.changed(row, adv),
-                "bleu": sentence_bleu(src_words, adv_words), "chrf": chrf(v.decode_source(row.ids), text),
+                "bleu": sentence_bleu(src_words, adv_words), "chrf": chrf(self.text(row, row.ids), text),
                 "ter": token_error_rate(src_words, adv_words)}

@@ -99,6 +99,18 @@ class JsonlLog:
         self.records.extend(recs)
         self.done.update(r.get(self.key) for r in recs)
 
+    def drop(self, keys: Iterable[Any]) -> int:
+        """Remove the records of ``keys`` (atomically rewriting the file), so that a run does them again.
+        Returns how many were removed."""
+        gone = set(keys)
+        kept = [r for r in self.records if r.get(self.key) not in gone]
+        removed = len(self.records) - len(kept)
+        if removed:
+            atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+            self.records = kept
+            self.done = {r.get(self.key) for r in kept}
+        return removed
+
 
 # --- record archives ------------------------------------------------------------------------------------------
 

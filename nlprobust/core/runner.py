@@ -232,7 +232,7 @@ def _hashable(value: Any) -> Hashable:
 def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dict[str, Any]]],
               out: str | os.PathLike[str], *, keys: Sequence[Hashable] | None = None, key: str = "index",
               chunk_size: int = 32, shard: Shard | None = None, resume: bool = True, desc: str = "",
-              unit: str = "item", progress: bool = True) -> RunOutcome:
+              unit: str = "item", progress: bool = True, partial: bool = False) -> RunOutcome:
     """Run ``process`` over ``items`` in chunks of ``chunk_size``, resumably and sharded (module docstring).
 
     Args:
@@ -243,6 +243,10 @@ def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dic
         out: the JSON-lines output (resumed when ``resume``).
         keys: the items' keys in input order (default: their positions 0..n-1).
         shard: this process's part (default: from the launcher's environment).
+        partial: a chunk with finished items (records restored from elsewhere, or removed to be done again)
+            passes ``process`` only its unfinished items, for a ``process`` whose record of an item does not
+            depend on the chunk's other items; by default the whole chunk runs again (per-chunk seeds stay
+            aligned) and only the unfinished items' records are kept.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -272,18 +276,19 @@ def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dic
     from tqdm.auto import tqdm
 
     label = f"{desc} [rank {shard}]" if shard.world > 1 else desc
-    bar = tqdm(total=total, initial=total - sum(len(r) for _, r in todo), desc=label, unit=unit,
+    bar = tqdm(total=total, initial=finished, desc=label, unit=unit,
                disable=not progress, dynamic_ncols=True, position=shard.local_rank if shard.world > 1 else None)
     for c, rng in todo:
-        records = list(process(c, [items[i] for i in rng]))
-        wanted = {hkeys[i] for i in rng}
+        pending = [i for i in rng if hkeys[i] not in done]
+        records = list(process(c, [items[i] for i in (pending if partial else rng)]))
+        wanted = {hkeys[i] for i in (pending if partial else rng)}
         got = {_hashable(r.get(key)) for r in records}
         if got != wanted:
             raise RuntimeError(f"chunk {c}: process returned records for keys {sorted(map(str, got))[:5]}..., "
-                               f"expected one per item of the chunk")
+                               f"expected one per item it was given")
         log.extend([r for r in records if _hashable(r.get(key)) not in done])
         done |= got
-        bar.update(len(rng))
+        bar.update(len(pending))
     bar.close()
     if shard.world == 1:
         order = {k: i for i, k in enumerate(hkeys)}

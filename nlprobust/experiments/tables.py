@@ -19,7 +19,8 @@ CHANGE_COST = 0.02  # tuned settings are ranked by success - CHANGE_COST * chang
 def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, batch: int, what: str,
                 report_only: bool, *, echo: Callable[[str], None] = logger.info,
                 archive: tuple[str | os.PathLike[str], str] | None = None,
-                searched: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                searched: Sequence[dict[str, Any]] | None = None,
+                redo: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
     """Attack ``items`` with the project's resumable runner (:func:`nlprobust.core.runner.run_items`; one JSON
     line per sentence in ``path``, keyed by the item's index, chunks of ``batch``; sentences already there are
     not attacked again) and return the records of all ``items``; with ``report_only`` nothing is attacked and
@@ -32,7 +33,10 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
 
     ``searched``: records of an earlier run of the same search (other reduction options): instead of searching
     again, the attack's reduction pass runs on them (:meth:`~nlprobust.attacks.base.TextAttack.reduce_records`);
-    every item needs one."""
+    every item needs one.
+
+    ``redo``: records already in ``path`` (or its archive) for which it holds are removed first and done again
+    (e.g. :func:`judged_on_other_text`)."""
     from nlprobust.core.runio import JsonlLog, read_archive, read_jsonl, write_archive
     from nlprobust.core.runner import Shard, run_items
 
@@ -45,6 +49,10 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
             log.extend(missing)
             if missing:
                 echo(f"  {what}: {len(missing)} records restored from {archive[0]}")
+    if redo is not None and not report_only:
+        log = JsonlLog(path)
+        if n := log.drop(r.get("index") for r in log.records if r.get("index") in wanted and redo(r)):
+            echo(f"  {what}: {n} records to do again")
     every: list[dict[str, Any]] | None = None
     if report_only:
         every = read_jsonl(path)
@@ -64,7 +72,7 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
                                          attack.reduce_records([earlier[it.index] for it in chunk])]
         outcome = run_items(items, process, path,
                             keys=[it.index for it in items], chunk_size=batch, shard=Shard(), desc=what,
-                            unit="sent")
+                            unit="sent", partial=True)  # an attack judges each sentence on its own
         echo(f"  {what}: {len(outcome.records)}/{len(items)} done ({time.time() - t:.0f}s)")
         recs = outcome.records
     if archive is not None:
@@ -72,6 +80,15 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
         if every:
             write_archive(archive[0], every, archive[1])
     return recs
+
+
+def judged_on_other_text(rec: dict[str, Any]) -> bool:
+    """Whether a record's adversarial text (or its text before the reduction) holds the literal unknown word
+    ``<unk>``: a word-level victim's out-of-vocabulary source word written as its token. Such texts re-encode to
+    other ids than the attack's (``<``, ``unk``, ``>``), so its success was judged on another input; the
+    adversarial text now keeps the input's own words (:meth:`~nlprobust.victims.base.Seq2SeqVictim.render_source`)."""
+    texts = [rec.get("adversarial"), (rec.get("before_reduction") or {}).get("adversarial")]
+    return any("<unk>" in t for t in texts if t)
 
 
 def table_row(recs: list[dict[str, Any]], lm: Any, *,

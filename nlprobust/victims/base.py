@@ -194,6 +194,16 @@ class Seq2SeqVictim(ABC):
     def decode_source(self, ids: list[int]) -> str:
         """Token ids -> detokenised text (specials dropped)."""
 
+    def render_source(self, ids: list[int], text: str, text_ids: list[int]) -> str:
+        """The text of ``ids``, an edit of the input ``text`` (encoded as ``text_ids``), written with ``text``'s
+        own words where the edit kept its tokens, so that feeding it back gives ``ids`` again (a word-level
+        victim's unknown words stay themselves instead of becoming ``<unk>``). Default: :meth:`decode_source`."""
+        return self.decode_source(ids)
+
+    def render_words(self, ids: list[int], text: str, text_ids: list[int]) -> list[str]:
+        """The words of :meth:`render_source` (as :meth:`source_words` counts them)."""
+        return self.source_words(ids)
+
     @abstractmethod
     def source_tokens(self, ids: list[int]) -> list[str]:
         """Token ids -> token strings (for display and word-level change counting)."""

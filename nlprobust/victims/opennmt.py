@@ -31,6 +31,7 @@ from nlprobust.victims.base import (
 from nlprobust.victims.decoding import beam_search, may_stop
 
 SPECIALS = ("<blank>", "<s>", "</s>", "<unk>")
+UNK = "<unk>"
 
 
 
@@ -143,9 +144,18 @@ class OpenNMTVictim(Seq2SeqVictim):
     def candidate_ids(self) -> Tensor:
         return self._candidates
 
-    def encode_source(self, text: str) -> EncodedSource:
+    def _tokens(self, text: str) -> list[str]:
+        """The source tokens of ``text``; a literal ``<unk>`` stays one token (the unknown word)."""
         text = text.lower() if self.lowercase else text
-        toks = text.split() if self.pretokenized else tokenize(text)
+        if self.pretokenized:
+            return text.split()
+        toks: list[str] = []
+        for k, part in enumerate(text.split(UNK)):
+            toks += [UNK] * (k > 0) + tokenize(part)
+        return toks
+
+    def encode_source(self, text: str) -> EncodedSource:
+        toks = self._tokens(text)
         if not toks:
             raise VictimError("empty input: nothing to attack")
         if len(toks) > self.max_source_len:
@@ -161,6 +171,15 @@ class OpenNMTVictim(Seq2SeqVictim):
 
     def source_tokens(self, ids: list[int]) -> list[str]:
         return [self.src_itos[i] for i in ids if i != self.src_pad_id]
+
+    def render_words(self, ids: list[int], text: str, text_ids: list[int]) -> list[str]:
+        toks, own = self.source_tokens(ids), self._tokens(text)
+        if len(toks) != len(ids) or not (len(own) == len(text_ids) == len(ids)):
+            return toks
+        return [o if a == b else t for t, o, a, b in zip(toks, own, ids, text_ids)]
+
+    def render_source(self, ids: list[int], text: str, text_ids: list[int]) -> str:
+        return self._join(self.render_words(ids, text, text_ids))
 
     # ---- target --------------------------------------------------------------------------------
     def decode_target(self, ids: list[int]) -> str:
