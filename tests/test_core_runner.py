@@ -304,3 +304,28 @@ def test_a_chunk_with_finished_items_runs_whole_or_only_its_unfinished_items(tmp
             assert seen == [["s1", "s3"], ["s12"]]
         else:  # whole chunks again: the per-chunk seed gives every redone item its uninterrupted record
             assert seen == [ITEMS[0:5], ITEMS[10:15]] and recs == full
+
+
+def test_run_attacks_searches_afresh_where_redo_picks_the_earlier_search(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from nlprobust.experiments.tables import judged_on_other_text, run_attacks
+
+    class Attack:
+        searched: list = []
+        reduced: list = []
+
+        def attack_batch(self, chunk: list) -> list:
+            Attack.searched += [it.index for it in chunk]
+            return [SimpleNamespace(to_dict=lambda it=it: {"index": it.index, "adversarial": "fresh"}) for it in chunk]
+
+        def reduce_records(self, recs: list) -> list:
+            Attack.reduced += [r["index"] for r in recs]
+            return [SimpleNamespace(to_dict=lambda r=r: {"index": r["index"], "adversarial": "reduced"}) for r in recs]
+
+    items = [SimpleNamespace(index=i) for i in range(4)]
+    earlier = [{"index": i, "adversarial": "a <unk>" if i % 2 else "a b"} for i in range(4)]
+    recs = run_attacks(tmp_path / "a.jsonl", items, Attack(), 3, "row", False, searched=earlier,
+                       redo=judged_on_other_text)
+    assert Attack.searched == [1, 3] and Attack.reduced == [0, 2]
+    assert [r["adversarial"] for r in recs] == ["reduced", "fresh", "reduced", "fresh"]

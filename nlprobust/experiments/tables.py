@@ -36,7 +36,8 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
     every item needs one.
 
     ``redo``: records already in ``path`` (or its archive) for which it holds are removed first and done again
-    (e.g. :func:`judged_on_other_text`)."""
+    (e.g. :func:`judged_on_other_text`); with ``searched``, the items whose earlier record it picks are searched
+    afresh instead of reduced again."""
     from nlprobust.core.runio import JsonlLog, read_archive, read_jsonl, write_archive
     from nlprobust.core.runner import Shard, run_items
 
@@ -61,15 +62,22 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
             echo(f"  {what}: {len(items) - len(recs)} of {len(items)} inputs not attacked yet (--report-only)")
     else:
         t = time.time()
-        process = lambda _c, chunk: [r.to_dict() for r in attack.attack_batch(chunk)]  # noqa: E731
+        earlier = {r.get("index"): r for r in searched or ()}
         if searched is not None:
-            earlier = {r.get("index"): r for r in searched}
             missing = [it.index for it in items if it.index not in earlier]
             if missing:
                 raise ValueError(f"{what}: no earlier search for {len(missing)} of {len(items)} inputs (e.g. index "
                                  f"{missing[0]}): run the earlier settings on them first, or search afresh")
-            process = lambda _c, chunk: [r.to_dict() for r in  # noqa: E731
-                                         attack.reduce_records([earlier[it.index] for it in chunk])]
+        # without earlier searches, or where redo picks the earlier search: search afresh; else reduce again
+        stale = {i for i, r in earlier.items() if redo is not None and redo(r)}
+
+        def process(_c: int, chunk: list[Any]) -> list[dict[str, Any]]:
+            fresh = [it for it in chunk if searched is None or it.index in stale]
+            rest = [earlier[it.index] for it in chunk if searched is not None and it.index not in stale]
+            done = [r.to_dict() for r in attack.attack_batch(fresh)] if fresh else []
+            done += [r.to_dict() for r in attack.reduce_records(rest)] if rest else []
+            by_index = {r.get("index"): r for r in done}
+            return [by_index[it.index] for it in chunk]
         outcome = run_items(items, process, path,
                             keys=[it.index for it in items], chunk_size=batch, shard=Shard(), desc=what,
                             unit="sent", partial=True)  # an attack judges each sentence on its own
