@@ -233,7 +233,7 @@ def test_run_attacks_reduces_earlier_searches_instead_of_searching(tmp_path: Pat
         def attack_batch(self, chunk: list) -> list:
             raise AssertionError("searched again")
 
-        def reduce_records(self, recs: list) -> list:
+        def reduce_records(self, recs: list, items: list | None = None) -> list:
             Attack.reduced += [r["index"] for r in recs]
             return [SimpleNamespace(to_dict=lambda r=r: {"index": r["index"], "changed": r["changed"] - 1})
                     for r in recs]
@@ -319,7 +319,7 @@ def test_run_attacks_searches_afresh_where_redo_picks_the_earlier_search(tmp_pat
             Attack.searched += [it.index for it in chunk]
             return [SimpleNamespace(to_dict=lambda it=it: {"index": it.index, "adversarial": "fresh"}) for it in chunk]
 
-        def reduce_records(self, recs: list) -> list:
+        def reduce_records(self, recs: list, items: list | None = None) -> list:
             Attack.reduced += [r["index"] for r in recs]
             return [SimpleNamespace(to_dict=lambda r=r: {"index": r["index"], "adversarial": "reduced"}) for r in recs]
 

@@ -291,6 +291,20 @@ def test_reduce_records_reduces_an_earlier_search_again(tiny_victim: OpenNMTVict
         Seq2Sick(tiny_victim, preset("paper", "nonoverlap")).reduce_records([searched[0].to_dict()])
 
 
+def test_reduce_records_judges_a_quality_drop_against_the_items_references(tiny_victim: OpenNMTVictim) -> None:
+    data = synthetic_corpus(4, 11)
+    items = [AttackItem(i, s, reference=t) for i, (s, t) in enumerate(zip(data.src, data.tgt))]
+    cfg = preset("paper", "quality-drop", **SEQ2SICK_TINY["lstm"])
+    first = Seq2Sick(tiny_victim, cfg).run(items)
+    recs = [r.to_dict() for r in first]
+    with pytest.raises(ValueError, match="references"):  # a record does not keep its reference
+        Seq2Sick(tiny_victim, cfg).reduce_records(recs)
+    with pytest.raises(ValueError, match="not among the items"):
+        Seq2Sick(tiny_victim, cfg).reduce_records(recs, items[:2])
+    again = Seq2Sick(tiny_victim, cfg).reduce_records(recs, items)
+    assert [(a.index, a.success) for a in again] == [(r.index, r.success) for r in first]
+
+
 def test_grouped_judging_spreads_beam_picks_over_groups(tiny_victim: OpenNMTVictim, monkeypatch) -> None:  # noqa: ANN001
     attack = Seq2Sick(tiny_victim, preset("paper", "nonoverlap"))
     (row,), _ = attack._prepare(_items(tiny_victim, "nonoverlap", 1))

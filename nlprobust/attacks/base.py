@@ -303,7 +303,8 @@ class TextAttack(ABC):
         return sorted(results, key=lambda r: order.get(r.index, 0))
 
     @final
-    def reduce_records(self, records: Sequence[dict[str, Any]]) -> list[AttackResult]:
+    def reduce_records(self, records: Sequence[dict[str, Any]], items: Sequence[AttackItem] | None = None
+                       ) -> list[AttackResult]:
         """This attack's reduction pass run again on the records of an earlier run of the same search (settings
         that :meth:`AttackConfig.same_search` accepts, e.g. before a change of reduction options), instead of
         searching again: each record's success before its reduction (``before_reduction``; the record itself
@@ -313,23 +314,32 @@ class TextAttack(ABC):
         (its adversarial input re-encoded, or the original input where that text does not re-encode to its
         length); error records are returned as they were. A success whose text does not re-encode to its
         input's length (e.g. a substitute whose text the tokenizer splits), or is not judged a success again, is
-        searched again, with its cost and seconds measured afresh. One result per record, in order."""
+        searched again, with its cost and seconds measured afresh. One result per record, in order.
+
+        ``items``: the records' inputs as first attacked, by index (records do not keep a quality-drop goal's
+        ``reference``); without them, each input is rebuilt from its record (text and keywords)."""
         recs = list(records)
         t0 = time.perf_counter()
-        items, searched = [], {}
+        given = {it.index: it for it in items or ()}
+        if self.config.mode == "quality-drop" and items is None:
+            raise ValueError("reduce_records: a quality-drop goal needs the records' items (their references)")
+        todo, searched = [], {}
         for rec in recs:
             if rec.get("error"):
                 continue
             if rec.get("mode") != self.config.mode:
                 raise ValueError(f"record {rec.get('index')}: mode {rec.get('mode')!r}, these settings "
                                  f"{self.config.mode!r}")
-            items.append(AttackItem(rec["index"], rec["source"], tuple(rec.get("keywords") or ())))
+            if items is not None and rec["index"] not in given:
+                raise ValueError(f"record {rec['index']}: not among the items given")
+            todo.append(given.get(rec["index"]) or AttackItem(rec["index"], rec["source"],
+                                                               tuple(rec.get("keywords") or ())))
             searched[rec["index"]] = {**rec, **(rec.get("before_reduction") or {})}
         trials: list[tuple[Row, tuple[int, ...]]] = []
         again: list[Row] = []
         t1, t_again, t_red = t0, 0.0, 0.0
         with self.victim.attack_mode():
-            rows, errors = self._prepare(items)
+            rows, errors = self._prepare(todo)
             if rows:
                 for r in rows:
                     s = searched[r.item.index]

@@ -73,9 +73,10 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
 
         def process(_c: int, chunk: list[Any]) -> list[dict[str, Any]]:
             fresh = [it for it in chunk if searched is None or it.index in stale]
-            rest = [earlier[it.index] for it in chunk if searched is not None and it.index not in stale]
+            again = [it for it in chunk if searched is not None and it.index not in stale]
             done = [r.to_dict() for r in attack.attack_batch(fresh)] if fresh else []
-            done += [r.to_dict() for r in attack.reduce_records(rest)] if rest else []
+            done += [r.to_dict() for r in attack.reduce_records([earlier[it.index] for it in again], again)
+                     ] if again else []
             by_index = {r.get("index"): r for r in done}
             return [by_index[it.index] for it in chunk]
         outcome = run_items(items, process, path,
