@@ -38,7 +38,6 @@ import functools
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,9 @@ from nlprobust.experiments.report import render
 from nlprobust.experiments.tables import (
     attack_views,
     judged_on_other_text,
+    parse_overrides,
     portfolio_view,
+    reused_settings,
     run_attacks,
     table_attack_config,
     table_row,
@@ -142,33 +143,6 @@ def attack_victim(name: str, args: argparse.Namespace, n: int, methods: list[str
     return {"rows": rows, "examples": examples, "keywords": draws, "sentences": idx, "incomplete": incomplete,
             "victim": {"checkpoint": where, "fingerprint": fingerprint, "test_bleu": bleu,
                        "train_config": train_config, "sentences": idx}}
-
-
-def reused_settings(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """``cfg`` with the reduction options ``overrides`` (``--reuse-search``): the earlier settings whose searches
-    are reduced again; a clear error when an override is not a reduction-only option of ``cfg``."""
-    try:
-        earlier = replace(cfg, **overrides)
-    except (TypeError, ValueError) as exc:
-        raise SystemExit(f"--reuse-search: {exc}") from None
-    if not cfg.same_search(earlier):
-        raise SystemExit(f"--reuse-search: {', '.join(sorted(overrides))} change the search itself, not only the "
-                         "reduction: search afresh instead")
-    return earlier
-
-
-def parse_overrides(text: str) -> dict[str, Any]:
-    """``"trade=0,swap_lexicon=0"`` -> ``{"trade": 0, "swap_lexicon": 0}`` (values read as JSON, else text)."""
-    out: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"--reuse-search: {part!r} is not OPTION=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def kept_victims(out: Path, keep: list[str], scale: str, ap: argparse.ArgumentParser) -> dict[str, dict]:

@@ -57,7 +57,9 @@ from nlprobust.experiments.summarization import (
 from nlprobust.experiments.tables import (
     attack_views,
     judged_on_other_text,
+    parse_overrides,
     portfolio_view,
+    reused_settings,
     run_attacks,
     table_attack_config,
     table_row,
@@ -192,9 +194,12 @@ def attack_victim(name: str, args: argparse.Namespace, runs: Path) -> dict[str, 
                 stem = f"{name}_{ds}_{method}_{attack_name}_{cfg.preset}_{cfg.tag()}"
                 archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", archive_key(items, summaries)) \
                     if args.archive else None
+                what = f"{name} {ds} {method} {attack_name}"
+                searched = earlier_search(args, victim, attack_name, cfg, items, archive, work, what,
+                                          f"{name}_{ds}_{method}_{attack_name}")
                 recs = run_attacks(work / f"{stem}.jsonl", items, build_attack(attack_name, victim, cfg),
-                                   args.batch_size, f"{name} {ds} {method} {attack_name}", args.report_only,
-                                   echo=echo, archive=archive, redo=redo(args))
+                                   args.batch_size, what, args.report_only, echo=echo, archive=archive,
+                                   searched=searched, redo=redo(args))
                 summ = summarize(recs)
                 if summ["n"] + summ["errors"] < len(idx):
                     incomplete.append(f"{name} {ds} {method} {attack_name} ({summ['n'] + summ['errors']} of "
@@ -252,9 +257,11 @@ def police_arrest(victim: Any, name: str, args: argparse.Namespace, work: Path, 
     stem = f"{name}_duc2004_police-arrest_{cfg.preset}_{cfg.tag()}"
     archive = (Path(args.archive) / args.scale / f"{stem}.jsonl.gz", archive_key(
         items, victim.translate([it.text for it in items], beam_size=5))) if args.archive else None
+    what = f"{name} duc2004 police arrest"
+    searched = earlier_search(args, victim, "seq2sick", cfg, items, archive, work, what,
+                              f"{name}_duc2004_police-arrest")
     recs = run_attacks(work / f"{stem}.jsonl", items, build_attack("seq2sick", victim, cfg), args.batch_size,
-                       f"{name} duc2004 police arrest", args.report_only, echo=echo, archive=archive,
-                       redo=redo(args))
+                       what, args.report_only, echo=echo, archive=archive, searched=searched, redo=redo(args))
     summ = summarize(recs)
     if summ["n"] + summ["errors"] < m:
         return {"rows": [], "examples": []}
@@ -292,6 +299,23 @@ def perplexity_rows(per: dict[str, dict[str, Any]], data_dir: str | None) -> lis
                              "paper": {"perplexity": PAPER_PPL[ds][method]}})
     print(f"perplexity rows in {time.time() - t:.0f}s (LM vocabulary {len(lm.vocab)})", flush=True)
     return rows
+
+
+def earlier_search(args: argparse.Namespace, victim: Any, attack_name: str, cfg: Any, items: list[AttackItem],
+                   archive: tuple[Path, str] | None, work: Path, what: str, prefix: str
+                   ) -> list[dict[str, Any]] | None:
+    """With ``--reuse-search``: the records of the earlier reduction settings (log and archive
+    ``<prefix>_<preset>_<tag>``, restored from ``archive``'s folder), whose searches the row's reduction runs on;
+    else None."""
+    if not args.reuse_search or args.report_only:
+        return None
+    earlier = reused_settings(cfg, args.reuse_search)
+    if earlier.tag() == cfg.tag():
+        return None
+    stem = f"{prefix}_{earlier.preset}_{earlier.tag()}"
+    kept = (archive[0].with_name(f"{stem}.jsonl.gz"), archive[1]) if archive else None
+    return run_attacks(work / f"{stem}.jsonl", items, build_attack(attack_name, victim, earlier), args.batch_size,
+                       f"{what} (earlier search)", True, echo=echo, archive=kept)
 
 
 def redo(args: argparse.Namespace) -> Any:
@@ -336,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                          "alike restores them, resumes and reports without attacking again")
     ap.add_argument("--report-only", action="store_true",
                     help="attack nothing: summarise the per-input records written so far")
+    ap.add_argument("--reuse-search", type=parse_overrides, default=None, metavar="OPTION=VALUE,...",
+                    help="run only the reduction pass, on the records of an earlier run of the same attacks whose "
+                         "reduction options were these (e.g. trade=0,swap_lexicon=0), instead of searching again")
     ap.add_argument("--redo-unknown", action="store_true",
                     help="attack again the inputs whose recorded adversarial text holds a literal <unk>: such records "
                          "were judged on another input than the attack's")

@@ -60,19 +60,18 @@ def test_multi30k_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:
         multi30k_seq2sick.main([*common, "--victims", "lstm", "--keep", "marian", "--scale", "small"])
 
 
-def test_multi30k_recipe_reuse_search_accepts_reduction_options_only() -> None:
-    import multi30k_seq2sick
-
+def test_reuse_search_accepts_reduction_options_only() -> None:
     from nlprobust.attacks import preset
+    from nlprobust.experiments.tables import parse_overrides, reused_settings
 
     cfg = preset("multi30k-lstm", "keywords")
-    assert multi30k_seq2sick.parse_overrides("trade=0, swap_lexicon=0") == {"trade": 0, "swap_lexicon": 0}
-    assert multi30k_seq2sick.reused_settings(cfg, {"trade": 0, "exchange": 0}).exchange == 0
+    assert parse_overrides("trade=0, swap_lexicon=0") == {"trade": 0, "swap_lexicon": 0}
+    assert reused_settings(cfg, {"trade": 0, "exchange": 0}).exchange == 0
     for bad in ({"lr": 9.0}, {"nope": 1}, {"trade": -1}):
         with pytest.raises(SystemExit, match="--reuse-search"):
-            multi30k_seq2sick.reused_settings(cfg, bad)
+            reused_settings(cfg, bad)
     with pytest.raises(SystemExit, match="OPTION=VALUE"):
-        multi30k_seq2sick.parse_overrides("trade")
+        parse_overrides("trade")
 
 
 def test_robust_recipe_tiny(data_dir: Path, tmp_path: Path) -> None:

@@ -295,3 +295,34 @@ def test_best_checkpoint_by_perplexity_or_accuracy() -> None:
     assert _best_step(log, "accuracy") == (500, 21.5)
     with pytest.raises(ValueError, match="select_by must be one of"):
         train_onmt(None, None, "unused", preset("tiny", select_by="bleu"))  # type: ignore[arg-type]
+
+
+def test_summarization_recipe_reuses_the_earlier_reduction_settings_search(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import argparse
+
+    import summarization_seq2sick as rec
+
+    from nlprobust.attacks import preset
+
+    cfg = preset("gigaword-lstm", "keywords")
+    seen: dict = {}
+
+    def fake_run_attacks(path, items, attack, batch, what, report_only, **kw):  # noqa: ANN001, ANN202
+        seen.update(path=path, report_only=report_only, archive=kw.get("archive"), exchange=attack.config.exchange)
+        return [{"index": 0}]
+
+    monkeypatch.setattr(rec, "run_attacks", fake_run_attacks)
+    monkeypatch.setattr(rec, "build_attack", lambda name, victim, config: argparse.Namespace(config=config))
+    args = argparse.Namespace(reuse_search=None, report_only=False, batch_size=4)
+    archive = (tmp_path / "small" / "row_new.jsonl.gz", "key")
+    assert rec.earlier_search(args, None, "seq2sick", cfg, [], archive, tmp_path, "row", "lstm_duc2004_1-keyword") \
+        is None
+    args.reuse_search = {"exchange": 0}
+    assert rec.earlier_search(args, None, "seq2sick", cfg, [], archive, tmp_path, "row", "lstm_duc2004_1-keyword") \
+        == [{"index": 0}]
+    stem = f"lstm_duc2004_1-keyword_gigaword-lstm_{preset('gigaword-lstm', 'keywords', exchange=0).tag()}"
+    assert seen == {"path": tmp_path / f"{stem}.jsonl", "report_only": True, "exchange": 0,
+                    "archive": (tmp_path / "small" / f"{stem}.jsonl.gz", "key")}
+    args.reuse_search = {"lr": 9.0}  # not a reduction option: the search would differ
+    with pytest.raises(SystemExit, match="--reuse-search"):
+        rec.earlier_search(args, None, "seq2sick", cfg, [], archive, tmp_path, "row", "lstm_duc2004_1-keyword")

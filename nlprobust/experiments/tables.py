@@ -3,13 +3,16 @@ each row, and the selection of tuned settings."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-__all__ = ["CHANGE_COST", "attack_views", "run_attacks", "select_best", "table_attack_config", "table_row"]
+__all__ = ["CHANGE_COST", "attack_views", "judged_on_other_text", "parse_overrides", "reused_settings", "run_attacks",
+           "select_best", "table_attack_config", "table_row"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,3 +175,30 @@ def select_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The tuning row with the best trade-off between success rate and changed words
     (``success - CHANGE_COST * changed``; a row without successes counts 99 words)."""
     return max(rows, key=lambda r: (r["success"] or 0.0) - CHANGE_COST * (r["changed"] or 99.0))
+
+
+def reused_settings(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """``cfg`` with the reduction options ``overrides`` (``--reuse-search``): the earlier settings whose searches
+    are reduced again; a clear error when an override is not a reduction-only option of ``cfg``."""
+    try:
+        earlier = replace(cfg, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--reuse-search: {exc}") from None
+    if not cfg.same_search(earlier):
+        raise SystemExit(f"--reuse-search: {', '.join(sorted(overrides))} change the search itself, not only the "
+                         "reduction: search afresh instead")
+    return earlier
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``"trade=0,swap_lexicon=0"`` -> ``{"trade": 0, "swap_lexicon": 0}`` (values read as JSON, else text)."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--reuse-search: {part!r} is not OPTION=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
