@@ -225,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                          "reduction options were these (e.g. trade=0,swap_lexicon=0), instead of searching again; "
                          "the search's cost carries over from those records")
     ap.add_argument("--redo-unknown", action="store_true",
-                    help="attack again (or, with --reuse-search, reduce again) the sentences whose recorded "
-                         "adversarial text holds a literal <unk>: such records were judged on another input than the "
-                         "attack's")
+                    help="attack again the sentences whose records hold a literal <unk> (source words or "
+                         "adversarial text): their trials that kept an out-of-vocabulary word were judged on another "
+                         "input than the attack's; with --reuse-search, those whose earlier search does are searched "
+                         "afresh, the others reduced again")
     args = ap.parse_args(argv)
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     methods = parse_choices(ap, args.methods, tuple(PAPER), "method")

@@ -364,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the reduction pass, on the records of an earlier run of the same attacks whose "
                          "reduction options were these (e.g. trade=0,swap_lexicon=0), instead of searching again")
     ap.add_argument("--redo-unknown", action="store_true",
-                    help="attack again the inputs whose recorded adversarial text holds a literal <unk>: such records "
-                         "were judged on another input than the attack's")
+                    help="attack again the inputs whose records hold a literal <unk> (source words or adversarial "
+                         "text; written by versions before texts kept the input's own words). The LSTM summarizer "
+                         "reads pretokenized text, so its judging was right; this gives texts (and their perplexity) "
+                         "with the input's words")
     args = ap.parse_args(argv)
     victims = parse_choices(ap, args.victims, VICTIMS, "victim")
     args.datasets = parse_choices(ap, args.datasets, DATASETS, "dataset")

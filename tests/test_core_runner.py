@@ -275,7 +275,25 @@ def test_run_attacks_does_again_the_records_redo_picks(tmp_path: Path) -> None:
     assert Attack.calls == [0, 1, 2, 3, 0, 1]
     assert [r["adversarial"] for r in recs] == ["a hound", "a hound", "a cat", "a cat"]
     assert judged_on_other_text({"adversarial": "a b", "before_reduction": {"adversarial": "<unk> b"}})
-    assert not judged_on_other_text({"adversarial": "a b", "before_reduction": {}})
+    assert not judged_on_other_text({"adversarial": "a b", "before_reduction": {}, "source_words": ["a", "b"]})
+    # the attack changed the unknown word, but its trials that kept it were judged on another text
+    assert judged_on_other_text({"adversarial": "a b", "source_words": ["a", "<unk>"]})
+    # an interrupted redo does not get its dropped records back from the archive
+    from nlprobust.core.runio import read_archive
+
+    class Killed:
+        def attack_batch(self, chunk: list) -> list:
+            raise KeyboardInterrupt
+
+    other = tmp_path / "kept" / "other.jsonl.gz"
+    run_attacks(tmp_path / "d.jsonl", items, Attack("a <unk> dog"), 2, "row", False, archive=(other, "fp"))
+    with pytest.raises(KeyboardInterrupt):
+        run_attacks(tmp_path / "e.jsonl", items, Killed(), 2, "row", False, archive=(other, "fp"),
+                    redo=judged_on_other_text)
+    assert read_archive(other, "fp") == []
+    with pytest.raises(ValueError, match="no earlier search"):  # checked before anything is dropped
+        run_attacks(tmp_path / "b.jsonl", items, Attack("x"), 2, "row", False, searched=[], redo=lambda r: True)
+    assert len(read_jsonl(tmp_path / "b.jsonl")) == 4
 
 
 def _recording(seen: list[list[str]]):

@@ -301,6 +301,8 @@ def test_reduce_records_judges_a_quality_drop_against_the_items_references(tiny_
         Seq2Sick(tiny_victim, cfg).reduce_records(recs)
     with pytest.raises(ValueError, match="not among the items"):
         Seq2Sick(tiny_victim, cfg).reduce_records(recs, items[:2])
+    with pytest.raises(ValueError, match="differ from the item"):
+        Seq2Sick(tiny_victim, cfg).reduce_records(recs, [replace(it, text=it.text + " Hund") for it in items])
     again = Seq2Sick(tiny_victim, cfg).reduce_records(recs, items)
     assert [(a.index, a.success) for a in again] == [(r.index, r.success) for r in first]
 

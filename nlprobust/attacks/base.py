@@ -332,6 +332,9 @@ class TextAttack(ABC):
                                  f"{self.config.mode!r}")
             if items is not None and rec["index"] not in given:
                 raise ValueError(f"record {rec['index']}: not among the items given")
+            it = given.get(rec["index"])
+            if it is not None and (it.text != rec["source"] or list(it.keywords) != list(rec.get("keywords") or ())):
+                raise ValueError(f"record {rec['index']}: its input or keywords differ from the item's")
             todo.append(given.get(rec["index"]) or AttackItem(rec["index"], rec["source"],
                                                                tuple(rec.get("keywords") or ())))
             searched[rec["index"]] = {**rec, **(rec.get("before_reduction") or {})}

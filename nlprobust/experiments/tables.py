@@ -53,10 +53,20 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
             log.extend(missing)
             if missing:
                 echo(f"  {what}: {len(missing)} records restored from {archive[0]}")
-    if redo is not None and not report_only:
+    earlier = {r.get("index"): r for r in searched or ()}
+    if searched is not None and not report_only:
+        missing = [it.index for it in items if it.index not in earlier]
+        if missing:
+            raise ValueError(f"{what}: no earlier search for {len(missing)} of {len(items)} inputs (e.g. index "
+                             f"{missing[0]}): run the earlier settings on them first, or search afresh")
+    if redo is not None and report_only:
+        echo(f"  {what}: --report-only: records to do again are reported as they are")
+    elif redo is not None:
         log = JsonlLog(path)
         if n := log.drop(r.get("index") for r in log.records if r.get("index") in wanted and redo(r)):
             echo(f"  {what}: {n} records to do again")
+            if archive is not None:  # an interrupted run must not restore them from the archive
+                write_archive(archive[0], log.records, archive[1])
     every: list[dict[str, Any]] | None = None
     if report_only:
         every = read_jsonl(path)
@@ -65,12 +75,6 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
             echo(f"  {what}: {len(items) - len(recs)} of {len(items)} inputs not attacked yet (--report-only)")
     else:
         t = time.time()
-        earlier = {r.get("index"): r for r in searched or ()}
-        if searched is not None:
-            missing = [it.index for it in items if it.index not in earlier]
-            if missing:
-                raise ValueError(f"{what}: no earlier search for {len(missing)} of {len(items)} inputs (e.g. index "
-                                 f"{missing[0]}): run the earlier settings on them first, or search afresh")
         # without earlier searches, or where redo picks the earlier search: search afresh; else reduce again
         stale = {i for i, r in earlier.items() if redo is not None and redo(r)}
 
@@ -95,12 +99,15 @@ def run_attacks(path: str | os.PathLike[str], items: list[Any], attack: Any, bat
 
 
 def judged_on_other_text(rec: dict[str, Any]) -> bool:
-    """Whether a record's adversarial text (or its text before the reduction) holds the literal unknown word
-    ``<unk>``: a word-level victim's out-of-vocabulary source word written as its token. Such texts re-encode to
-    other ids than the attack's (``<``, ``unk``, ``>``), so its success was judged on another input; the
-    adversarial text now keeps the input's own words (:meth:`~nlprobust.victims.base.Seq2SeqVictim.render_source`)."""
+    """Whether a record was written with the literal unknown word ``<unk>`` for a word-level victim's
+    out-of-vocabulary source word (in its source words, its adversarial text or its text before the reduction).
+    Such texts re-encode to other ids than the attack's (``<``, ``unk``, ``>``), so every trial that kept the word
+    was judged on another input: the final success where its text holds ``<unk>``, and the search's and the
+    reduction's path (e.g. a revert to the unknown word) where the attack changed it. Texts and source words now
+    keep the input's own words (:meth:`~nlprobust.victims.base.Seq2SeqVictim.render_source`), so a record done
+    again is not picked again."""
     texts = [rec.get("adversarial"), (rec.get("before_reduction") or {}).get("adversarial")]
-    return any("<unk>" in t for t in texts if t)
+    return "<unk>" in (rec.get("source_words") or ()) or any("<unk>" in t for t in texts if t)
 
 
 def table_row(recs: list[dict[str, Any]], lm: Any, *,

@@ -145,7 +145,8 @@ class OpenNMTVictim(Seq2SeqVictim):
         return self._candidates
 
     def _tokens(self, text: str) -> list[str]:
-        """The source tokens of ``text``; a literal ``<unk>`` stays one token (the unknown word)."""
+        """The source tokens of ``text``; a literal ``<unk>`` (lowercase, as the vocabulary writes it) stays one
+        token, the unknown word."""
         text = text.lower() if self.lowercase else text
         if self.pretokenized:
             return text.split()
