@@ -280,8 +280,9 @@ def run_items(items: Sequence[T], process: Callable[[int, list[T]], Sequence[dic
                disable=not progress, dynamic_ncols=True, position=shard.local_rank if shard.world > 1 else None)
     for c, rng in todo:
         pending = [i for i in rng if hkeys[i] not in done]
-        records = list(process(c, [items[i] for i in (pending if partial else rng)]))
-        wanted = {hkeys[i] for i in (pending if partial else rng)}
+        given = pending if partial else rng
+        records = list(process(c, [items[i] for i in given]))
+        wanted = {hkeys[i] for i in given}
         got = {_hashable(r.get(key)) for r in records}
         if got != wanted:
             raise RuntimeError(f"chunk {c}: process returned records for keys {sorted(map(str, got))[:5]}..., "

@@ -30,8 +30,8 @@ from nlprobust.victims.base import (
 )
 from nlprobust.victims.decoding import beam_search, may_stop
 
-SPECIALS = ("<blank>", "<s>", "</s>", "<unk>")
 UNK = "<unk>"
+SPECIALS = ("<blank>", "<s>", "</s>", UNK)
 
 
 
